@@ -1,0 +1,19 @@
+//! Compiles `ferry/v1/*.proto` with protox (pure Rust), so building Ferry needs no system `protoc`.
+
+use std::path::PathBuf;
+
+const PROTOS: &[&str] = &["ferry/v1/common.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    for proto in PROTOS {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    let descriptors = protox::compile(PROTOS, ["."])?;
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        // Data chunks are `bytes::Bytes`: the server hands them to storage without a copy.
+        .bytes(".")
+        .file_descriptor_set_path(out_dir.join("ferry_descriptor.bin"))
+        .compile_fds(descriptors)?;
+    Ok(())
+}

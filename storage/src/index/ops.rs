@@ -1,0 +1,377 @@
+//! Record-level operations, each used inside one transaction by the storage facade.
+
+use redb::{ReadableTable, ReadTransaction, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::tables::*;
+use crate::digest::{Digest, Md5};
+use crate::error::{Error, Result};
+use crate::model::{
+    FileTransfer, FileTransferId, Party, RecipientStatusEntry, ResourceConfig, ResourceId,
+    ServiceOwner, StatusEntry, StoredContent, Timestamp, UploadId,
+};
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(postcard::to_allocvec(value)?)
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    Ok(postcard::from_bytes(bytes)?)
+}
+
+/// A stored blob: its size, MD5 and how many things reference it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRecord {
+    /// Bytes.
+    pub size: u64,
+    /// MD5 of the bytes.
+    pub md5: Md5,
+    /// References: transfers holding it plus standalone references.
+    pub refs: u64,
+}
+
+/// An upload in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRecord {
+    /// File name of its temporary under `tmp/`.
+    pub temp_name: String,
+    /// Bytes known to be durable in the temporary.
+    pub committed: u64,
+    /// When the upload began.
+    pub created: Timestamp,
+    /// When its committed offset last moved.
+    pub updated: Timestamp,
+}
+
+/// Creates every table and checks the schema version.
+pub(crate) fn init(txn: &WriteTransaction) -> Result<()> {
+    txn.open_table(SERVICE_OWNERS)?;
+    txn.open_table(RESOURCES)?;
+    txn.open_table(TRANSFERS)?;
+    txn.open_table(STATUS_HISTORY)?;
+    txn.open_table(RECIPIENT_HISTORY)?;
+    txn.open_table(BLOBS)?;
+    txn.open_table(BLOB_GC)?;
+    txn.open_table(UPLOADS)?;
+    txn.open_table(BY_RESOURCE)?;
+    txn.open_table(BY_PARTY)?;
+    let mut meta = txn.open_table(META)?;
+    let stored = meta.get("schema_version")?.map(|v| decode::<u32>(v.value())).transpose()?;
+    match stored {
+        None => {
+            meta.insert("schema_version", encode(&SCHEMA_VERSION)?.as_slice())?;
+        }
+        Some(v) if v == SCHEMA_VERSION => {}
+        Some(v) => {
+            return Err(Error::Corrupt(format!(
+                "index schema version {v}, this build understands {SCHEMA_VERSION}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+// --- service owners and resources ---
+
+pub(crate) fn insert_service_owner(txn: &WriteTransaction, owner: &ServiceOwner) -> Result<()> {
+    let mut table = txn.open_table(SERVICE_OWNERS)?;
+    let key = owner.id.org_number();
+    if table.get(key)?.is_some() {
+        return Err(Error::AlreadyExists(format!("service owner {}", owner.id)));
+    }
+    table.insert(key, encode(owner)?.as_slice())?;
+    Ok(())
+}
+
+pub(crate) fn get_service_owner(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    party: &Party,
+) -> Result<Option<ServiceOwner>> {
+    table.get(party.org_number())?.map(|v| decode(v.value())).transpose()
+}
+
+pub(crate) fn put_resource(txn: &WriteTransaction, resource: &ResourceConfig) -> Result<()> {
+    txn.open_table(RESOURCES)?.insert(resource.id.as_str(), encode(resource)?.as_slice())?;
+    Ok(())
+}
+
+pub(crate) fn get_resource(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &ResourceId,
+) -> Result<Option<ResourceConfig>> {
+    table.get(id.as_str())?.map(|v| decode(v.value())).transpose()
+}
+
+// --- transfers ---
+
+/// How much of a transfer's histories is already stored.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stored {
+    n_status: usize,
+    n_recipient: usize,
+    held: Option<StoredContent>,
+}
+
+impl Stored {
+    pub(crate) const NOTHING: Self = Self { n_status: 0, n_recipient: 0, held: None };
+
+    pub(crate) fn of(transfer: &FileTransfer) -> Self {
+        Self {
+            n_status: transfer.status_history.len(),
+            n_recipient: transfer.recipient_history.len(),
+            held: transfer.content.filter(|_| transfer.holds_blob()),
+        }
+    }
+}
+
+pub(crate) fn insert_transfer(txn: &WriteTransaction, transfer: &FileTransfer) -> Result<Vec<Digest>> {
+    if txn.open_table(TRANSFERS)?.get(transfer.id.as_u128())?.is_some() {
+        return Err(Error::AlreadyExists(format!("file transfer {}", transfer.id)));
+    }
+    let id = transfer.id.as_u128();
+    let created = transfer.created.as_unix_micros();
+    txn.open_table(BY_RESOURCE)?.insert((transfer.resource_id.as_str(), created, id), ())?;
+    let mut by_party = txn.open_table(BY_PARTY)?;
+    by_party.insert((transfer.sender.org_number(), 0u8, created, id), ())?;
+    for recipient in &transfer.recipients {
+        by_party.insert((recipient.org_number(), 1u8, created, id), ())?;
+    }
+    save_transfer(txn, transfer, Stored::NOTHING)
+}
+
+/// Writes the transfer's record, the history rows added since `before`, and the blob reference
+/// change implied by [`FileTransfer::holds_blob`]. Returns digests whose last reference went.
+pub(crate) fn save_transfer(
+    txn: &WriteTransaction,
+    transfer: &FileTransfer,
+    before: Stored,
+) -> Result<Vec<Digest>> {
+    let id = transfer.id.as_u128();
+    txn.open_table(TRANSFERS)?.insert(id, encode(transfer)?.as_slice())?;
+    append_rows(txn, STATUS_HISTORY, id, &transfer.status_history, before.n_status)?;
+    append_rows(txn, RECIPIENT_HISTORY, id, &transfer.recipient_history, before.n_recipient)?;
+    let after = Stored::of(transfer).held;
+    let mut released = Vec::new();
+    match (before.held, after) {
+        (None, Some(content)) => blob_incref(txn, &content)?,
+        (Some(content), None) => {
+            if blob_decref(txn, &content.blake3)? {
+                released.push(content.blake3);
+            }
+        }
+        (Some(a), Some(b)) if a != b => {
+            return Err(Error::Corrupt(format!("transfer {} changed its content", transfer.id)));
+        }
+        _ => {}
+    }
+    Ok(released)
+}
+
+fn append_rows<T: Serialize>(
+    txn: &WriteTransaction,
+    table: redb::TableDefinition<'static, (u128, u32), &'static [u8]>,
+    id: u128,
+    rows: &[T],
+    n_stored: usize,
+) -> Result<()> {
+    if rows.len() < n_stored {
+        return Err(Error::Corrupt("a history shrank".into()));
+    }
+    let mut table = txn.open_table(table)?;
+    for (seq, row) in rows.iter().enumerate().skip(n_stored) {
+        let seq = u32::try_from(seq).map_err(|_| Error::Corrupt("history too long".into()))?;
+        table.insert((id, seq), encode(row)?.as_slice())?;
+    }
+    Ok(())
+}
+
+/// Loads a transfer with both histories from any transaction.
+pub(crate) fn load_transfer(
+    transfers: &impl ReadableTable<u128, &'static [u8]>,
+    status: &impl ReadableTable<(u128, u32), &'static [u8]>,
+    recipients: &impl ReadableTable<(u128, u32), &'static [u8]>,
+    id: FileTransferId,
+) -> Result<Option<FileTransfer>> {
+    let key = id.as_u128();
+    let Some(row) = transfers.get(key)? else { return Ok(None) };
+    let mut transfer: FileTransfer = decode(row.value())?;
+    transfer.status_history = read_rows::<StatusEntry>(status, key)?;
+    transfer.recipient_history = read_rows::<RecipientStatusEntry>(recipients, key)?;
+    if transfer.status_history.is_empty() {
+        return Err(Error::Corrupt(format!("transfer {id} has no status history")));
+    }
+    Ok(Some(transfer))
+}
+
+fn read_rows<T: DeserializeOwned>(
+    table: &impl ReadableTable<(u128, u32), &'static [u8]>,
+    id: u128,
+) -> Result<Vec<T>> {
+    let mut out = Vec::new();
+    for entry in table.range((id, 0)..=(id, u32::MAX))? {
+        let (_, value) = entry?;
+        out.push(decode(value.value())?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn load_transfer_read(txn: &ReadTransaction, id: FileTransferId) -> Result<Option<FileTransfer>> {
+    load_transfer(
+        &txn.open_table(TRANSFERS)?,
+        &txn.open_table(STATUS_HISTORY)?,
+        &txn.open_table(RECIPIENT_HISTORY)?,
+        id,
+    )
+}
+
+pub(crate) fn load_transfer_write(txn: &WriteTransaction, id: FileTransferId) -> Result<Option<FileTransfer>> {
+    load_transfer(
+        &txn.open_table(TRANSFERS)?,
+        &txn.open_table(STATUS_HISTORY)?,
+        &txn.open_table(RECIPIENT_HISTORY)?,
+        id,
+    )
+}
+
+/// Transfers of a resource created in `[from, to)`, oldest first.
+pub(crate) fn transfers_by_resource(
+    txn: &ReadTransaction,
+    resource: &ResourceId,
+    from: Timestamp,
+    to: Timestamp,
+    limit: usize,
+) -> Result<Vec<FileTransferId>> {
+    let table = txn.open_table(BY_RESOURCE)?;
+    let start = (resource.as_str(), from.as_unix_micros(), 0u128);
+    let end = (resource.as_str(), to.as_unix_micros(), 0u128);
+    let mut out = Vec::new();
+    for entry in table.range(start..end)?.take(limit) {
+        out.push(FileTransferId::from_u128(entry?.0.value().2));
+    }
+    Ok(out)
+}
+
+/// Transfers where `party` has `role` (0 sender, 1 recipient), created in `[from, to)`.
+pub(crate) fn transfers_by_party(
+    txn: &ReadTransaction,
+    party: &Party,
+    role: u8,
+    from: Timestamp,
+    to: Timestamp,
+    limit: usize,
+) -> Result<Vec<FileTransferId>> {
+    let table = txn.open_table(BY_PARTY)?;
+    let start = (party.org_number(), role, from.as_unix_micros(), 0u128);
+    let end = (party.org_number(), role, to.as_unix_micros(), 0u128);
+    let mut out = Vec::new();
+    for entry in table.range(start..end)?.take(limit) {
+        out.push(FileTransferId::from_u128(entry?.0.value().3));
+    }
+    Ok(out)
+}
+
+// --- blobs ---
+
+pub(crate) fn blob_incref(txn: &WriteTransaction, content: &StoredContent) -> Result<()> {
+    let mut blobs = txn.open_table(BLOBS)?;
+    let key = content.blake3.as_bytes().as_slice();
+    let record = match blobs.get(key)?.map(|v| decode::<BlobRecord>(v.value())).transpose()? {
+        Some(mut record) => {
+            record.refs += 1;
+            record
+        }
+        None => BlobRecord { size: content.size, md5: content.md5, refs: 1 },
+    };
+    blobs.insert(key, encode(&record)?.as_slice())?;
+    drop(blobs);
+    // A blob that gained a reference must not be collected.
+    txn.open_table(BLOB_GC)?.remove(key)?;
+    Ok(())
+}
+
+/// Drops one reference; returns true if it was the last (the file is then queued for deletion).
+pub(crate) fn blob_decref(txn: &WriteTransaction, digest: &Digest) -> Result<bool> {
+    let mut blobs = txn.open_table(BLOBS)?;
+    let key = digest.as_bytes().as_slice();
+    let Some(mut record) = blobs.get(key)?.map(|v| decode::<BlobRecord>(v.value())).transpose()?
+    else {
+        return Err(Error::Corrupt(format!("released blob {digest} has no record")));
+    };
+    record.refs -= 1;
+    if record.refs > 0 {
+        blobs.insert(key, encode(&record)?.as_slice())?;
+        return Ok(false);
+    }
+    blobs.remove(key)?;
+    drop(blobs);
+    txn.open_table(BLOB_GC)?.insert(key, ())?;
+    Ok(true)
+}
+
+pub(crate) fn get_blob(txn: &ReadTransaction, digest: &Digest) -> Result<Option<BlobRecord>> {
+    let table = txn.open_table(BLOBS)?;
+    table.get(digest.as_bytes().as_slice())?.map(|v| decode(v.value())).transpose()
+}
+
+pub(crate) fn all_blobs(txn: &ReadTransaction) -> Result<Vec<(Digest, BlobRecord)>> {
+    let table = txn.open_table(BLOBS)?;
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        let bytes: [u8; 32] =
+            key.value().try_into().map_err(|_| Error::Corrupt("blob key is not 32 bytes".into()))?;
+        out.push((Digest::from_bytes(bytes), decode(value.value())?));
+    }
+    Ok(out)
+}
+
+pub(crate) fn pending_gc(txn: &ReadTransaction) -> Result<Vec<Digest>> {
+    let table = txn.open_table(BLOB_GC)?;
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (key, ()) = (entry?.0, ());
+        let bytes: [u8; 32] =
+            key.value().try_into().map_err(|_| Error::Corrupt("gc key is not 32 bytes".into()))?;
+        out.push(Digest::from_bytes(bytes));
+    }
+    Ok(out)
+}
+
+/// Every transfer id, for consistency checks.
+pub(crate) fn all_transfer_ids(txn: &ReadTransaction) -> Result<Vec<FileTransferId>> {
+    let table = txn.open_table(TRANSFERS)?;
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        out.push(FileTransferId::from_u128(entry?.0.value()));
+    }
+    Ok(out)
+}
+
+// --- uploads ---
+
+pub(crate) fn get_upload(txn: &ReadTransaction, id: &UploadId) -> Result<Option<UploadRecord>> {
+    let table = txn.open_table(UPLOADS)?;
+    table.get(id.as_str())?.map(|v| decode(v.value())).transpose()
+}
+
+pub(crate) fn put_upload(txn: &WriteTransaction, id: &UploadId, record: &UploadRecord) -> Result<()> {
+    txn.open_table(UPLOADS)?.insert(id.as_str(), encode(record)?.as_slice())?;
+    Ok(())
+}
+
+pub(crate) fn remove_upload(txn: &WriteTransaction, id: &UploadId) -> Result<Option<UploadRecord>> {
+    let mut table = txn.open_table(UPLOADS)?;
+    let removed = table.remove(id.as_str())?.map(|v| decode(v.value())).transpose()?;
+    Ok(removed)
+}
+
+pub(crate) fn all_uploads(txn: &ReadTransaction) -> Result<Vec<(UploadId, UploadRecord)>> {
+    let table = txn.open_table(UPLOADS)?;
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (key, value) = entry?;
+        out.push((UploadId::from_stored(key.value()), decode(value.value())?));
+    }
+    Ok(out)
+}

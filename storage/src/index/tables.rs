@@ -1,0 +1,39 @@
+//! All redb tables. Values are postcard-encoded records (see [`super::ops`]); a change to a
+//! record's shape gets a new table name (`-v2`) and a migration, never a silent reinterpretation.
+
+use redb::TableDefinition;
+
+/// Key/value pairs about the database itself (schema version).
+pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta-v1");
+/// Org number (9 digits) → `ServiceOwner`.
+pub(crate) const SERVICE_OWNERS: TableDefinition<'static, &str, &[u8]> =
+    TableDefinition::new("service_owners-v1");
+/// Resource id → `ResourceConfig`.
+pub(crate) const RESOURCES: TableDefinition<'static, &str, &[u8]> =
+    TableDefinition::new("resources-v1");
+/// Transfer id → `FileTransfer` without its histories.
+pub(crate) const TRANSFERS: TableDefinition<'static, u128, &[u8]> =
+    TableDefinition::new("transfers-v1");
+/// (transfer id, sequence) → `StatusEntry`.
+pub(crate) const STATUS_HISTORY: TableDefinition<'static, (u128, u32), &[u8]> =
+    TableDefinition::new("transfer_status_history-v1");
+/// (transfer id, sequence) → `RecipientStatusEntry`.
+pub(crate) const RECIPIENT_HISTORY: TableDefinition<'static, (u128, u32), &[u8]> =
+    TableDefinition::new("recipient_status_history-v1");
+/// BLAKE3 digest → `BlobRecord` (size, MD5, reference count). A blob is listed here only while
+/// its file exists and something references it.
+pub(crate) const BLOBS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("blobs-v1");
+/// Digests whose last reference went: their files are deleted after the commit.
+pub(crate) const BLOB_GC: TableDefinition<'static, &[u8], ()> = TableDefinition::new("blob_gc-v1");
+/// Upload id → `UploadRecord` (temporary file, durable committed offset).
+pub(crate) const UPLOADS: TableDefinition<'static, &str, &[u8]> =
+    TableDefinition::new("uploads-v1");
+/// Search index: (resource id, created µs, transfer id).
+pub(crate) const BY_RESOURCE: TableDefinition<'static, (&str, i64, u128), ()> =
+    TableDefinition::new("transfers_by_resource-v1");
+/// Search index: (org number, role, created µs, transfer id); role 0 = sender, 1 = recipient.
+pub(crate) const BY_PARTY: TableDefinition<'static, (&str, u8, i64, u128), ()> =
+    TableDefinition::new("transfers_by_party-v1");
+
+/// The schema version written to [`META`].
+pub(crate) const SCHEMA_VERSION: u32 = 1;

@@ -1,0 +1,447 @@
+//! Ferry's storage engine.
+//!
+//! # Layout
+//!
+//! - [`model`]: the domain — transfers, resources, parties, statuses — pure and I/O-free.
+//! - [`digest`]: BLAKE3 [`Digest`] (a blob's address) and [`Md5`] (Altinn's checksum).
+//! - `blob`: the content-addressed files: durable writer, ranged reader, verification.
+//! - `index`: the redb database with a single group-committing writer.
+//! - [`Storage`] (this file): the facade that keeps the two consistent, and [`Upload`], a
+//!   resumable upload in progress.
+//!
+//! # Invariants
+//!
+//! - The index never points at a missing blob: a blob's file is renamed into place and fsynced
+//!   before the transaction that references it commits, and deleted only after the transaction
+//!   that drops its last reference commits. A per-digest lock orders the two.
+//! - Blob reference counts are derived from the transfers ([`FileTransfer::holds_blob`]) in the
+//!   same transaction that changes the transfer, so they cannot drift.
+//! - Temporary data is never visible: it lives in `tmp/` until renamed. Start-up deletes every
+//!   temporary that no upload in the index claims.
+//!
+//! Architecture invariant: this crate knows nothing of gRPC, HTTP or ClamAV.
+
+pub mod digest;
+pub mod model;
+
+mod blob;
+mod error;
+mod index;
+mod upload;
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use blob::{BlobRange, BlobTail, Verification};
+pub use digest::{Digest, Md5};
+pub use error::{Error, Result};
+pub use index::IndexStats;
+pub use index::ops::{BlobRecord, UploadRecord};
+pub use upload::Upload;
+
+use blob::{BlobStore, BlobWriter, FinishedBlob};
+use index::{Index, IndexOptions, ops};
+use model::{
+    FileTransfer, FileTransferId, Party, ResourceConfig, ResourceId, ServiceOwner, StoredContent,
+    Timestamp,
+};
+
+/// How to open the storage.
+#[derive(Debug, Clone)]
+pub struct StorageOptions {
+    /// The data directory: `index.redb`, `blobs/`, `tmp/`.
+    pub root: PathBuf,
+    /// fsync file data, directories and index commits. Only throwaway test data turns it off.
+    pub sync: bool,
+    /// Most index writes per group commit.
+    pub max_batch: usize,
+    /// At start-up, delete blob files that no index record references (left by a crash between
+    /// a rename and its commit). Walks the whole blob directory.
+    pub sweep_orphan_blobs: bool,
+}
+
+impl StorageOptions {
+    /// Durable defaults for a data directory.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into(), sync: true, max_batch: 512, sweep_orphan_blobs: true }
+    }
+}
+
+/// What start-up recovery found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Temporaries deleted because no upload claimed them.
+    pub temporaries_removed: usize,
+    /// Uploads forgotten because their temporary was gone.
+    pub uploads_dropped: usize,
+    /// Blob files deleted after their last reference went.
+    pub blobs_collected: usize,
+    /// Blob files deleted because no record referenced them.
+    pub orphan_blobs_removed: usize,
+}
+
+/// The storage engine: blob store and index, kept consistent. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+    blobs: BlobStore,
+    index: Index,
+    /// Striped locks ordering blob placement against blob deletion for the same digest.
+    locks: Vec<tokio::sync::Mutex<()>>,
+    recovery: Recovery,
+}
+
+const N_LOCK_STRIPES: usize = 256;
+
+impl Storage {
+    /// Opens (or creates) the storage in `options.root` and recovers from any crash.
+    pub async fn open(options: StorageOptions) -> Result<Self> {
+        std::fs::create_dir_all(&options.root).map_err(Error::io("creating the data directory"))?;
+        let blobs = BlobStore::open(&options.root, options.sync)
+            .map_err(Error::io("creating the blob directories"))?;
+        let index_path = options.root.join("index.redb");
+        let index = tokio::task::spawn_blocking(move || {
+            Index::open(&index_path, IndexOptions { sync: options.sync, max_batch: options.max_batch })
+        })
+        .await
+        .map_err(|e| Error::Io { context: "opening the index", source: std::io::Error::other(e) })??;
+        index.write(ops::init).await?;
+        let mut storage = Self {
+            inner: Arc::new(Inner {
+                root: options.root,
+                blobs,
+                index,
+                locks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                recovery: Recovery::default(),
+            }),
+        };
+        let recovery = storage.recover(options.sweep_orphan_blobs).await?;
+        Arc::get_mut(&mut storage.inner).expect("not shared yet").recovery = recovery;
+        if recovery != Recovery::default() {
+            tracing::info!(?recovery, "storage recovered");
+        }
+        Ok(storage)
+    }
+
+    async fn recover(&self, sweep_orphans: bool) -> Result<Recovery> {
+        let mut recovery = Recovery::default();
+        let uploads = self.inner.index.read(ops::all_uploads)?;
+        for (id, record) in &uploads {
+            if !self.inner.blobs.temp_path(&record.temp_name).exists() {
+                tracing::warn!(upload = %id, "upload's temporary is gone; forgetting the upload");
+                let id = id.clone();
+                self.inner.index.write(move |txn| ops::remove_upload(txn, &id)).await?;
+                recovery.uploads_dropped += 1;
+            }
+        }
+        let claimed: HashSet<String> = uploads.into_iter().map(|(_, r)| r.temp_name).collect();
+        let blobs = self.inner.blobs.clone();
+        recovery.temporaries_removed =
+            blocking(move || blobs.sweep_temporaries(|name| claimed.contains(name)), "sweeping temporaries")
+                .await?;
+        let pending = self.inner.index.read(ops::pending_gc)?;
+        recovery.blobs_collected = pending.len();
+        self.collect(pending).await?;
+        if sweep_orphans {
+            let blobs = self.inner.blobs.clone();
+            let on_disk = blocking(move || blobs.list(), "listing blobs").await?;
+            let known: HashSet<Digest> =
+                self.inner.index.read(ops::all_blobs)?.into_iter().map(|(d, _)| d).collect();
+            for digest in on_disk.into_iter().filter(|d| !known.contains(d)) {
+                let _guard = self.lock(&digest).await;
+                if self.blob(&digest)?.is_none() {
+                    self.inner.blobs.remove(&digest).map_err(Error::io("removing an orphan blob"))?;
+                    recovery.orphan_blobs_removed += 1;
+                }
+            }
+        }
+        Ok(recovery)
+    }
+
+    /// The data directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// What start-up recovery did.
+    pub fn recovery(&self) -> Recovery {
+        self.inner.recovery
+    }
+
+    /// Group-commit counters.
+    pub fn index_stats(&self) -> &IndexStats {
+        self.inner.index.stats()
+    }
+
+    async fn lock(&self, digest: &Digest) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.locks[usize::from(digest.as_bytes()[0])].lock().await
+    }
+
+    // --- service owners and resources ---
+
+    /// Registers a service owner; [`Error::AlreadyExists`] if it is registered.
+    pub async fn create_service_owner(&self, owner: ServiceOwner) -> Result<()> {
+        self.inner.index.write(move |txn| ops::insert_service_owner(txn, &owner)).await
+    }
+
+    /// A registered service owner.
+    pub fn service_owner(&self, party: &Party) -> Result<Option<ServiceOwner>> {
+        self.inner.index.read(|txn| ops::get_service_owner(&txn.open_table(index::tables::SERVICE_OWNERS)?, party))
+    }
+
+    /// Reads, changes and writes a resource configuration in one transaction. `f` gets the
+    /// current configuration (if any) and returns the new one, or an error that changes nothing.
+    pub async fn modify_resource<F>(&self, id: ResourceId, mut f: F) -> Result<ResourceConfig>
+    where
+        F: FnMut(Option<ResourceConfig>) -> Result<ResourceConfig> + Send + 'static,
+    {
+        self.inner
+            .index
+            .write(move |txn| {
+                let current = ops::get_resource(&txn.open_table(index::tables::RESOURCES)?, &id)?;
+                let next = f(current)?;
+                if next.id != id {
+                    return Err(Error::Corrupt("a resource update changed the resource id".into()));
+                }
+                ops::put_resource(txn, &next)?;
+                Ok(next)
+            })
+            .await
+    }
+
+    /// A resource configuration.
+    pub fn resource(&self, id: &ResourceId) -> Result<Option<ResourceConfig>> {
+        self.inner.index.read(|txn| ops::get_resource(&txn.open_table(index::tables::RESOURCES)?, id))
+    }
+
+    // --- transfers ---
+
+    /// Stores a new transfer with its histories and search entries.
+    pub async fn insert_transfer(&self, transfer: FileTransfer) -> Result<()> {
+        self.inner.index.write(move |txn| ops::insert_transfer(txn, &transfer).map(drop)).await
+    }
+
+    /// A transfer with its histories.
+    pub fn transfer(&self, id: FileTransferId) -> Result<Option<FileTransfer>> {
+        self.inner.index.read(|txn| ops::load_transfer_read(txn, id))
+    }
+
+    /// Loads a transfer, applies `f` and stores the result, all in one transaction: the status
+    /// change, its history rows and the blob reference it implies commit together or not at all.
+    /// An `Err` from `f` changes nothing.
+    pub async fn update_transfer<T, F>(&self, id: FileTransferId, mut f: F) -> Result<(FileTransfer, T)>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut FileTransfer) -> Result<T> + Send + 'static,
+    {
+        let (transfer, value, released) = self
+            .inner
+            .index
+            .write(move |txn| {
+                let mut transfer = ops::load_transfer_write(txn, id)?
+                    .ok_or_else(|| Error::NotFound(format!("file transfer {id}")))?;
+                let before = ops::Stored::of(&transfer);
+                let value = f(&mut transfer)?;
+                let released = ops::save_transfer(txn, &transfer, before)?;
+                Ok((transfer, value, released))
+            })
+            .await?;
+        self.collect(released).await?;
+        Ok((transfer, value))
+    }
+
+    /// Transfers of `resource` created in `[from, to)`, oldest first, at most `limit`.
+    pub fn transfers_by_resource(
+        &self,
+        resource: &ResourceId,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<FileTransferId>> {
+        self.inner.index.read(|txn| ops::transfers_by_resource(txn, resource, from, to, limit))
+    }
+
+    /// Transfers `party` sent (`as_recipient = false`) or received, created in `[from, to)`.
+    pub fn transfers_by_party(
+        &self,
+        party: &Party,
+        as_recipient: bool,
+        from: Timestamp,
+        to: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<FileTransferId>> {
+        self.inner
+            .index
+            .read(|txn| ops::transfers_by_party(txn, party, u8::from(as_recipient), from, to, limit))
+    }
+
+    // --- blobs ---
+
+    /// Starts a one-shot (not resumable) blob write. Dropping it unfinished deletes its temporary.
+    pub async fn blob_writer(&self) -> Result<BlobIngest> {
+        let path = self.inner.blobs.temp_path(&BlobStore::new_temp_name());
+        let sync = self.inner.blobs.sync();
+        let writer = blocking(move || BlobWriter::create(path, false, sync), "creating a temporary").await?;
+        Ok(BlobIngest { writer })
+    }
+
+    /// Finishes a one-shot write and stores the blob with one standalone reference (identical
+    /// content is stored once; its count goes up).
+    pub async fn add_blob(&self, ingest: BlobIngest) -> Result<StoredContent> {
+        let finished = ingest.writer.finish().await.map_err(Error::io("finishing a blob"))?;
+        let content = finished.content;
+        self.place_and_reference(finished, move |txn| ops::blob_incref(txn, &content)).await?;
+        Ok(content)
+    }
+
+    /// Drops a standalone reference taken by [`Storage::add_blob`]; the file goes with the last.
+    pub async fn release_blob(&self, digest: Digest) -> Result<()> {
+        let last = self.inner.index.write(move |txn| ops::blob_decref(txn, &digest)).await?;
+        if last {
+            self.collect(vec![digest]).await?;
+        }
+        Ok(())
+    }
+
+    /// The index record of a blob.
+    pub fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>> {
+        self.inner.index.read(|txn| ops::get_blob(txn, digest))
+    }
+
+    /// Every blob record.
+    pub fn blobs(&self) -> Result<Vec<(Digest, BlobRecord)>> {
+        self.inner.index.read(ops::all_blobs)
+    }
+
+    /// Opens `len` bytes (to the end if `None`) of a blob from `offset`.
+    pub async fn read_blob(&self, digest: &Digest, offset: u64, len: Option<u64>) -> Result<BlobRange> {
+        let blobs = self.inner.blobs.clone();
+        let digest = *digest;
+        blocking(move || blobs.open_range(&digest, offset, len), "opening a blob").await
+    }
+
+    /// Re-hashes a blob's file and compares it with its digest.
+    pub async fn verify_blob(&self, digest: &Digest) -> Result<Verification> {
+        let blobs = self.inner.blobs.clone();
+        let digest = *digest;
+        blocking(move || blobs.verify(&digest), "verifying a blob").await
+    }
+
+    /// The path of a blob's file (for tests that damage it on purpose, and for operators).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.inner.blobs.path_of(digest)
+    }
+
+    /// Places a finished temporary under its digest and commits `reference` in the same step.
+    /// If the commit fails or references nothing, the file is removed again unless something
+    /// else references the same content.
+    async fn place_and_reference<T, F>(&self, finished: FinishedBlob, reference: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+    {
+        let digest = finished.content.blake3;
+        let _guard = self.lock(&digest).await;
+        let blobs = self.inner.blobs.clone();
+        blocking(move || blobs.place(&finished), "placing a blob").await?;
+        let result = self.inner.index.write(reference).await;
+        if self.blob(&digest)?.is_none() {
+            self.inner.blobs.remove(&digest).map_err(Error::io("removing an unreferenced blob"))?;
+        }
+        result
+    }
+
+    /// Deletes the files of blobs whose last reference went, unless one came back meanwhile.
+    async fn collect(&self, digests: Vec<Digest>) -> Result<()> {
+        for digest in digests {
+            let _guard = self.lock(&digest).await;
+            if self.blob(&digest)?.is_none() {
+                self.inner.blobs.remove(&digest).map_err(Error::io("deleting a blob"))?;
+            }
+            self.inner
+                .index
+                .write(move |txn| {
+                    txn.open_table(index::tables::BLOB_GC)?.remove(digest.as_bytes().as_slice())?;
+                    Ok(())
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Checks that the index and the files agree; returns the problems found (empty = consistent).
+    /// Used by tests after crashes, and by operators.
+    pub async fn check_consistency(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let mut holders: std::collections::HashMap<Digest, u64> = Default::default();
+        for id in self.inner.index.read(ops::all_transfer_ids)? {
+            let transfer = self.transfer(id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
+            if let Some(content) = transfer.content.filter(|_| transfer.holds_blob()) {
+                *holders.entry(content.blake3).or_default() += 1;
+            }
+        }
+        for (digest, record) in self.blobs()? {
+            match self.verify_blob(&digest).await? {
+                Verification::Intact => {}
+                other => problems.push(format!("blob {digest}: {other:?}")),
+            }
+            let held = holders.remove(&digest).unwrap_or(0);
+            if record.refs < held {
+                problems.push(format!("blob {digest}: {} refs but {held} transfers hold it", record.refs));
+            }
+        }
+        for (digest, n) in holders {
+            problems.push(format!("{n} transfers hold blob {digest}, which has no record"));
+        }
+        Ok(problems)
+    }
+}
+
+/// A one-shot blob write in progress (see [`Storage::blob_writer`]).
+#[derive(Debug)]
+pub struct BlobIngest {
+    writer: BlobWriter,
+}
+
+impl BlobIngest {
+    /// Appends a chunk.
+    pub async fn write(&mut self, chunk: bytes::Bytes) -> Result<()> {
+        self.writer.write(chunk).await.map_err(Error::io("writing a blob"))
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.writer.len()
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+    context: &'static str,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Io { context, source: std::io::Error::other(e) })?
+        .map_err(Error::io(context))
+}
+
+impl Storage {
+    fn blob_store(&self) -> &BlobStore {
+        &self.inner.blobs
+    }
+
+    fn index(&self) -> &Index {
+        &self.inner.index
+    }
+}

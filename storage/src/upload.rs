@@ -1,0 +1,158 @@
+//! Resumable uploads.
+//!
+//! An upload writes into a temporary registered in the index under its [`UploadId`]. Each
+//! [`Upload::checkpoint`] fsyncs the temporary and then records the offset as committed, so the
+//! committed offset is always durable. After a dropped connection, or a server restart, or a
+//! `kill -9`, [`Storage::open_upload`] reopens the temporary, cuts it back to the committed
+//! offset and re-hashes that prefix: the client continues from there and the final digests are
+//! those of an uninterrupted upload.
+
+use bytes::Bytes;
+
+use crate::blob::{BlobStore, BlobTail, BlobWriter};
+use crate::error::{Error, Result};
+use crate::index::ops::{self, UploadRecord};
+use crate::model::{FileTransfer, FileTransferId, Timestamp, UploadId, UploadOutcome};
+use crate::{Storage, blocking};
+
+/// An upload in progress. Dropping it keeps its temporary: it can be resumed.
+#[derive(Debug)]
+pub struct Upload {
+    storage: Storage,
+    id: UploadId,
+    writer: BlobWriter,
+    committed: u64,
+}
+
+impl Storage {
+    /// Starts an upload, or resumes it at its committed offset if it exists.
+    pub async fn open_upload(&self, id: UploadId, at: Timestamp) -> Result<Upload> {
+        let existing = self.index().read(|txn| ops::get_upload(txn, &id))?;
+        let sync = self.blob_store().sync();
+        let (writer, committed) = match existing {
+            Some(record) => {
+                let path = self.blob_store().temp_path(&record.temp_name);
+                let committed = record.committed;
+                let writer =
+                    blocking(move || BlobWriter::resume(path, committed, sync), "resuming an upload")
+                        .await?;
+                (writer, committed)
+            }
+            None => {
+                let temp_name = BlobStore::new_temp_name();
+                let path = self.blob_store().temp_path(&temp_name);
+                let writer =
+                    blocking(move || BlobWriter::create(path, true, sync), "creating an upload")
+                        .await?;
+                let record = UploadRecord { temp_name, committed: 0, created: at, updated: at };
+                let key = id.clone();
+                self.index().write(move |txn| ops::put_upload(txn, &key, &record)).await?;
+                (writer, 0)
+            }
+        };
+        Ok(Upload { storage: self.clone(), id, writer, committed })
+    }
+
+    /// The durable offset of an upload in progress, if there is one.
+    pub fn upload_offset(&self, id: &UploadId) -> Result<Option<u64>> {
+        Ok(self.index().read(|txn| ops::get_upload(txn, id))?.map(|r| r.committed))
+    }
+
+    /// Forgets an upload and deletes its temporary.
+    pub async fn abort_upload(&self, id: &UploadId) -> Result<()> {
+        let key = id.clone();
+        let removed = self.index().write(move |txn| ops::remove_upload(txn, &key)).await?;
+        if let Some(record) = removed {
+            let path = self.blob_store().temp_path(&record.temp_name);
+            blocking(move || crate::blob::remove_if_exists(&path), "deleting a temporary").await?;
+        }
+        Ok(())
+    }
+
+    /// Finishes `upload` as the file of transfer `transfer_id`: fsyncs and hashes it, places the
+    /// blob, and in one transaction applies [`FileTransfer::complete_upload`], takes the blob
+    /// reference that implies and forgets the upload.
+    pub async fn complete_upload(
+        &self,
+        transfer_id: FileTransferId,
+        upload: Upload,
+        at: Timestamp,
+    ) -> Result<(FileTransfer, UploadOutcome)> {
+        let Upload { id, writer, .. } = upload;
+        let finished = writer.finish().await.map_err(Error::io("finishing an upload"))?;
+        let content = finished.content;
+        let upload_id = id.clone();
+        let result = self
+            .place_and_reference(finished, move |txn| {
+                let mut transfer = ops::load_transfer_write(txn, transfer_id)?
+                    .ok_or_else(|| Error::NotFound(format!("file transfer {transfer_id}")))?;
+                let before = ops::Stored::of(&transfer);
+                let outcome = transfer.complete_upload(content, at)?;
+                ops::save_transfer(txn, &transfer, before)?;
+                ops::remove_upload(txn, &upload_id)?;
+                Ok((transfer, outcome))
+            })
+            .await;
+        if result.is_err() {
+            // The temporary is gone (placed, then released): the upload cannot be resumed.
+            let key = id.clone();
+            self.index().write(move |txn| ops::remove_upload(txn, &key).map(drop)).await?;
+        }
+        result
+    }
+}
+
+impl Upload {
+    /// Which upload this is.
+    pub fn id(&self) -> &UploadId {
+        &self.id
+    }
+
+    /// Bytes written so far (durable or not).
+    pub fn offset(&self) -> u64 {
+        self.writer.len()
+    }
+
+    /// Bytes known to be durable.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// Appends a chunk.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.writer.write(chunk).await.map_err(Error::io("writing an upload"))
+    }
+
+    /// Makes everything written durable and records it as the committed offset, which is
+    /// returned. Acknowledge bytes to a client only after this.
+    pub async fn checkpoint(&mut self, at: Timestamp) -> Result<u64> {
+        let offset = self.writer.sync_data().await.map_err(Error::io("syncing an upload"))?;
+        if offset == self.committed {
+            return Ok(offset);
+        }
+        let id = self.id.clone();
+        self.storage
+            .index()
+            .write(move |txn| {
+                let mut record = {
+                    let table = txn.open_table(crate::index::tables::UPLOADS)?;
+                    let value = redb::ReadableTable::get(&table, id.as_str())?
+                        .ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
+                    ops::decode::<UploadRecord>(value.value())?
+                };
+                record.committed = offset;
+                record.updated = at;
+                ops::put_upload(txn, &id, &record)
+            })
+            .await?;
+        self.committed = offset;
+        Ok(offset)
+    }
+
+    /// A reader that follows this upload's bytes from the start as they are written: the
+    /// pipelined scanner consumes it. It ends when the upload completes and fails if the
+    /// upload is dropped unfinished.
+    pub fn tail(&self) -> Result<BlobTail> {
+        self.writer.tail().map_err(Error::io("opening an upload for reading"))
+    }
+}
