@@ -1,1 +1,21 @@
-pub fn placeholder() {}
+//! Ferry's malware scanner: a clamd client.
+//!
+//! - [`Clamd`]: PING and VERSION (through the `clamav-client` crate, which is correct for them)
+//!   and INSTREAM, implemented here because the crate's version reads the reply only after the
+//!   whole stream is written: when clamd refuses an over-long stream it replies and closes, the
+//!   crate sees a broken pipe and loses the reply. Ours sends and listens at the same time.
+//! - [`ByteSource`]: what a scan reads. The server hands it a reader that tails the upload's
+//!   temporary file, so the scan starts with the first chunk and runs beside the upload; a slow
+//!   clamd slows only the scan, never the upload, and memory stays at one chunk.
+//! - [`Verdict`]: clean, infected, or not scanned with a reason. Only `Clean` may lead to
+//!   publication, and no error ever becomes `Clean`.
+//!
+//! Architecture invariant: this crate knows nothing of storage, gRPC or HTTP.
+
+mod clamd;
+mod source;
+mod verdict;
+
+pub use clamd::{Clamd, ClamdAddress, ClamdOptions, CLAMD_MAX_STREAM, MIN_CHUNK};
+pub use source::{ByteSource, ChannelSource};
+pub use verdict::{NotScannedReason, ScanError, Verdict};

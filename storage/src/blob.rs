@@ -8,8 +8,10 @@
 //! | `tmp/<uuid>.part`     | data being written; never read as a blob                   |
 //!
 //! Architecture invariant: a file under `blobs/` is complete, fsynced and named by the digest of
-//! its bytes. It got there by `rename` from `tmp/` (same filesystem, so the rename is atomic)
-//! followed by an fsync of the directory. Reference counts live in the index, not here.
+//! its bytes. It got there as a hard link to a finished temporary in `tmp/` (same filesystem, so
+//! the name appears atomically) followed by an fsync of the directory. The temporary is unlinked
+//! only after the index committed the blob, so a crash at any point leaves either a resumable
+//! upload or a committed blob, never neither. Reference counts live in the index, not here.
 
 mod reader;
 mod writer;
@@ -59,21 +61,24 @@ impl BlobStore {
         self.sync
     }
 
-    /// Moves a finished temporary file into place under its digest. If the blob already exists
-    /// (identical content stored before), the temporary is removed instead: content is stored
-    /// once. The caller holds the digest's lock, so no removal of the same blob runs meanwhile.
+    /// Links a finished temporary into place under its digest. If the blob already exists
+    /// (identical content stored before), nothing is linked: content is stored once. The caller
+    /// holds the digest's lock, so no removal of the same blob runs meanwhile, and unlinks the
+    /// temporary once the index has committed.
     pub(crate) fn place(&self, finished: &FinishedBlob) -> io::Result<()> {
         let target = self.path_of(&finished.content.blake3);
         if target.exists() {
-            remove_if_exists(&finished.temp_path)?;
             return Ok(());
         }
         let dir = target.parent().expect("blob paths have a parent");
         if !dir.exists() {
             self.create_dir_durably(dir)?;
         }
-        fs::rename(&finished.temp_path, &target)?;
-        // The rename is only durable once the directory entry is: fsync the directory.
+        match fs::hard_link(&finished.temp_path, &target) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
+        }
+        // The new name is only durable once the directory entry is: fsync the directory.
         self.sync_dir(dir)
     }
 

@@ -347,10 +347,14 @@ impl Storage {
         F: FnMut(&redb::WriteTransaction) -> Result<T> + Send + 'static,
     {
         let digest = finished.content.blake3;
+        let temp_path = finished.temp_path.clone();
         let _guard = self.lock(&digest).await;
         let blobs = self.inner.blobs.clone();
         blocking(move || blobs.place(&finished), "placing a blob").await?;
         let result = self.inner.index.write(reference).await;
+        // Committed or refused, the temporary has served its purpose. (A crash before this line
+        // leaves it unclaimed, and start-up sweeps it.)
+        blob::remove_if_exists(&temp_path).map_err(Error::io("removing a temporary"))?;
         if self.blob(&digest)?.is_none() {
             self.inner.blobs.remove(&digest).map_err(Error::io("removing an unreferenced blob"))?;
         }

@@ -58,6 +58,11 @@ impl Storage {
         Ok(self.index().read(|txn| ops::get_upload(txn, id))?.map(|r| r.committed))
     }
 
+    /// Every upload in progress.
+    pub fn uploads(&self) -> Result<Vec<(UploadId, UploadRecord)>> {
+        self.index().read(ops::all_uploads)
+    }
+
     /// Forgets an upload and deletes its temporary.
     pub async fn abort_upload(&self, id: &UploadId) -> Result<()> {
         let key = id.clone();

@@ -1,0 +1,15 @@
+//! Ferry's integration tests, in one binary (it links once and runs everything).
+//!
+//! - `blob_store`: write/read/ranges at boundary sizes, dedup under concurrency, verification.
+//! - `index`: records, search entries, one-transaction state changes, group commit.
+//! - `resume`: interrupted uploads continue with the same digests, across restarts.
+//! - `crash`: a writer killed with SIGKILL leaves nothing half-visible and nothing lost.
+//! - `scanner`: the clamd client against a real clamd.
+//! - `pipeline`: scanning an upload while it arrives.
+
+mod blob_store;
+mod crash;
+mod index;
+mod pipeline;
+mod resume;
+mod scanner;

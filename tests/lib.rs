@@ -1,0 +1,214 @@
+//! Shared test harness: deterministic payloads, fresh storages, and private clamd instances.
+//!
+//! Every clamd here is real: the `clamd` binary of the machine, started from the project's own
+//! config template and test signature database, on a socket in a temporary directory. Tests
+//! that need clamd fail (not skip) when it is missing: `scripts/clamd install` provides it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use scanner::{Clamd, ClamdAddress, ClamdOptions};
+use storage::{Storage, StorageOptions};
+use tempfile::TempDir;
+
+/// Boundary sizes for blob tests: empty, one byte, around the write chunk, and several MiB.
+pub const CHUNK: usize = 256 * 1024;
+/// See [`CHUNK`].
+pub const INTERESTING_SIZES: &[usize] =
+    &[0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * 1024 * 1024 + 7, 8 * 1024 * 1024];
+
+/// `len` pseudo-random bytes from `seed` (BLAKE3 in XOF mode: fast and reproducible).
+pub fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
+    out
+}
+
+/// The EICAR test file, assembled at run time so no source file carries it whole.
+pub fn eicar() -> Vec<u8> {
+    let head = "X5O!P%@AP[4\\PZX54(P^)7CC)7}$";
+    let tail = "EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+    format!("{head}{tail}").into_bytes()
+}
+
+/// Splits `data` into `Bytes` chunks of `size` (the last may be shorter).
+pub fn chunks(data: &[u8], size: usize) -> Vec<Bytes> {
+    data.chunks(size.max(1)).map(Bytes::copy_from_slice).collect()
+}
+
+/// A storage in a fresh temporary directory, durable like production.
+pub async fn temp_storage() -> (TempDir, Storage) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = Storage::open(StorageOptions::new(dir.path())).await.expect("open storage");
+    (dir, storage)
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// Limits for a private clamd (clamd's own config syntax: `100M`, `4000M`, …).
+#[derive(Debug, Clone)]
+pub struct ClamdLimits {
+    /// `StreamMaxLength`.
+    pub stream_max: &'static str,
+    /// `MaxFileSize`.
+    pub max_file: &'static str,
+    /// `MaxScanSize`.
+    pub max_scan: &'static str,
+}
+
+impl Default for ClamdLimits {
+    fn default() -> Self {
+        Self { stream_max: "200M", max_file: "200M", max_scan: "200M" }
+    }
+}
+
+/// A private clamd, killed when dropped.
+#[derive(Debug)]
+pub struct TestClamd {
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+fn clamd_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FERRY_CLAMD_BIN") {
+        return path.into();
+    }
+    for candidate in ["/usr/sbin/clamd", "/usr/local/sbin/clamd", "/usr/bin/clamd"] {
+        if Path::new(candidate).exists() {
+            return candidate.into();
+        }
+    }
+    panic!("clamd is not installed: run `scripts/clamd install` (these tests need a real clamd)");
+}
+
+impl TestClamd {
+    /// Starts a clamd with default limits and waits until it answers PING.
+    pub fn start() -> Self {
+        Self::start_with(ClamdLimits::default())
+    }
+
+    /// Starts a clamd with `limits`.
+    pub fn start_with(limits: ClamdLimits) -> Self {
+        let dir = tempfile::Builder::new().prefix("ferry-clamd-").tempdir().expect("temp dir");
+        std::fs::create_dir_all(dir.path().join("tmp")).expect("clamd tmp dir");
+        let template =
+            std::fs::read_to_string(repo_root().join("scanner/clamd/clamd.conf.template"))
+                .expect("clamd config template");
+        let db = repo_root().join("scanner/clamd/db");
+        let config = template
+            .replace("@DIR@", &dir.path().display().to_string())
+            .replace("@DBDIR@", &db.display().to_string())
+            .replace("@STREAM_MAX@", limits.stream_max)
+            .replace("@MAX_FILE@", limits.max_file)
+            .replace("@MAX_SCAN@", limits.max_scan);
+        let config_path = dir.path().join("clamd.conf");
+        std::fs::write(&config_path, config).expect("write clamd config");
+        let out = std::fs::File::create(dir.path().join("clamd.out")).expect("clamd output file");
+        let child = Command::new(clamd_binary())
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn clamd");
+        let mut clamd = Self { child: Some(child), dir };
+        clamd.wait_ready();
+        clamd
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let socket = self.dir.path().join("clamd.sock");
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("clamd exited during start-up ({status}):\n{}", self.output());
+            }
+            if ping_blocking(&socket) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("clamd did not answer PING within 60 s:\n{}", self.output());
+    }
+
+    fn output(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        format!("{}{}", read("clamd.out"), read("clamd.log"))
+    }
+
+    /// The socket address.
+    pub fn address(&self) -> ClamdAddress {
+        ClamdAddress::Unix(self.dir.path().join("clamd.sock"))
+    }
+
+    /// A client with default options.
+    pub fn client(&self) -> Clamd {
+        Clamd::new(ClamdOptions::new(self.address()))
+    }
+
+    /// A client with options adjusted by `f`.
+    pub fn client_with(&self, f: impl FnOnce(&mut ClamdOptions)) -> Clamd {
+        let mut options = ClamdOptions::new(self.address());
+        f(&mut options);
+        Clamd::new(options)
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("clamd running").id();
+        let status = Command::new("kill").arg(signal).arg(pid.to_string()).status().expect("kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
+    /// Freezes clamd (SIGSTOP): it accepts nothing and answers nothing until resumed.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused clamd (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Stops clamd for good.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// PING over a plain blocking socket: start-up runs outside and inside async tests alike.
+fn ping_blocking(socket: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else { return false };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut reply = [0u8; 5];
+    stream.write_all(b"zPING\0").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"PONG\0"
+}
+
+impl Drop for TestClamd {
+    fn drop(&mut self) {
+        if let Some(child) = &self.child {
+            // A paused clamd must be thawed to die promptly.
+            let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+        }
+        self.stop();
+    }
+}
+
+/// Lets the scanner read an upload while it is written (the server has the same adapter).
+#[derive(Debug)]
+pub struct TailSource(pub storage::BlobTail);
+
+impl scanner::ByteSource for TailSource {
+    async fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
+        self.0.next_chunk(max).await
+    }
+}
