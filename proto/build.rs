@@ -10,10 +10,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let descriptors = protox::compile(PROTOS, ["."])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
+    // For gRPC reflection.
+    std::fs::write(
+        out_dir.join("ferry_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
     tonic_prost_build::configure()
         // Data chunks are `bytes::Bytes`: the server hands them to storage without a copy.
         .bytes(".")
-        .file_descriptor_set_path(out_dir.join("ferry_descriptor.bin"))
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -16,13 +16,23 @@ use tempfile::TempDir;
 /// Boundary sizes for blob tests: empty, one byte, around the write chunk, and several MiB.
 pub const CHUNK: usize = 256 * 1024;
 /// See [`CHUNK`].
-pub const INTERESTING_SIZES: &[usize] =
-    &[0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * 1024 * 1024 + 7, 8 * 1024 * 1024];
+pub const INTERESTING_SIZES: &[usize] = &[
+    0,
+    1,
+    CHUNK - 1,
+    CHUNK,
+    CHUNK + 1,
+    3 * 1024 * 1024 + 7,
+    8 * 1024 * 1024,
+];
 
 /// `len` pseudo-random bytes from `seed` (BLAKE3 in XOF mode: fast and reproducible).
 pub fn payload(seed: u64, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
-    blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
     out
 }
 
@@ -35,19 +45,26 @@ pub fn eicar() -> Vec<u8> {
 
 /// Splits `data` into `Bytes` chunks of `size` (the last may be shorter).
 pub fn chunks(data: &[u8], size: usize) -> Vec<Bytes> {
-    data.chunks(size.max(1)).map(Bytes::copy_from_slice).collect()
+    data.chunks(size.max(1))
+        .map(Bytes::copy_from_slice)
+        .collect()
 }
 
 /// A storage in a fresh temporary directory, durable like production.
 pub async fn temp_storage() -> (TempDir, Storage) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let storage = Storage::open(StorageOptions::new(dir.path())).await.expect("open storage");
+    let storage = Storage::open(StorageOptions::new(dir.path()))
+        .await
+        .expect("open storage");
     (dir, storage)
 }
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// Limits for a private clamd (clamd's own config syntax: `100M`, `4000M`, …).
@@ -63,7 +80,11 @@ pub struct ClamdLimits {
 
 impl Default for ClamdLimits {
     fn default() -> Self {
-        Self { stream_max: "200M", max_file: "200M", max_scan: "200M" }
+        Self {
+            stream_max: "200M",
+            max_file: "200M",
+            max_scan: "200M",
+        }
     }
 }
 
@@ -94,7 +115,10 @@ impl TestClamd {
 
     /// Starts a clamd with `limits`.
     pub fn start_with(limits: ClamdLimits) -> Self {
-        let dir = tempfile::Builder::new().prefix("ferry-clamd-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-clamd-")
+            .tempdir()
+            .expect("temp dir");
         std::fs::create_dir_all(dir.path().join("tmp")).expect("clamd tmp dir");
         let template =
             std::fs::read_to_string(repo_root().join("scanner/clamd/clamd.conf.template"))
@@ -117,7 +141,10 @@ impl TestClamd {
             .stderr(out)
             .spawn()
             .expect("spawn clamd");
-        let mut clamd = Self { child: Some(child), dir };
+        let mut clamd = Self {
+            child: Some(child),
+            dir,
+        };
         clamd.wait_ready();
         clamd
     }
@@ -126,8 +153,15 @@ impl TestClamd {
         let deadline = Instant::now() + Duration::from_secs(60);
         let socket = self.dir.path().join("clamd.sock");
         while Instant::now() < deadline {
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("clamd exited during start-up ({status}):\n{}", self.output());
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!(
+                    "clamd exited during start-up ({status}):\n{}",
+                    self.output()
+                );
             }
             if ping_blocking(&socket) {
                 return;
@@ -138,7 +172,8 @@ impl TestClamd {
     }
 
     fn output(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let read =
+            |name: &str| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
         format!("{}{}", read("clamd.out"), read("clamd.log"))
     }
 
@@ -161,7 +196,11 @@ impl TestClamd {
 
     fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("clamd running").id();
-        let status = Command::new("kill").arg(signal).arg(pid.to_string()).status().expect("kill");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
         assert!(status.success(), "kill {signal} {pid} failed");
     }
 
@@ -187,17 +226,24 @@ impl TestClamd {
 /// PING over a plain blocking socket: start-up runs outside and inside async tests alike.
 fn ping_blocking(socket: &Path) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else { return false };
+    let Ok(mut stream) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let mut reply = [0u8; 5];
-    stream.write_all(b"zPING\0").is_ok() && stream.read_exact(&mut reply).is_ok() && &reply == b"PONG\0"
+    stream.write_all(b"zPING\0").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"PONG\0"
 }
 
 impl Drop for TestClamd {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
             // A paused clamd must be thawed to die promptly.
-            let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(child.id().to_string())
+                .status();
         }
         self.stop();
     }

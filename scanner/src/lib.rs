@@ -16,6 +16,6 @@ mod clamd;
 mod source;
 mod verdict;
 
-pub use clamd::{Clamd, ClamdAddress, ClamdOptions, CLAMD_MAX_STREAM, MIN_CHUNK};
+pub use clamd::{CLAMD_MAX_STREAM, Clamd, ClamdAddress, ClamdOptions, MIN_CHUNK};
 pub use source::{ByteSource, ChannelSource};
 pub use verdict::{NotScannedReason, ScanError, Verdict};

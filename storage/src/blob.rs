@@ -22,8 +22,8 @@ use std::path::{Path, PathBuf};
 
 pub use reader::{BlobRange, Verification};
 pub use writer::BlobTail;
-pub(crate) use writer::FinishedBlob;
 pub(crate) use writer::BlobWriter;
+pub(crate) use writer::FinishedBlob;
 
 use crate::digest::Digest;
 
@@ -37,7 +37,11 @@ pub(crate) struct BlobStore {
 
 impl BlobStore {
     pub(crate) fn open(root: &Path, sync: bool) -> io::Result<Self> {
-        let store = Self { blobs: root.join("blobs"), tmp: root.join("tmp"), sync };
+        let store = Self {
+            blobs: root.join("blobs"),
+            tmp: root.join("tmp"),
+            sync,
+        };
         fs::create_dir_all(&store.blobs)?;
         fs::create_dir_all(&store.tmp)?;
         Ok(store)
@@ -97,7 +101,11 @@ impl BlobStore {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.sync { fs::File::open(dir)?.sync_all() } else { Ok(()) }
+        if self.sync {
+            fs::File::open(dir)?.sync_all()
+        } else {
+            Ok(())
+        }
     }
 
     /// Deletes a blob file. Missing is fine: removal is idempotent.
@@ -106,7 +114,12 @@ impl BlobStore {
     }
 
     /// Opens `len` bytes of a blob from `offset` for reading.
-    pub(crate) fn open_range(&self, digest: &Digest, offset: u64, len: Option<u64>) -> io::Result<BlobRange> {
+    pub(crate) fn open_range(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        len: Option<u64>,
+    ) -> io::Result<BlobRange> {
         BlobRange::open(&self.path_of(digest), offset, len)
     }
 

@@ -13,5 +13,5 @@ pub(crate) mod ops;
 pub(crate) mod tables;
 mod writer;
 
-pub(crate) use writer::{Index, IndexOptions};
 pub use writer::IndexStats;
+pub(crate) use writer::{Index, IndexOptions};

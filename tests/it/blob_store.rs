@@ -1,13 +1,18 @@
 use bytes::Bytes;
 use integration_tests::{CHUNK, INTERESTING_SIZES, chunks, payload, temp_storage};
-use storage::{Digest, Md5, Storage, Verification};
+use storage::{Digest, Md5, Md5Follower, Storage, Verification};
 
 async fn add(storage: &Storage, data: &[u8], piece: usize) -> storage::model::StoredContent {
     let mut ingest = storage.blob_writer().await.unwrap();
+    // MD5 follows the bytes beside the writer, as the server computes it.
+    let md5 = Md5Follower::follow(ingest.tail().unwrap());
     for chunk in chunks(data, piece) {
         ingest.write(chunk).await.unwrap();
     }
-    storage.add_blob(ingest).await.unwrap()
+    let mut content = storage.add_blob(ingest).await.unwrap();
+    assert_eq!(content.md5, None, "ingest does not wait for MD5");
+    content.md5 = Some(md5.finish().await.unwrap());
+    content
 }
 
 async fn read_all(storage: &Storage, digest: &Digest, offset: u64, len: Option<u64>) -> Vec<u8> {
@@ -24,7 +29,11 @@ fn files_under(dir: &std::path::Path) -> usize {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() { files_under(&e.path()) } else { 1 }
+            if e.file_type().unwrap().is_dir() {
+                files_under(&e.path())
+            } else {
+                1
+            }
         })
         .sum()
 }
@@ -38,8 +47,21 @@ async fn blobs_round_trip_at_interesting_sizes() {
         let content = add(&storage, &data, 100_003).await;
         assert_eq!(content.size, size as u64);
         assert_eq!(content.blake3, Digest::of(&data), "size {size}");
-        assert_eq!(content.md5, Md5::of(&data), "size {size}");
-        assert_eq!(read_all(&storage, &content.blake3, 0, None).await, data, "size {size}");
+        assert_eq!(content.md5, Some(Md5::of(&data)), "size {size}");
+        // Recorded on demand for blobs written without a follower.
+        assert_eq!(
+            storage.blob_md5(&content.blake3).await.unwrap(),
+            Md5::of(&data)
+        );
+        assert_eq!(
+            storage.blob(&content.blake3).unwrap().unwrap().md5,
+            Some(Md5::of(&data))
+        );
+        assert_eq!(
+            read_all(&storage, &content.blake3, 0, None).await,
+            data,
+            "size {size}"
+        );
         // Ranges: a middle slice, a tail, and a length past the end (clamped).
         if size > 2 {
             let (a, b) = (size / 3, size / 3 + size / 2);
@@ -48,9 +70,20 @@ async fn blobs_round_trip_at_interesting_sizes() {
             let got = read_all(&storage, &content.blake3, b as u64, Some(u64::MAX)).await;
             assert_eq!(got, &data[b..]);
         }
-        assert_eq!(read_all(&storage, &content.blake3, size as u64, None).await, Vec::<u8>::new());
-        assert!(storage.read_blob(&content.blake3, size as u64 + 1, None).await.is_err());
-        assert_eq!(storage.verify_blob(&content.blake3).await.unwrap(), Verification::Intact);
+        assert_eq!(
+            read_all(&storage, &content.blake3, size as u64, None).await,
+            Vec::<u8>::new()
+        );
+        assert!(
+            storage
+                .read_blob(&content.blake3, size as u64 + 1, None)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            storage.verify_blob(&content.blake3).await.unwrap(),
+            Verification::Intact
+        );
     }
 }
 
@@ -73,12 +106,23 @@ async fn identical_content_written_concurrently_is_stored_once() {
     assert!(digests.iter().all(|d| *d == digests[0]));
     let digest = digests[0];
     assert_eq!(storage.blob(&digest).unwrap().unwrap().refs, 8);
-    assert_eq!(files_under(&dir.path().join("blobs")), 1, "content stored more than once");
-    assert_eq!(files_under(&dir.path().join("tmp")), 0, "temporaries left behind");
+    assert_eq!(
+        files_under(&dir.path().join("blobs")),
+        1,
+        "content stored more than once"
+    );
+    assert_eq!(
+        files_under(&dir.path().join("tmp")),
+        0,
+        "temporaries left behind"
+    );
 
     // The file goes with the last reference, not before.
     for i in 0..8 {
-        assert!(storage.blob_path(&digest).exists(), "deleted after {i} releases");
+        assert!(
+            storage.blob_path(&digest).exists(),
+            "deleted after {i} releases"
+        );
         storage.release_blob(digest).await.unwrap();
     }
     assert!(storage.blob(&digest).unwrap().is_none());
@@ -102,14 +146,20 @@ async fn verification_catches_a_flipped_byte() {
     let problems = storage.check_consistency().await.unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(storage.verify_blob(&content.blake3).await.unwrap(), Verification::Missing);
+    assert_eq!(
+        storage.verify_blob(&content.blake3).await.unwrap(),
+        Verification::Missing
+    );
 }
 
 #[tokio::test]
 async fn an_abandoned_write_leaves_nothing_behind() {
     let (dir, storage) = temp_storage().await;
     let mut ingest = storage.blob_writer().await.unwrap();
-    ingest.write(Bytes::from(payload(1, 3 * CHUNK))).await.unwrap();
+    ingest
+        .write(Bytes::from(payload(1, 3 * CHUNK)))
+        .await
+        .unwrap();
     assert_eq!(files_under(&dir.path().join("tmp")), 1);
     drop(ingest);
     assert_eq!(files_under(&dir.path().join("tmp")), 0);

@@ -6,6 +6,7 @@
 //! - `crash`: a writer killed with SIGKILL leaves nothing half-visible and nothing lost.
 //! - `scanner`: the clamd client against a real clamd.
 //! - `pipeline`: scanning an upload while it arrives.
+//! - `server`: the binary's server on a real port: liveness and readiness.
 
 mod blob_store;
 mod crash;
@@ -13,3 +14,4 @@ mod index;
 mod pipeline;
 mod resume;
 mod scanner;
+mod server;

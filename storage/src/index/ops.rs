@@ -1,6 +1,6 @@
 //! Record-level operations, each used inside one transaction by the storage facade.
 
-use redb::{ReadableTable, ReadTransaction, WriteTransaction};
+use redb::{ReadTransaction, ReadableTable, WriteTransaction};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -25,8 +25,8 @@ pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 pub struct BlobRecord {
     /// Bytes.
     pub size: u64,
-    /// MD5 of the bytes.
-    pub md5: Md5,
+    /// MD5 of the bytes, once computed.
+    pub md5: Option<Md5>,
     /// References: transfers holding it plus standalone references.
     pub refs: u64,
 }
@@ -57,7 +57,10 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(BY_RESOURCE)?;
     txn.open_table(BY_PARTY)?;
     let mut meta = txn.open_table(META)?;
-    let stored = meta.get("schema_version")?.map(|v| decode::<u32>(v.value())).transpose()?;
+    let stored = meta
+        .get("schema_version")?
+        .map(|v| decode::<u32>(v.value()))
+        .transpose()?;
     match stored {
         None => {
             meta.insert("schema_version", encode(&SCHEMA_VERSION)?.as_slice())?;
@@ -88,11 +91,15 @@ pub(crate) fn get_service_owner(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     party: &Party,
 ) -> Result<Option<ServiceOwner>> {
-    table.get(party.org_number())?.map(|v| decode(v.value())).transpose()
+    table
+        .get(party.org_number())?
+        .map(|v| decode(v.value()))
+        .transpose()
 }
 
 pub(crate) fn put_resource(txn: &WriteTransaction, resource: &ResourceConfig) -> Result<()> {
-    txn.open_table(RESOURCES)?.insert(resource.id.as_str(), encode(resource)?.as_slice())?;
+    txn.open_table(RESOURCES)?
+        .insert(resource.id.as_str(), encode(resource)?.as_slice())?;
     Ok(())
 }
 
@@ -100,7 +107,10 @@ pub(crate) fn get_resource(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &ResourceId,
 ) -> Result<Option<ResourceConfig>> {
-    table.get(id.as_str())?.map(|v| decode(v.value())).transpose()
+    table
+        .get(id.as_str())?
+        .map(|v| decode(v.value()))
+        .transpose()
 }
 
 // --- transfers ---
@@ -114,7 +124,11 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    pub(crate) const NOTHING: Self = Self { n_status: 0, n_recipient: 0, held: None };
+    pub(crate) const NOTHING: Self = Self {
+        n_status: 0,
+        n_recipient: 0,
+        held: None,
+    };
 
     pub(crate) fn of(transfer: &FileTransfer) -> Self {
         Self {
@@ -125,13 +139,24 @@ impl Stored {
     }
 }
 
-pub(crate) fn insert_transfer(txn: &WriteTransaction, transfer: &FileTransfer) -> Result<Vec<Digest>> {
-    if txn.open_table(TRANSFERS)?.get(transfer.id.as_u128())?.is_some() {
-        return Err(Error::AlreadyExists(format!("file transfer {}", transfer.id)));
+pub(crate) fn insert_transfer(
+    txn: &WriteTransaction,
+    transfer: &FileTransfer,
+) -> Result<Vec<Digest>> {
+    if txn
+        .open_table(TRANSFERS)?
+        .get(transfer.id.as_u128())?
+        .is_some()
+    {
+        return Err(Error::AlreadyExists(format!(
+            "file transfer {}",
+            transfer.id
+        )));
     }
     let id = transfer.id.as_u128();
     let created = transfer.created.as_unix_micros();
-    txn.open_table(BY_RESOURCE)?.insert((transfer.resource_id.as_str(), created, id), ())?;
+    txn.open_table(BY_RESOURCE)?
+        .insert((transfer.resource_id.as_str(), created, id), ())?;
     let mut by_party = txn.open_table(BY_PARTY)?;
     by_party.insert((transfer.sender.org_number(), 0u8, created, id), ())?;
     for recipient in &transfer.recipients {
@@ -148,20 +173,37 @@ pub(crate) fn save_transfer(
     before: Stored,
 ) -> Result<Vec<Digest>> {
     let id = transfer.id.as_u128();
-    txn.open_table(TRANSFERS)?.insert(id, encode(transfer)?.as_slice())?;
-    append_rows(txn, STATUS_HISTORY, id, &transfer.status_history, before.n_status)?;
-    append_rows(txn, RECIPIENT_HISTORY, id, &transfer.recipient_history, before.n_recipient)?;
+    txn.open_table(TRANSFERS)?
+        .insert(id, encode(transfer)?.as_slice())?;
+    append_rows(
+        txn,
+        STATUS_HISTORY,
+        id,
+        &transfer.status_history,
+        before.n_status,
+    )?;
+    append_rows(
+        txn,
+        RECIPIENT_HISTORY,
+        id,
+        &transfer.recipient_history,
+        before.n_recipient,
+    )?;
     let after = Stored::of(transfer).held;
     let mut released = Vec::new();
     match (before.held, after) {
         (None, Some(content)) => blob_incref(txn, &content)?,
         (Some(content), None) => {
-            if blob_decref(txn, &content.blake3)? {
+            let was_last = blob_decref(txn, &content.blake3)?;
+            if was_last {
                 released.push(content.blake3);
             }
         }
-        (Some(a), Some(b)) if a != b => {
-            return Err(Error::Corrupt(format!("transfer {} changed its content", transfer.id)));
+        (Some(a), Some(b)) if a.blake3 != b.blake3 => {
+            return Err(Error::Corrupt(format!(
+                "transfer {} changed its content",
+                transfer.id
+            )));
         }
         _ => {}
     }
@@ -194,12 +236,16 @@ pub(crate) fn load_transfer(
     id: FileTransferId,
 ) -> Result<Option<FileTransfer>> {
     let key = id.as_u128();
-    let Some(row) = transfers.get(key)? else { return Ok(None) };
+    let Some(row) = transfers.get(key)? else {
+        return Ok(None);
+    };
     let mut transfer: FileTransfer = decode(row.value())?;
     transfer.status_history = read_rows::<StatusEntry>(status, key)?;
     transfer.recipient_history = read_rows::<RecipientStatusEntry>(recipients, key)?;
     if transfer.status_history.is_empty() {
-        return Err(Error::Corrupt(format!("transfer {id} has no status history")));
+        return Err(Error::Corrupt(format!(
+            "transfer {id} has no status history"
+        )));
     }
     Ok(Some(transfer))
 }
@@ -216,7 +262,10 @@ fn read_rows<T: DeserializeOwned>(
     Ok(out)
 }
 
-pub(crate) fn load_transfer_read(txn: &ReadTransaction, id: FileTransferId) -> Result<Option<FileTransfer>> {
+pub(crate) fn load_transfer_read(
+    txn: &ReadTransaction,
+    id: FileTransferId,
+) -> Result<Option<FileTransfer>> {
     load_transfer(
         &txn.open_table(TRANSFERS)?,
         &txn.open_table(STATUS_HISTORY)?,
@@ -225,7 +274,10 @@ pub(crate) fn load_transfer_read(txn: &ReadTransaction, id: FileTransferId) -> R
     )
 }
 
-pub(crate) fn load_transfer_write(txn: &WriteTransaction, id: FileTransferId) -> Result<Option<FileTransfer>> {
+pub(crate) fn load_transfer_write(
+    txn: &WriteTransaction,
+    id: FileTransferId,
+) -> Result<Option<FileTransfer>> {
     load_transfer(
         &txn.open_table(TRANSFERS)?,
         &txn.open_table(STATUS_HISTORY)?,
@@ -276,12 +328,21 @@ pub(crate) fn transfers_by_party(
 pub(crate) fn blob_incref(txn: &WriteTransaction, content: &StoredContent) -> Result<()> {
     let mut blobs = txn.open_table(BLOBS)?;
     let key = content.blake3.as_bytes().as_slice();
-    let record = match blobs.get(key)?.map(|v| decode::<BlobRecord>(v.value())).transpose()? {
+    let record = match blobs
+        .get(key)?
+        .map(|v| decode::<BlobRecord>(v.value()))
+        .transpose()?
+    {
         Some(mut record) => {
             record.refs += 1;
+            record.md5 = record.md5.or(content.md5);
             record
         }
-        None => BlobRecord { size: content.size, md5: content.md5, refs: 1 },
+        None => BlobRecord {
+            size: content.size,
+            md5: content.md5,
+            refs: 1,
+        },
     };
     blobs.insert(key, encode(&record)?.as_slice())?;
     drop(blobs);
@@ -294,9 +355,14 @@ pub(crate) fn blob_incref(txn: &WriteTransaction, content: &StoredContent) -> Re
 pub(crate) fn blob_decref(txn: &WriteTransaction, digest: &Digest) -> Result<bool> {
     let mut blobs = txn.open_table(BLOBS)?;
     let key = digest.as_bytes().as_slice();
-    let Some(mut record) = blobs.get(key)?.map(|v| decode::<BlobRecord>(v.value())).transpose()?
+    let Some(mut record) = blobs
+        .get(key)?
+        .map(|v| decode::<BlobRecord>(v.value()))
+        .transpose()?
     else {
-        return Err(Error::Corrupt(format!("released blob {digest} has no record")));
+        return Err(Error::Corrupt(format!(
+            "released blob {digest} has no record"
+        )));
     };
     record.refs -= 1;
     if record.refs > 0 {
@@ -309,9 +375,27 @@ pub(crate) fn blob_decref(txn: &WriteTransaction, digest: &Digest) -> Result<boo
     Ok(true)
 }
 
+/// Records a blob's MD5 (no-op if the blob has no record any more).
+pub(crate) fn set_blob_md5(txn: &WriteTransaction, digest: &Digest, md5: Md5) -> Result<()> {
+    let mut blobs = txn.open_table(BLOBS)?;
+    let key = digest.as_bytes().as_slice();
+    let record = blobs
+        .get(key)?
+        .map(|v| decode::<BlobRecord>(v.value()))
+        .transpose()?;
+    if let Some(mut record) = record {
+        record.md5 = Some(md5);
+        blobs.insert(key, encode(&record)?.as_slice())?;
+    }
+    Ok(())
+}
+
 pub(crate) fn get_blob(txn: &ReadTransaction, digest: &Digest) -> Result<Option<BlobRecord>> {
     let table = txn.open_table(BLOBS)?;
-    table.get(digest.as_bytes().as_slice())?.map(|v| decode(v.value())).transpose()
+    table
+        .get(digest.as_bytes().as_slice())?
+        .map(|v| decode(v.value()))
+        .transpose()
 }
 
 pub(crate) fn all_blobs(txn: &ReadTransaction) -> Result<Vec<(Digest, BlobRecord)>> {
@@ -319,8 +403,10 @@ pub(crate) fn all_blobs(txn: &ReadTransaction) -> Result<Vec<(Digest, BlobRecord
     let mut out = Vec::new();
     for entry in table.iter()? {
         let (key, value) = entry?;
-        let bytes: [u8; 32] =
-            key.value().try_into().map_err(|_| Error::Corrupt("blob key is not 32 bytes".into()))?;
+        let bytes: [u8; 32] = key
+            .value()
+            .try_into()
+            .map_err(|_| Error::Corrupt("blob key is not 32 bytes".into()))?;
         out.push((Digest::from_bytes(bytes), decode(value.value())?));
     }
     Ok(out)
@@ -331,8 +417,10 @@ pub(crate) fn pending_gc(txn: &ReadTransaction) -> Result<Vec<Digest>> {
     let mut out = Vec::new();
     for entry in table.iter()? {
         let (key, ()) = (entry?.0, ());
-        let bytes: [u8; 32] =
-            key.value().try_into().map_err(|_| Error::Corrupt("gc key is not 32 bytes".into()))?;
+        let bytes: [u8; 32] = key
+            .value()
+            .try_into()
+            .map_err(|_| Error::Corrupt("gc key is not 32 bytes".into()))?;
         out.push(Digest::from_bytes(bytes));
     }
     Ok(out)
@@ -352,17 +440,28 @@ pub(crate) fn all_transfer_ids(txn: &ReadTransaction) -> Result<Vec<FileTransfer
 
 pub(crate) fn get_upload(txn: &ReadTransaction, id: &UploadId) -> Result<Option<UploadRecord>> {
     let table = txn.open_table(UPLOADS)?;
-    table.get(id.as_str())?.map(|v| decode(v.value())).transpose()
+    table
+        .get(id.as_str())?
+        .map(|v| decode(v.value()))
+        .transpose()
 }
 
-pub(crate) fn put_upload(txn: &WriteTransaction, id: &UploadId, record: &UploadRecord) -> Result<()> {
-    txn.open_table(UPLOADS)?.insert(id.as_str(), encode(record)?.as_slice())?;
+pub(crate) fn put_upload(
+    txn: &WriteTransaction,
+    id: &UploadId,
+    record: &UploadRecord,
+) -> Result<()> {
+    txn.open_table(UPLOADS)?
+        .insert(id.as_str(), encode(record)?.as_slice())?;
     Ok(())
 }
 
 pub(crate) fn remove_upload(txn: &WriteTransaction, id: &UploadId) -> Result<Option<UploadRecord>> {
     let mut table = txn.open_table(UPLOADS)?;
-    let removed = table.remove(id.as_str())?.map(|v| decode(v.value())).transpose()?;
+    let removed = table
+        .remove(id.as_str())?
+        .map(|v| decode(v.value()))
+        .transpose()?;
     Ok(removed)
 }
 

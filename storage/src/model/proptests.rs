@@ -12,7 +12,13 @@ use crate::digest::{Digest, Md5};
 #[derive(Debug, Clone)]
 enum Op {
     StartUpload,
-    CompleteUpload { matching_checksum: bool },
+    CompleteUpload {
+        matching_checksum: bool,
+        md5_known: bool,
+    },
+    RecordMd5 {
+        matching_checksum: bool,
+    },
     Scan(u8),
     Fail,
     Purge,
@@ -23,7 +29,9 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => Just(Op::StartUpload),
-        3 => any::<bool>().prop_map(|m| Op::CompleteUpload { matching_checksum: m }),
+        3 => (any::<bool>(), any::<bool>())
+            .prop_map(|(m, k)| Op::CompleteUpload { matching_checksum: m, md5_known: k }),
+        2 => any::<bool>().prop_map(|m| Op::RecordMd5 { matching_checksum: m }),
         3 => (0u8..3).prop_map(Op::Scan),
         1 => Just(Op::Fail),
         1 => Just(Op::Purge),
@@ -57,17 +65,42 @@ fn transfer(n_recipients: usize, scan: bool, declared: bool) -> FileTransfer {
 fn apply(t: &mut FileTransfer, op: &Op, at: Timestamp) -> Result<(), TransferError> {
     match op {
         Op::StartUpload => t.start_upload(at),
-        Op::CompleteUpload { matching_checksum } => {
-            let data: &[u8] = if *matching_checksum { b"content" } else { b"other" };
-            let content =
-                StoredContent { size: data.len() as u64, blake3: Digest::of(data), md5: Md5::of(data) };
+        Op::CompleteUpload {
+            matching_checksum,
+            md5_known,
+        } => {
+            let data: &[u8] = if *matching_checksum {
+                b"content"
+            } else {
+                b"other"
+            };
+            let content = StoredContent {
+                size: data.len() as u64,
+                blake3: Digest::of(data),
+                md5: md5_known.then(|| Md5::of(data)),
+            };
             t.complete_upload(content, at).map(drop)
+        }
+        Op::RecordMd5 { matching_checksum } => {
+            // The MD5 the follower computes is that of the uploaded bytes; a "wrong" one would
+            // only come from changed bytes, which `Md5Conflict` guards.
+            let uploaded: &[u8] = match t.content {
+                Some(c) if c.blake3 == Digest::of(b"other") => b"other",
+                Some(_) => b"content",
+                None if *matching_checksum => b"content",
+                None => b"other",
+            };
+            t.record_md5(Md5::of(uploaded), at)
         }
         Op::Scan(kind) => {
             let outcome = match kind {
                 0 => ScanOutcome::Clean,
-                1 => ScanOutcome::Infected { signature: "Eicar".into() },
-                _ => ScanOutcome::Unscannable { reason: "too large".into() },
+                1 => ScanOutcome::Infected {
+                    signature: "Eicar".into(),
+                },
+                _ => ScanOutcome::Unscannable {
+                    reason: "too large".into(),
+                },
             };
             t.record_scan(&outcome, at)
         }
@@ -93,14 +126,24 @@ fn check_invariants(t: &FileTransfer, scanned_clean: bool) {
     let reached = |s| history.iter().any(|e| e.status == s);
     if reached(Published) {
         assert!(t.content.is_some(), "published without content");
-        assert!(!t.use_virus_scan || scanned_clean, "published without a clean scan");
+        assert!(
+            !t.use_virus_scan || scanned_clean,
+            "published without a clean scan"
+        );
         if let Some(declared) = t.declared_checksum {
-            assert_eq!(Some(declared), t.content.map(|c| c.md5), "published with a bad checksum");
+            assert_eq!(
+                Some(declared),
+                t.content.and_then(|c| c.md5),
+                "published with an unchecked or bad checksum"
+            );
         }
     }
     if reached(AllConfirmedDownloaded) {
         for r in &t.recipients {
-            assert_eq!(t.recipient_status(r), Some(RecipientFileTransferStatus::DownloadConfirmed));
+            assert_eq!(
+                t.recipient_status(r),
+                Some(RecipientFileTransferStatus::DownloadConfirmed)
+            );
         }
     }
     for r in &t.recipients {
@@ -111,8 +154,9 @@ fn check_invariants(t: &FileTransfer, scanned_clean: bool) {
             .map(|e| e.status)
             .collect();
         assert_eq!(statuses[0], RecipientFileTransferStatus::Initialized);
-        if let Some(first_confirm) =
-            statuses.iter().position(|s| *s == RecipientFileTransferStatus::DownloadConfirmed)
+        if let Some(first_confirm) = statuses
+            .iter()
+            .position(|s| *s == RecipientFileTransferStatus::DownloadConfirmed)
         {
             assert!(
                 statuses[..first_confirm].contains(&RecipientFileTransferStatus::DownloadStarted),
@@ -120,12 +164,21 @@ fn check_invariants(t: &FileTransfer, scanned_clean: bool) {
             );
         }
         assert!(
-            statuses.iter().filter(|s| **s == RecipientFileTransferStatus::DownloadConfirmed).count()
+            statuses
+                .iter()
+                .filter(|s| **s == RecipientFileTransferStatus::DownloadConfirmed)
+                .count()
                 <= 1,
             "confirmed twice"
         );
     }
-    assert!(!t.holds_blob() || matches!(t.status(), UploadProcessing | Published | AllConfirmedDownloaded));
+    assert!(
+        !t.holds_blob()
+            || matches!(
+                t.status(),
+                UploadProcessing | Published | AllConfirmedDownloaded
+            )
+    );
 }
 
 proptest! {
@@ -148,6 +201,14 @@ proptest! {
                     if matches!(op, Op::Scan(0)) {
                         scanned_clean = true;
                     }
+                    // The recorded MD5 always describes the uploaded bytes.
+                    if let Some(c) = t.content
+                        && let Some(md5) = c.md5
+                    {
+                        let uploaded: &[u8] =
+                            if c.blake3 == Digest::of(b"content") { b"content" } else { b"other" };
+                        prop_assert_eq!(md5, Md5::of(uploaded));
+                    }
                 }
                 Err(_) => prop_assert_eq!(&t, &before, "a rejected {:?} changed the transfer", op),
             }
@@ -161,19 +222,48 @@ fn the_happy_path_reaches_all_confirmed() {
     let mut t = transfer(2, true, true);
     let at = Timestamp::EPOCH;
     t.start_upload(at).unwrap();
-    let content = StoredContent { size: 7, blake3: Digest::of(b"content"), md5: Md5::of(b"content") };
-    assert_eq!(t.complete_upload(content, at).unwrap(), UploadOutcome::Processing);
-    assert_eq!(t.record_download(&party(0), at), Err(TransferError::NotAvailable));
+    let content = StoredContent {
+        size: 7,
+        blake3: Digest::of(b"content"),
+        md5: None,
+    };
+    assert_eq!(
+        t.complete_upload(content, at).unwrap(),
+        UploadOutcome::Processing
+    );
+    assert_eq!(
+        t.record_download(&party(0), at),
+        Err(TransferError::NotAvailable)
+    );
+    // Clean, but the declared checksum is not checked yet: still processing.
     t.record_scan(&ScanOutcome::Clean, at).unwrap();
-    assert_eq!(t.confirm_download(&party(0), at), Err(TransferError::ConfirmBeforeDownload));
+    assert_eq!(t.status(), FileTransferStatus::UploadProcessing);
+    t.record_md5(Md5::of(b"content"), at).unwrap();
+    assert_eq!(t.status(), FileTransferStatus::Published);
+    assert_eq!(
+        t.confirm_download(&party(0), at),
+        Err(TransferError::ConfirmBeforeDownload)
+    );
     t.record_download(&party(0), at).unwrap();
-    assert_eq!(t.confirm_download(&party(0), at), Ok(ConfirmOutcome::Confirmed));
-    assert_eq!(t.confirm_download(&party(0), at), Ok(ConfirmOutcome::AlreadyConfirmed));
+    assert_eq!(
+        t.confirm_download(&party(0), at),
+        Ok(ConfirmOutcome::Confirmed)
+    );
+    assert_eq!(
+        t.confirm_download(&party(0), at),
+        Ok(ConfirmOutcome::AlreadyConfirmed)
+    );
     t.record_download(&party(1), at).unwrap();
-    assert_eq!(t.confirm_download(&party(1), at), Ok(ConfirmOutcome::AllConfirmed));
+    assert_eq!(
+        t.confirm_download(&party(1), at),
+        Ok(ConfirmOutcome::AllConfirmed)
+    );
     assert_eq!(t.status(), FileTransferStatus::AllConfirmedDownloaded);
     // Confirming again after everyone confirmed is a no-op, not Altinn's 400.
-    assert_eq!(t.confirm_download(&party(1), at), Ok(ConfirmOutcome::AlreadyConfirmed));
+    assert_eq!(
+        t.confirm_download(&party(1), at),
+        Ok(ConfirmOutcome::AlreadyConfirmed)
+    );
     assert_eq!(
         t.confirm_download(&party(3), at),
         Err(TransferError::NotARecipient(party(3)))
@@ -188,10 +278,43 @@ fn the_happy_path_reaches_all_confirmed() {
 fn a_checksum_mismatch_fails_the_transfer() {
     let mut t = transfer(1, false, true);
     t.start_upload(Timestamp::EPOCH).unwrap();
-    let content = StoredContent { size: 5, blake3: Digest::of(b"other"), md5: Md5::of(b"other") };
-    assert_eq!(t.complete_upload(content, Timestamp::EPOCH), Ok(UploadOutcome::ChecksumMismatch));
+    let content = StoredContent {
+        size: 5,
+        blake3: Digest::of(b"other"),
+        md5: Some(Md5::of(b"other")),
+    };
+    assert_eq!(
+        t.complete_upload(content, Timestamp::EPOCH),
+        Ok(UploadOutcome::ChecksumMismatch)
+    );
     assert_eq!(t.status(), FileTransferStatus::Failed);
     assert_eq!(t.latest_status().display_text(), "Checksum mismatch");
     assert!(!t.holds_blob());
-    assert_eq!(t.start_upload(Timestamp::EPOCH), Err(TransferError::AlreadyUploaded));
+    assert_eq!(
+        t.start_upload(Timestamp::EPOCH),
+        Err(TransferError::AlreadyUploaded)
+    );
+}
+
+#[test]
+fn a_late_md5_that_mismatches_fails_the_transfer() {
+    let mut t = transfer(1, false, true);
+    t.start_upload(Timestamp::EPOCH).unwrap();
+    let content = StoredContent {
+        size: 5,
+        blake3: Digest::of(b"other"),
+        md5: None,
+    };
+    assert_eq!(
+        t.complete_upload(content, Timestamp::EPOCH),
+        Ok(UploadOutcome::Processing)
+    );
+    assert!(t.holds_blob());
+    t.record_md5(Md5::of(b"other"), Timestamp::EPOCH).unwrap();
+    assert_eq!(t.status(), FileTransferStatus::Failed);
+    assert!(!t.holds_blob());
+    assert!(matches!(
+        t.record_md5(Md5::of(b"x"), Timestamp::EPOCH),
+        Err(TransferError::Md5Conflict { .. })
+    ));
 }

@@ -162,12 +162,14 @@ impl ResourceConfig {
 
     /// The effective time to live.
     pub fn time_to_live(&self) -> Duration {
-        self.file_transfer_time_to_live.unwrap_or(Self::DEFAULT_TIME_TO_LIVE)
+        self.file_transfer_time_to_live
+            .unwrap_or(Self::DEFAULT_TIME_TO_LIVE)
     }
 
     /// The effective grace period.
     pub fn grace_period(&self) -> Duration {
-        self.purge_file_transfer_grace_period.unwrap_or(Self::DEFAULT_GRACE_PERIOD)
+        self.purge_file_transfer_grace_period
+            .unwrap_or(Self::DEFAULT_GRACE_PERIOD)
     }
 
     /// The largest upload a transfer on this resource may carry.
@@ -226,7 +228,9 @@ impl ResourceConfig {
         let edition_code = update
             .external_service_edition_code_legacy
             .or(self.external_service_edition_code_legacy);
-        let shim = update.use_manifest_file_shim.or(self.use_manifest_file_shim);
+        let shim = update
+            .use_manifest_file_shim
+            .or(self.use_manifest_file_shim);
         if shim == Some(true)
             && (service_code.as_deref().is_none_or(str::is_empty)
                 || edition_code.is_none_or(|c| c == 0))
@@ -288,8 +292,20 @@ mod tests {
     #[test]
     fn each_invalid_field_gives_its_altinn_error_and_changes_nothing() {
         let cases: Vec<(ResourceUpdate, u16)> = vec![
-            (ResourceUpdate { max_file_transfer_size: Some(-1), ..Default::default() }, 11),
-            (ResourceUpdate { max_file_transfer_size: Some(0), ..Default::default() }, 12),
+            (
+                ResourceUpdate {
+                    max_file_transfer_size: Some(-1),
+                    ..Default::default()
+                },
+                11,
+            ),
+            (
+                ResourceUpdate {
+                    max_file_transfer_size: Some(0),
+                    ..Default::default()
+                },
+                12,
+            ),
             (
                 ResourceUpdate {
                     max_file_transfer_size: Some(50_000_000_001),
@@ -332,7 +348,13 @@ mod tests {
                 },
                 22,
             ),
-            (ResourceUpdate { use_manifest_file_shim: Some(true), ..Default::default() }, 23),
+            (
+                ResourceUpdate {
+                    use_manifest_file_shim: Some(true),
+                    ..Default::default()
+                },
+                23,
+            ),
         ];
         for (update, code) in cases {
             let mut r = resource();
@@ -379,11 +401,23 @@ mod tests {
         let other = Party::parse("0192:986252932").unwrap();
         let third = Party::parse("0192:910753614").unwrap();
         let mut r = resource();
-        assert_eq!(r.check_required_party(&other, &[third.clone()]), Ok(()));
+        assert_eq!(
+            r.check_required_party(&other, std::slice::from_ref(&third)),
+            Ok(())
+        );
         r.required_party = Some(owner.clone());
-        assert_eq!(r.check_required_party(&owner, &[other.clone(), third.clone()]), Ok(()));
-        assert_eq!(r.check_required_party(&other, &[owner.clone()]), Ok(()));
-        assert_eq!(r.check_required_party(&other, &[third.clone()]), Err(26));
+        assert_eq!(
+            r.check_required_party(&owner, &[other.clone(), third.clone()]),
+            Ok(())
+        );
+        assert_eq!(
+            r.check_required_party(&other, std::slice::from_ref(&owner)),
+            Ok(())
+        );
+        assert_eq!(
+            r.check_required_party(&other, std::slice::from_ref(&third)),
+            Err(26)
+        );
         assert_eq!(r.check_required_party(&other, &[owner, third]), Err(27));
     }
 }

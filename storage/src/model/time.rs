@@ -77,9 +77,13 @@ pub fn parse_iso8601_duration(input: &str) -> Option<Duration> {
         let mut text = text;
         let mut next_unit = 0;
         while !text.is_empty() {
-            let end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+            let end = text
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .unwrap_or(text.len());
             let (number, tail) = text.split_at(end);
-            let Some(unit) = tail.chars().next() else { return false };
+            let Some(unit) = tail.chars().next() else {
+                return false;
+            };
             let Some(pos) = units[next_unit..].iter().position(|(u, _)| *u == unit) else {
                 return false;
             };
@@ -93,11 +97,15 @@ pub fn parse_iso8601_duration(input: &str) -> Option<Duration> {
             if whole.is_empty() || whole.len() > 12 {
                 return false;
             }
-            let Ok(whole) = whole.parse::<u128>() else { return false };
+            let Ok(whole) = whole.parse::<u128>() else {
+                return false;
+            };
             micros += whole * unit_micros;
             if !fraction.is_empty() {
                 let digits: String = fraction.chars().chain("000000".chars()).take(6).collect();
-                let Ok(frac) = digits.parse::<u128>() else { return false };
+                let Ok(frac) = digits.parse::<u128>() else {
+                    return false;
+                };
                 micros += frac;
             }
             n_parts += 1;
@@ -107,9 +115,19 @@ pub fn parse_iso8601_duration(input: &str) -> Option<Duration> {
     };
     const SECOND: u128 = 1_000_000;
     const DAY: u128 = 86_400 * SECOND;
-    let date_ok = parse_section(date, &[('Y', 365 * DAY), ('M', 30 * DAY), ('D', DAY)], false);
+    let date_ok = parse_section(
+        date,
+        &[('Y', 365 * DAY), ('M', 30 * DAY), ('D', DAY)],
+        false,
+    );
     let time_ok = time
-        .map(|t| parse_section(t, &[('H', 3600 * SECOND), ('M', 60 * SECOND), ('S', SECOND)], true))
+        .map(|t| {
+            parse_section(
+                t,
+                &[('H', 3600 * SECOND), ('M', 60 * SECOND), ('S', SECOND)],
+                true,
+            )
+        })
         .unwrap_or(true);
     if !date_ok || !time_ok || n_parts == 0 {
         return None;
@@ -137,16 +155,37 @@ mod tests {
             ("PT0S", 0),
             ("P365D", 365 * D),
         ] {
-            assert_eq!(parse_iso8601_duration(text), Some(Duration::from_secs(secs)), "{text}");
+            assert_eq!(
+                parse_iso8601_duration(text),
+                Some(Duration::from_secs(secs)),
+                "{text}"
+            );
         }
-        assert_eq!(parse_iso8601_duration("PT1.5S"), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_iso8601_duration("PT1.5S"),
+            Some(Duration::from_millis(1500))
+        );
     }
 
     #[test]
     fn rejects_malformed_durations() {
         for bad in [
-            "", "P", "PT", "30D", "P30", "PT2", "P2H", "PT2D", "P1D1Y", "-P1D", "P1.5D", "P30DT",
-            "p30d", "P 30D", "PT2H2H", "P99999999999999D",
+            "",
+            "P",
+            "PT",
+            "30D",
+            "P30",
+            "PT2",
+            "P2H",
+            "PT2D",
+            "P1D1Y",
+            "-P1D",
+            "P1.5D",
+            "P30DT",
+            "p30d",
+            "P 30D",
+            "PT2H2H",
+            "P99999999999999D",
         ] {
             assert_eq!(parse_iso8601_duration(bad), None, "{bad:?} was accepted");
         }

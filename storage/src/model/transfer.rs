@@ -139,9 +139,13 @@ impl RecipientFileTransferStatus {
 
     /// The status with Altinn id `id`.
     pub fn from_id(id: u8) -> Option<Self> {
-        [Self::Initialized, Self::DownloadStarted, Self::DownloadConfirmed]
-            .get(usize::from(id))
-            .copied()
+        [
+            Self::Initialized,
+            Self::DownloadStarted,
+            Self::DownloadConfirmed,
+        ]
+        .get(usize::from(id))
+        .copied()
     }
 
     /// Altinn's external name.
@@ -199,8 +203,9 @@ pub struct StoredContent {
     pub size: u64,
     /// BLAKE3: the blob's address.
     pub blake3: Digest,
-    /// MD5: Altinn's `checksum`.
-    pub md5: Md5,
+    /// MD5: Altinn's `checksum`. Computed beside the upload and recorded when ready
+    /// ([`FileTransfer::record_md5`]), so it may be unknown for a moment after the upload.
+    pub md5: Option<Md5>,
 }
 
 /// What initialize was asked for, after validation of its parts.
@@ -297,6 +302,17 @@ pub enum TransferError {
     /// The party is not a recipient of this transfer.
     #[error("{0} is not a recipient of this file transfer")]
     NotARecipient(Party),
+    /// Altinn error 3.
+    #[error("No file uploaded yet")]
+    NoFileUploaded,
+    /// An MD5 was recorded twice with different values: the stored bytes changed.
+    #[error("the file's MD5 was recorded as {recorded} and now computed as {computed}")]
+    Md5Conflict {
+        /// What was recorded first.
+        recorded: Md5,
+        /// What was computed now.
+        computed: Md5,
+    },
 }
 
 impl TransferError {
@@ -307,7 +323,10 @@ impl TransferError {
             Self::NotAvailable => Some(7),
             Self::NotPublished => Some(10),
             Self::ConfirmBeforeDownload => Some(19),
-            Self::IllegalTransition { .. } | Self::NotARecipient(_) => None,
+            Self::NoFileUploaded => Some(3),
+            Self::IllegalTransition { .. } | Self::NotARecipient(_) | Self::Md5Conflict { .. } => {
+                None
+            }
         }
     }
 }
@@ -339,6 +358,9 @@ pub struct FileTransfer {
     pub expiration_time: Timestamp,
     /// The stored file, once the upload completed.
     pub content: Option<StoredContent>,
+    /// Whether a scan found the file clean (publication may still wait for the checksum).
+    #[serde(default)]
+    pub scan_passed: bool,
     /// Every status the transfer entered, oldest first; never empty. (The index keeps the
     /// histories in tables of their own, so they are not part of the serialised record.)
     #[serde(skip)]
@@ -378,6 +400,7 @@ impl FileTransfer {
             created: at,
             expiration_time: at.saturating_add(time_to_live),
             content: None,
+            scan_passed: false,
             status_history: vec![StatusEntry {
                 status: FileTransferStatus::Initialized,
                 text: None,
@@ -394,7 +417,9 @@ impl FileTransfer {
 
     /// The current status row.
     pub fn latest_status(&self) -> &StatusEntry {
-        self.status_history.last().expect("a transfer's status history is never empty")
+        self.status_history
+            .last()
+            .expect("a transfer's status history is never empty")
     }
 
     /// When the transfer was published, if it was.
@@ -407,7 +432,11 @@ impl FileTransfer {
 
     /// A recipient's current status as Altinn's overview shows it: the highest ever reached.
     pub fn recipient_status(&self, recipient: &Party) -> Option<RecipientFileTransferStatus> {
-        self.recipient_history.iter().filter(|e| &e.recipient == recipient).map(|e| e.status).max()
+        self.recipient_history
+            .iter()
+            .filter(|e| &e.recipient == recipient)
+            .map(|e| e.status)
+            .max()
     }
 
     /// Whether the transfer holds a reference on its blob: it has content and is neither failed
@@ -433,7 +462,11 @@ impl FileTransfer {
         if !from.can_transition_to(to) {
             return Err(TransferError::IllegalTransition { from, to });
         }
-        self.status_history.push(StatusEntry { status: to, text, at });
+        self.status_history.push(StatusEntry {
+            status: to,
+            text,
+            at,
+        });
         Ok(())
     }
 
@@ -449,8 +482,20 @@ impl FileTransfer {
         }
     }
 
-    /// All bytes are durable. Checks the declared checksum and moves to `UploadProcessing`
-    /// (scan pending), `Published` (no scan) or `Failed` (checksum mismatch).
+    /// Whether publication still waits for the MD5 to check the declared checksum against.
+    pub fn checksum_pending(&self) -> bool {
+        self.declared_checksum.is_some() && self.content.is_none_or(|c| c.md5.is_none())
+    }
+
+    fn checksum_mismatch(&self) -> bool {
+        matches!(
+            (self.declared_checksum, self.content.and_then(|c| c.md5)),
+            (Some(declared), Some(actual)) if declared != actual
+        )
+    }
+
+    /// All bytes are durable. Moves to `UploadProcessing` (scan or checksum pending),
+    /// `Published` (neither) or `Failed` (the MD5 is known and differs from the declared one).
     pub fn complete_upload(
         &mut self,
         content: StoredContent,
@@ -462,24 +507,75 @@ impl FileTransfer {
                 to: FileTransferStatus::UploadProcessing,
             });
         }
-        self.content = Some(content);
-        let outcome = if self.declared_checksum.is_some_and(|c| c != content.md5) {
-            self.push_status(FileTransferStatus::Failed, Some("Checksum mismatch".into()), at)?;
-            UploadOutcome::ChecksumMismatch
-        } else if self.use_virus_scan {
-            self.push_status(FileTransferStatus::UploadProcessing, None, at)?;
-            UploadOutcome::Processing
+        let previous = self.content.replace(content);
+        let outcome = if self.checksum_mismatch() {
+            self.push_status(
+                FileTransferStatus::Failed,
+                Some("Checksum mismatch".into()),
+                at,
+            )
+            .map(|()| UploadOutcome::ChecksumMismatch)
+        } else if self.use_virus_scan || self.checksum_pending() {
+            self.push_status(FileTransferStatus::UploadProcessing, None, at)
+                .map(|()| UploadOutcome::Processing)
         } else {
-            self.push_status(FileTransferStatus::Published, None, at)?;
-            UploadOutcome::Published
+            self.push_status(FileTransferStatus::Published, None, at)
+                .map(|()| UploadOutcome::Published)
         };
-        Ok(outcome)
+        if outcome.is_err() {
+            self.content = previous;
+        }
+        outcome
     }
 
-    /// The scan finished: `UploadProcessing → Published` if clean, else `→ Failed` with a text
-    /// that says why.
-    pub fn record_scan(&mut self, outcome: &ScanOutcome, at: Timestamp) -> Result<(), TransferError> {
-        if self.status() != FileTransferStatus::UploadProcessing {
+    /// The file's MD5 is known. Fails the transfer on a mismatch with the declared checksum;
+    /// publishes it if it was only waiting for this (scan passed or not required).
+    pub fn record_md5(&mut self, md5: Md5, at: Timestamp) -> Result<(), TransferError> {
+        let Some(content) = self.content else {
+            return Err(TransferError::NoFileUploaded);
+        };
+        match content.md5 {
+            Some(recorded) if recorded == md5 => return Ok(()),
+            Some(recorded) => {
+                return Err(TransferError::Md5Conflict {
+                    recorded,
+                    computed: md5,
+                });
+            }
+            None => {}
+        }
+        let before = self.content;
+        self.content = Some(StoredContent {
+            md5: Some(md5),
+            ..content
+        });
+        let result = if self.status() != FileTransferStatus::UploadProcessing {
+            Ok(())
+        } else if self.checksum_mismatch() {
+            self.push_status(
+                FileTransferStatus::Failed,
+                Some("Checksum mismatch".into()),
+                at,
+            )
+        } else if !self.use_virus_scan || self.scan_passed {
+            self.push_status(FileTransferStatus::Published, None, at)
+        } else {
+            Ok(())
+        };
+        if result.is_err() {
+            self.content = before;
+        }
+        result
+    }
+
+    /// The scan finished: a clean file is `Published` (or waits in `UploadProcessing` for its
+    /// checksum); anything else is `Failed` with a text that says why.
+    pub fn record_scan(
+        &mut self,
+        outcome: &ScanOutcome,
+        at: Timestamp,
+    ) -> Result<(), TransferError> {
+        if self.status() != FileTransferStatus::UploadProcessing || !self.use_virus_scan {
             return Err(TransferError::IllegalTransition {
                 from: self.status(),
                 to: match outcome {
@@ -489,15 +585,27 @@ impl FileTransfer {
             });
         }
         match outcome {
-            ScanOutcome::Clean => self.push_status(FileTransferStatus::Published, None, at),
+            ScanOutcome::Clean if self.checksum_pending() => {
+                self.scan_passed = true;
+                Ok(())
+            }
+            ScanOutcome::Clean => {
+                self.push_status(FileTransferStatus::Published, None, at)?;
+                self.scan_passed = true;
+                Ok(())
+            }
             ScanOutcome::Infected { signature } => self.push_status(
                 FileTransferStatus::Failed,
-                Some(format!("Malware scan failed: Malicious. Extra details: {signature}")),
+                Some(format!(
+                    "Malware scan failed: Malicious. Extra details: {signature}"
+                )),
                 at,
             ),
             ScanOutcome::Unscannable { reason } => self.push_status(
                 FileTransferStatus::Failed,
-                Some(format!("Malware scan failed: NotScanned. Extra details: {reason}")),
+                Some(format!(
+                    "Malware scan failed: NotScanned. Extra details: {reason}"
+                )),
                 at,
             ),
         }
@@ -523,7 +631,11 @@ impl FileTransfer {
     }
 
     /// A recipient started a download (`DownloadStarted`; repeated downloads add rows).
-    pub fn record_download(&mut self, recipient: &Party, at: Timestamp) -> Result<(), TransferError> {
+    pub fn record_download(
+        &mut self,
+        recipient: &Party,
+        at: Timestamp,
+    ) -> Result<(), TransferError> {
         self.check_recipient(recipient)?;
         if !self.status().is_downloadable() {
             return Err(TransferError::NotAvailable);
@@ -568,6 +680,10 @@ impl FileTransfer {
             status: DownloadConfirmed,
             at,
         });
-        Ok(if all_others_confirmed { ConfirmOutcome::AllConfirmed } else { ConfirmOutcome::Confirmed })
+        Ok(if all_others_confirmed {
+            ConfirmOutcome::AllConfirmed
+        } else {
+            ConfirmOutcome::Confirmed
+        })
     }
 }

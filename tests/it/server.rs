@@ -1,0 +1,58 @@
+use std::time::Duration;
+
+use integration_tests::TestClamd;
+use server::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A plain HTTP/1.1 GET over a real socket; returns (status, body).
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_server_reports_readiness_of_storage_and_scanner() {
+    let mut clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        clamd: clamd.address(),
+    };
+    let server = tokio::spawn(server::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    let (status, body) = get(addr, "/health").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let (status, body) = get(addr, "/health/ready").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("ClamAV "), "{body}");
+    assert!(dir.path().join("data/index.redb").exists());
+
+    // Without clamd the server stays alive but is not ready.
+    clamd.stop();
+    let (status, body) = get(addr, "/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("scanner"), "{body}");
+    assert_eq!(get(addr, "/health").await.0, 200);
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
