@@ -16,7 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
@@ -387,12 +387,4 @@ pub(super) async fn read_at(file: Arc<File>, offset: u64, len: usize) -> io::Res
     })
     .await
     .map_err(io::Error::other)?
-}
-
-/// Used by tests and the crash harness: the temporary's path.
-impl BlobWriter {
-    #[allow(dead_code)]
-    pub(crate) fn temp_path(&self) -> &Path {
-        &self.temp_path
-    }
 }
