@@ -76,6 +76,8 @@ pub struct ClamdLimits {
     pub max_file: &'static str,
     /// `MaxScanSize`.
     pub max_scan: &'static str,
+    /// Also listen on TCP (127.0.0.1, a free port) besides the unix socket.
+    pub tcp: bool,
 }
 
 impl Default for ClamdLimits {
@@ -84,6 +86,7 @@ impl Default for ClamdLimits {
             stream_max: "200M",
             max_file: "200M",
             max_scan: "200M",
+            tcp: false,
         }
     }
 }
@@ -93,6 +96,7 @@ impl Default for ClamdLimits {
 pub struct TestClamd {
     child: Option<Child>,
     dir: TempDir,
+    tcp_port: Option<u16>,
 }
 
 fn clamd_binary() -> PathBuf {
@@ -130,6 +134,16 @@ impl TestClamd {
             .replace("@STREAM_MAX@", limits.stream_max)
             .replace("@MAX_FILE@", limits.max_file)
             .replace("@MAX_SCAN@", limits.max_scan);
+        // A port another clamd (or anything) holds would make clamd fail to start: take one the
+        // kernel just handed out.
+        let tcp_port = limits.tcp.then(|| {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            probe.local_addr().expect("local addr").port()
+        });
+        let config = match tcp_port {
+            Some(port) => format!("{config}TCPSocket {port}\nTCPAddr 127.0.0.1\n"),
+            None => config,
+        };
         let config_path = dir.path().join("clamd.conf");
         std::fs::write(&config_path, config).expect("write clamd config");
         let out = std::fs::File::create(dir.path().join("clamd.out")).expect("clamd output file");
@@ -144,6 +158,7 @@ impl TestClamd {
         let mut clamd = Self {
             child: Some(child),
             dir,
+            tcp_port,
         };
         clamd.wait_ready();
         clamd
@@ -180,6 +195,12 @@ impl TestClamd {
     /// The socket address.
     pub fn address(&self) -> ClamdAddress {
         ClamdAddress::Unix(self.dir.path().join("clamd.sock"))
+    }
+
+    /// The TCP address, if started with `tcp: true`.
+    pub fn tcp_address(&self) -> Option<ClamdAddress> {
+        self.tcp_port
+            .map(|port| ClamdAddress::Tcp(format!("127.0.0.1:{port}")))
     }
 
     /// A client with default options.

@@ -25,6 +25,24 @@ async fn ping_and_version() {
 }
 
 #[tokio::test]
+async fn clamd_is_reachable_over_tcp_too() {
+    let clamd = TestClamd::start_with(ClamdLimits {
+        tcp: true,
+        ..Default::default()
+    });
+    let address = clamd.tcp_address().unwrap();
+    let client = scanner::Clamd::new(scanner::ClamdOptions::new(address));
+    client.ping().await.unwrap();
+    assert!(client.version().await.unwrap().starts_with("ClamAV "));
+    assert_eicar(&client.scan(Bytes::from(eicar())).await.unwrap());
+    let verdict = client
+        .scan(Bytes::from(payload(9, 3 * 1024 * 1024)))
+        .await
+        .unwrap();
+    assert_eq!(verdict, Verdict::Clean);
+}
+
+#[tokio::test]
 async fn eicar_alone_is_found() {
     let clamd = TestClamd::start();
     let verdict = clamd.client().scan(Bytes::from(eicar())).await.unwrap();
@@ -103,6 +121,7 @@ async fn a_file_over_clamds_scan_limits_is_never_clean() {
         stream_max: "10M",
         max_file: "1M",
         max_scan: "1M",
+        ..Default::default()
     });
     let verdict = clamd
         .client()
