@@ -101,6 +101,8 @@ struct Inner {
     index: Index,
     /// Striped locks ordering blob placement against blob deletion for the same digest.
     locks: Vec<tokio::sync::Mutex<()>>,
+    /// Uploads with a live writer: at most one writer per upload (see [`Storage::open_upload`]).
+    live_uploads: std::sync::Mutex<HashSet<model::UploadId>>,
     recovery: Recovery,
 }
 
@@ -136,6 +138,7 @@ impl Storage {
                 locks: (0..N_LOCK_STRIPES)
                     .map(|_| tokio::sync::Mutex::new(()))
                     .collect(),
+                live_uploads: Default::default(),
                 recovery: Recovery::default(),
             }),
         };

@@ -22,11 +22,48 @@ pub struct Upload {
     id: UploadId,
     writer: BlobWriter,
     committed: u64,
+    _claim: LiveClaim,
+}
+
+/// Marks an upload as having a live writer; released on drop.
+#[derive(Debug)]
+struct LiveClaim {
+    storage: Storage,
+    id: UploadId,
+}
+
+impl LiveClaim {
+    fn take(storage: &Storage, id: &UploadId) -> Result<Self> {
+        let mut live = storage
+            .inner
+            .live_uploads
+            .lock()
+            .expect("live upload set poisoned");
+        if !live.insert(id.clone()) {
+            return Err(Error::AlreadyExists(format!("a writer for upload {id}")));
+        }
+        Ok(Self {
+            storage: storage.clone(),
+            id: id.clone(),
+        })
+    }
+}
+
+impl Drop for LiveClaim {
+    fn drop(&mut self) {
+        if let Ok(mut live) = self.storage.inner.live_uploads.lock() {
+            live.remove(&self.id);
+        }
+    }
 }
 
 impl Storage {
-    /// Starts an upload, or resumes it at its committed offset if it exists.
+    /// Starts an upload, or resumes it at its committed offset if it exists. One writer at a
+    /// time: while an [`Upload`] for `id` is alive, opening it again is
+    /// [`Error::AlreadyExists`] (a client that reconnects while its old stream is still being
+    /// torn down retries).
     pub async fn open_upload(&self, id: UploadId, at: Timestamp) -> Result<Upload> {
+        let claim = LiveClaim::take(self, &id)?;
         let existing = self.index().read(|txn| ops::get_upload(txn, &id))?;
         let sync = self.blob_store().sync();
         let (writer, committed) = match existing {
@@ -66,6 +103,7 @@ impl Storage {
             id,
             writer,
             committed,
+            _claim: claim,
         })
     }
 
@@ -109,7 +147,9 @@ impl Storage {
         upload: Upload,
         at: Timestamp,
     ) -> Result<(FileTransfer, UploadOutcome)> {
-        let Upload { id, writer, .. } = upload;
+        let Upload {
+            id, writer, _claim, ..
+        } = upload;
         let finished = writer
             .finish()
             .await

@@ -138,3 +138,26 @@ async fn torn_bytes_after_the_committed_offset_are_discarded() {
         0
     );
 }
+
+#[tokio::test]
+async fn an_upload_has_one_writer_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = Storage::open(StorageOptions::new(dir.path()))
+        .await
+        .unwrap();
+    let id = UploadId::for_transfer(storage::model::FileTransferId::new_random());
+    let mut first = storage
+        .open_upload(id.clone(), Timestamp::now())
+        .await
+        .unwrap();
+    first.write(Bytes::from_static(b"abc")).await.unwrap();
+    first.checkpoint(Timestamp::now()).await.unwrap();
+    let second = storage.open_upload(id.clone(), Timestamp::now()).await;
+    assert!(
+        matches!(second, Err(storage::Error::AlreadyExists(_))),
+        "{second:?}"
+    );
+    drop(first);
+    let resumed = storage.open_upload(id, Timestamp::now()).await.unwrap();
+    assert_eq!(resumed.offset(), 3);
+}
