@@ -23,6 +23,7 @@ fn transfer(i: usize) -> FileTransfer {
             recipients: vec![Party::parse("0192:910000002").unwrap()],
             property_list: Default::default(),
             declared_checksum: None,
+            declared_blake3: None,
             use_virus_scan: true,
         },
         Timestamp::now(),

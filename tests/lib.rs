@@ -146,15 +146,7 @@ impl TestClamd {
         };
         let config_path = dir.path().join("clamd.conf");
         std::fs::write(&config_path, config).expect("write clamd config");
-        let out = std::fs::File::create(dir.path().join("clamd.out")).expect("clamd output file");
-        let child = Command::new(clamd_binary())
-            .arg("-c")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn clamd");
+        let child = spawn_clamd(&config_path, dir.path());
         let mut clamd = Self {
             child: Some(child),
             dir,
@@ -244,6 +236,35 @@ impl TestClamd {
     }
 }
 
+fn spawn_clamd(config_path: &Path, dir: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("clamd.out"))
+        .expect("clamd output file");
+    Command::new(clamd_binary())
+        .arg("-c")
+        .arg(config_path)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .spawn()
+        .expect("spawn clamd")
+}
+
+impl TestClamd {
+    /// Starts a stopped clamd again, on the same socket with the same configuration.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "clamd is running");
+        let _ = std::fs::remove_file(self.dir.path().join("clamd.sock"));
+        self.child = Some(spawn_clamd(
+            &self.dir.path().join("clamd.conf"),
+            self.dir.path(),
+        ));
+        self.wait_ready();
+    }
+}
+
 /// PING over a plain blocking socket: start-up runs outside and inside async tests alike.
 fn ping_blocking(socket: &Path) -> bool {
     use std::io::{Read, Write};
@@ -277,5 +298,125 @@ pub struct TailSource(pub storage::BlobTail);
 impl scanner::ByteSource for TailSource {
     async fn next_chunk(&mut self, max: usize) -> std::io::Result<Option<Bytes>> {
         self.0.next_chunk(max).await
+    }
+}
+
+/// A Ferry server on loopback in development mode, with its own data directory.
+#[derive(Debug)]
+pub struct TestServer {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// The development key it trusts.
+    pub dev_key: server::auth::DevKey,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    /// Starts a server in `data_dir` on `port` (0: any), scanning with `clamd`. `tweak` may adjust
+    /// the configuration.
+    pub async fn start_in(
+        data_dir: &Path,
+        clamd: &ClamdAddress,
+        port: u16,
+        tweak: impl FnOnce(&mut server::Config),
+    ) -> Self {
+        let mut config = server::Config {
+            data_dir: data_dir.to_path_buf(),
+            dev: true,
+            ..Default::default()
+        };
+        config.clamd.address = clamd.to_string();
+        config.clamd.retry_max_secs = 1;
+        tweak(&mut config);
+        let dev_key = server::auth::DevKey::load_or_create(data_dir).expect("dev key");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let mut server = Self {
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            dev_key,
+            stop: Some(stop),
+            task: Some(task),
+        };
+        // Ready when it accepts connections; a server that failed to start says why.
+        for _ in 0..500 {
+            if server.task.as_ref().is_some_and(|t| t.is_finished()) {
+                let result = server.task.take().expect("task").await;
+                panic!("the server stopped during start-up: {result:?}");
+            }
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        server
+    }
+
+    /// Stops it gracefully and waits.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let result = tokio::time::timeout(Duration::from_secs(20), task).await;
+            assert!(
+                matches!(result, Ok(Ok(Ok(())))),
+                "the server did not stop cleanly: {result:?}"
+            );
+        }
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A development token for `org` (9 digits) with `scopes`.
+    pub fn token(&self, org: &str, scopes: &[&str]) -> String {
+        let party = storage::model::Party::parse_lenient(org).expect("org number");
+        self.dev_key.mint(&party, scopes, 3600)
+    }
+
+    /// A client with `token`.
+    pub fn client(&self, token: impl Into<String>) -> client::Client {
+        client::Client::connect_lazy(&self.url(), token).expect("client")
+    }
+
+    /// Files under a directory of the data dir (e.g. "blobs", "tmp").
+    pub fn files_in(&self, sub: &str) -> usize {
+        fn walk(dir: &Path) -> usize {
+            std::fs::read_dir(dir)
+                .map(|entries| {
+                    entries
+                        .map(|e| {
+                            let e = e.expect("entry");
+                            if e.file_type().expect("type").is_dir() {
+                                walk(&e.path())
+                            } else {
+                                1
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0)
+        }
+        walk(&self.data_dir.join(sub))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 }

@@ -12,3 +12,5 @@ pub mod v1 {
 
 /// The encoded `FileDescriptorSet` of all Ferry protos, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ferry_descriptor");
+
+pub use prost_types;

@@ -1,90 +1,146 @@
 //! The Ferry server: the only crate that knows about the network, configuration and signals.
 //!
-//! At this stage it opens the storage (recovering from any crash), connects to clamd, and
-//! serves liveness and readiness over HTTP. The file transfer APIs (gRPC, Altinn REST) are
-//! added on top of [`App`] by later work.
+//! - [`app`]: the use cases, independent of transport.
+//! - [`grpc`]: thin gRPC handlers over them.
+//! - [`auth`]: bearer tokens, scopes, the caller's organisation, development keys.
+//! - [`error`]: one mapping from failures to gRPC codes, HTTP statuses and Altinn's numbers.
+//! - [`scan`]: finishing scans, with retries while clamd is unavailable.
+//! - [`config`]: the TOML configuration.
 //!
-//! `run(config, listener, shutdown)` is the whole server: `main` only parses flags, sets up
-//! logging and passes a signal future; tests call `run` on a port-0 listener.
+//! `run(config, listener, shutdown)` is the whole server: `main` parses flags, sets up logging
+//! and passes a signal future; tests call `run` on a port-0 listener.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod scan;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use scanner::{Clamd, ClamdAddress, ClamdOptions};
+use proto::v1::file_transfer_service_server::FileTransferServiceServer;
+use proto::v1::resource_service_server::ResourceServiceServer;
+use scanner::{Clamd, ClamdOptions};
 use storage::{Storage, StorageOptions};
 use tokio::net::TcpListener;
 
-/// Everything the server needs to start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Data directory (index, blobs, temporaries).
-    pub data_dir: PathBuf,
-    /// Where clamd listens.
-    pub clamd: ClamdAddress,
+pub use app::App;
+pub use config::Config;
+
+/// Largest gRPC message accepted: a 1 MiB data chunk plus framing headroom.
+pub const MAX_MESSAGE: usize = 2 * 1024 * 1024;
+
+/// Opens storage, keys and scanner as `config` says.
+pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
+    let storage = Storage::open(StorageOptions::new(&config.data_dir)).await?;
+    let dev_key = if config.dev {
+        Some(auth::DevKey::load_or_create(&config.data_dir)?)
+    } else {
+        None
+    };
+    let authenticator =
+        auth::Authenticator::load(&config.auth.issuers, dev_key.as_ref(), config.leeway())?;
+    let mut clamd_options = ClamdOptions::new(config.clamd_address()?);
+    clamd_options.reply_timeout = Duration::from_secs(config.clamd.reply_timeout_secs);
+    let options = app::AppOptions {
+        global_max_upload: config.limits.max_upload_bytes,
+        scan_retry_max: Duration::from_secs(config.clamd.retry_max_secs),
+    };
+    Ok(Arc::new(App::new(
+        storage,
+        Clamd::new(clamd_options),
+        authenticator,
+        options,
+    )))
 }
 
-/// The running application: storage and scanner, shared by every front-end.
-#[derive(Debug, Clone)]
-pub struct App {
-    /// The storage engine.
-    pub storage: Storage,
-    /// The clamd client.
-    pub scanner: Clamd,
-}
-
-impl App {
-    /// Opens the storage and sets up the scanner client.
-    pub async fn open(config: &Config) -> anyhow::Result<Self> {
-        let storage = Storage::open(StorageOptions::new(&config.data_dir)).await?;
-        let scanner = Clamd::new(ClamdOptions::new(config.clamd.clone()));
-        Ok(Self { storage, scanner })
-    }
-
-    /// Readiness: the storage answers and clamd answers PING. Returns clamd's version.
-    pub async fn readiness(&self) -> Result<String, String> {
-        self.storage
-            .upload_offset(&storage::model::UploadId::from_stored("readiness-probe"))
-            .map_err(|e| format!("storage: {e}"))?;
-        self.scanner
-            .version()
-            .await
-            .map_err(|e| format!("scanner: {e}"))
-    }
-}
-
-/// Runs the server on `listener` until `shutdown` completes.
+/// Runs the server on `listener` until `shutdown` completes. In-flight uploads stay resumable:
+/// their committed offsets are durable whatever happens to the connection.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = App::open(&config).await?;
-    let recovery = app.storage.recovery();
-    tracing::info!(data_dir = %config.data_dir.display(), ?recovery, "storage open");
+    let app = open_app(&config).await?;
+    tracing::info!(data_dir = %config.data_dir.display(), recovery = ?app.storage.recovery(), dev = config.dev, "storage open");
     match app.readiness().await {
-        Ok(version) => tracing::info!(clamd = %config.clamd, %version, "scanner ready"),
+        Ok(version) => tracing::info!(clamd = %config.clamd.address, %version, "scanner ready"),
         // Not fatal: transfers wait in UploadProcessing until clamd is back.
-        Err(reason) => tracing::warn!(clamd = %config.clamd, %reason, "scanner not ready"),
+        Err(reason) => tracing::warn!(clamd = %config.clamd.address, %reason, "scanner not ready"),
     }
-    let router = Router::new()
-        .route("/health", get(|| async { "ok" }))
-        .route("/health/ready", get(ready))
-        .with_state(Arc::new(app));
+    app.resume_pending().await?;
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<FileTransferServiceServer<grpc::FileTransferApi>>()
+        .await;
+    health
+        .set_serving::<ResourceServiceServer<grpc::ResourceApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let http = {
+        let ready_app = app.clone();
+        Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .route("/health/ready", get(move || ready(ready_app.clone())))
+    };
+    let routes = tonic::service::Routes::from(http)
+        .add_service(
+            FileTransferServiceServer::new(grpc::FileTransferApi::new(app.clone()))
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
+        .add_service(ResourceServiceServer::new(grpc::ResourceApi::new(
+            app.clone(),
+        )))
+        .add_service(health_service)
+        .add_service(reflection);
+
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        // Larger frames and windows roughly double loopback throughput (platform notes).
+        .max_frame_size(Some(1024 * 1024 - 1))
+        .initial_stream_window_size(Some(8 * 1024 * 1024))
+        .initial_connection_window_size(Some(16 * 1024 * 1024))
+        .tcp_nodelay(true)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            shutdown,
+        )
         .await?;
+    // Uploads checkpoint and end (resumable), scans stop (resumed at the next start).
+    app.close(Duration::from_secs(30)).await;
+    // Connection tasks drop their handles to the app shortly after the server stops; wait for
+    // them so the index is closed (and its lock released) when `run` returns.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while Arc::strong_count(&app) > 1 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if Arc::strong_count(&app) > 1 || app.storage.handle_count() > 1 {
+        tracing::warn!(
+            app_refs = Arc::strong_count(&app),
+            storage_handles = app.storage.handle_count(),
+            "still referenced at shutdown"
+        );
+    }
+    drop(app);
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn ready(State(app): State<Arc<App>>) -> impl IntoResponse {
+async fn ready(app: Arc<App>) -> impl IntoResponse {
     match app.readiness().await {
         Ok(version) => (
             StatusCode::OK,

@@ -200,6 +200,11 @@ impl Storage {
         Ok(recovery)
     }
 
+    /// How many handles to this storage exist (the database closes when the last one goes).
+    pub fn handle_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// The data directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
@@ -275,6 +280,26 @@ impl Storage {
             .index
             .write(move |txn| ops::insert_transfer(txn, &transfer).map(drop))
             .await
+    }
+
+    /// Stores a new transfer under a client idempotency key: the same key with the same request
+    /// hash returns the transfer the first call created (nothing new is stored); the same key
+    /// with another request is [`Error::AlreadyExists`].
+    pub async fn insert_transfer_idempotent(
+        &self,
+        transfer: FileTransfer,
+        key: String,
+        request_hash: [u8; 32],
+    ) -> Result<FileTransferId> {
+        self.inner
+            .index
+            .write(move |txn| ops::insert_transfer_idempotent(txn, &transfer, &key, request_hash))
+            .await
+    }
+
+    /// Every transfer id (for start-up recovery and consistency checks).
+    pub fn transfer_ids(&self) -> Result<Vec<FileTransferId>> {
+        self.inner.index.read(ops::all_transfer_ids)
     }
 
     /// A transfer with its histories.

@@ -18,7 +18,7 @@ pub mod time;
 pub mod transfer;
 
 pub use ids::{FileTransferId, IdError, Party, ResourceId, UploadId};
-pub use resource::{ResourceConfig, ResourceError, ResourceUpdate, ServiceOwner};
+pub use resource::{AccessRules, ResourceConfig, ResourceError, ResourceUpdate, ServiceOwner};
 pub use time::{Timestamp, parse_iso8601_duration};
 pub use transfer::{
     ConfirmOutcome, FileTransfer, FileTransferStatus, NewFileTransfer, RecipientFileTransferStatus,

@@ -45,6 +45,7 @@ async fn worker(storage: Storage, seed: u64) -> anyhow::Result<()> {
             recipients: vec![party(2 + next() % 3)],
             property_list: Default::default(),
             declared_checksum: None,
+            declared_blake3: None,
             use_virus_scan: false,
         };
         let id = FileTransferId::new_random();

@@ -26,6 +26,7 @@ pub(crate) fn new_transfer(
             recipients: recipients.iter().map(|r| party(*r)).collect(),
             property_list: BTreeMap::from([("k".into(), "v".into())]),
             declared_checksum: None,
+            declared_blake3: None,
             use_virus_scan: scan,
         },
         Timestamp::now(),

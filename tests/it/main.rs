@@ -10,6 +10,7 @@
 
 mod blob_store;
 mod crash;
+mod grpc;
 mod index;
 mod pipeline;
 mod resume;

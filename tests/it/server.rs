@@ -1,9 +1,8 @@
 use std::time::Duration;
 
-use integration_tests::TestClamd;
-use server::Config;
+use integration_tests::{TestClamd, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// A plain HTTP/1.1 GET over a real socket; returns (status, body).
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
@@ -24,23 +23,15 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 async fn the_server_reports_readiness_of_storage_and_scanner() {
     let mut clamd = TestClamd::start();
     let dir = tempfile::tempdir().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        clamd: clamd.address(),
-    };
-    let server = tokio::spawn(server::run(config, listener, async {
-        let _ = stopped.await;
-    }));
+    let mut server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
+    let addr = server.addr;
 
     let (status, body) = get(addr, "/health").await;
     assert_eq!((status, body.as_str()), (200, "ok"));
     let (status, body) = get(addr, "/health/ready").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("ClamAV "), "{body}");
-    assert!(dir.path().join("data/index.redb").exists());
+    assert!(dir.path().join("index.redb").exists());
 
     // Without clamd the server stays alive but is not ready.
     clamd.stop();
@@ -48,11 +39,7 @@ async fn the_server_reports_readiness_of_storage_and_scanner() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("scanner"), "{body}");
     assert_eq!(get(addr, "/health").await.0, 200);
-
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
+    tokio::time::timeout(Duration::from_secs(10), server.stop())
         .await
-        .unwrap()
-        .unwrap()
         .unwrap();
 }

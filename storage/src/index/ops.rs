@@ -56,6 +56,7 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(UPLOADS)?;
     txn.open_table(BY_RESOURCE)?;
     txn.open_table(BY_PARTY)?;
+    txn.open_table(IDEMPOTENCY)?;
     let mut meta = txn.open_table(META)?;
     let stored = meta
         .get("schema_version")?
@@ -163,6 +164,35 @@ pub(crate) fn insert_transfer(
         by_party.insert((recipient.org_number(), 1u8, created, id), ())?;
     }
     save_transfer(txn, transfer, Stored::NOTHING)
+}
+
+/// Inserts `transfer` unless `key` was used before: then returns the transfer it created if the
+/// request hash matches, or an error if the same key came with a different request.
+pub(crate) fn insert_transfer_idempotent(
+    txn: &WriteTransaction,
+    transfer: &FileTransfer,
+    key: &str,
+    request_hash: [u8; 32],
+) -> Result<FileTransferId> {
+    let existing = {
+        let table = txn.open_table(IDEMPOTENCY)?;
+        let value = table.get(key)?;
+        value
+            .map(|v| decode::<([u8; 32], FileTransferId)>(v.value()))
+            .transpose()?
+    };
+    match existing {
+        Some((hash, id)) if hash == request_hash => Ok(id),
+        Some(_) => Err(Error::AlreadyExists(format!(
+            "idempotency key {key:?} with a different request"
+        ))),
+        None => {
+            insert_transfer(txn, transfer)?;
+            txn.open_table(IDEMPOTENCY)?
+                .insert(key, encode(&(request_hash, transfer.id))?.as_slice())?;
+            Ok(transfer.id)
+        }
+    }
 }
 
 /// Writes the transfer's record, the history rows added since `before`, and the blob reference

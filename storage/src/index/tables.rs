@@ -35,5 +35,9 @@ pub(crate) const BY_RESOURCE: TableDefinition<'static, (&str, i64, u128), ()> =
 pub(crate) const BY_PARTY: TableDefinition<'static, (&str, u8, i64, u128), ()> =
     TableDefinition::new("transfers_by_party-v1");
 
+/// Idempotency key (`{org}/{key}`) → (BLAKE3 of the request, transfer id).
+pub(crate) const IDEMPOTENCY: TableDefinition<'static, &str, &[u8]> =
+    TableDefinition::new("idempotency-v1");
+
 /// The schema version written to [`META`].
 pub(crate) const SCHEMA_VERSION: u32 = 1;

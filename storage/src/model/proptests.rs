@@ -55,6 +55,7 @@ fn transfer(n_recipients: usize, scan: bool, declared: bool) -> FileTransfer {
             recipients: (0..n_recipients).map(party).collect(),
             property_list: BTreeMap::new(),
             declared_checksum: declared.then(|| Md5::of(b"content")),
+            declared_blake3: None,
             use_virus_scan: scan,
         },
         Timestamp::EPOCH,
@@ -317,4 +318,32 @@ fn a_late_md5_that_mismatches_fails_the_transfer() {
         t.record_md5(Md5::of(b"x"), Timestamp::EPOCH),
         Err(TransferError::Md5Conflict { .. })
     ));
+}
+
+#[test]
+fn a_declared_blake3_is_checked_at_completion() {
+    let mut t = transfer(1, false, false);
+    t.declared_blake3 = Some(Digest::of(b"content"));
+    t.start_upload(Timestamp::EPOCH).unwrap();
+    let content = StoredContent {
+        size: 5,
+        blake3: Digest::of(b"other"),
+        md5: None,
+    };
+    assert_eq!(
+        t.complete_upload(content, Timestamp::EPOCH),
+        Ok(UploadOutcome::ChecksumMismatch)
+    );
+    let mut t = transfer(1, false, false);
+    t.declared_blake3 = Some(Digest::of(b"content"));
+    t.start_upload(Timestamp::EPOCH).unwrap();
+    let content = StoredContent {
+        size: 7,
+        blake3: Digest::of(b"content"),
+        md5: None,
+    };
+    assert_eq!(
+        t.complete_upload(content, Timestamp::EPOCH),
+        Ok(UploadOutcome::Published)
+    );
 }

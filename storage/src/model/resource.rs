@@ -105,6 +105,19 @@ pub struct ResourceConfig {
     pub required_party: Option<Party>,
     /// When the configuration was created.
     pub created: Timestamp,
+    /// Who may send and receive (Ferry's replacement for Altinn's Resource Registry and PDP).
+    #[serde(default)]
+    pub access: AccessRules,
+}
+
+/// Which parties may send and which may receive files on a resource. The service owner may
+/// always do both; an empty list means no one else.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRules {
+    /// Parties that may send.
+    pub senders: Vec<Party>,
+    /// Parties that may receive.
+    pub recipients: Vec<Party>,
 }
 
 /// A change to a resource configuration, as the API receives it: only present fields change.
@@ -126,6 +139,8 @@ pub struct ResourceUpdate {
     pub external_service_edition_code_legacy: Option<i32>,
     /// Required party.
     pub required_party: Option<Party>,
+    /// Replaces the access rules when present.
+    pub access: Option<AccessRules>,
 }
 
 impl ResourceConfig {
@@ -157,6 +172,7 @@ impl ResourceConfig {
             approved_for_disabled_virus_scan: false,
             required_party: None,
             created,
+            access: AccessRules::default(),
         }
     }
 
@@ -250,7 +266,20 @@ impl ResourceConfig {
         if let Some(party) = update.required_party {
             self.required_party = Some(party);
         }
+        if let Some(access) = update.access {
+            self.access = access;
+        }
         Ok(())
+    }
+
+    /// Whether `party` may send files on this resource.
+    pub fn may_send(&self, party: &Party) -> bool {
+        *party == self.service_owner || self.access.senders.contains(party)
+    }
+
+    /// Whether `party` may receive files on this resource.
+    pub fn may_receive(&self, party: &Party) -> bool {
+        *party == self.service_owner || self.access.recipients.contains(party)
     }
 
     /// The required-party rule of initialize (contract §6.2): if the resource names a required
@@ -419,5 +448,33 @@ mod tests {
             Err(26)
         );
         assert_eq!(r.check_required_party(&other, &[owner, third]), Err(27));
+    }
+}
+
+#[cfg(test)]
+mod access_tests {
+    use super::*;
+
+    #[test]
+    fn the_owner_may_always_send_and_receive_and_lists_add_others() {
+        let owner = Party::parse("0192:991825827").unwrap();
+        let other = Party::parse("0192:986252932").unwrap();
+        let mut r = ResourceConfig::new(
+            ResourceId::parse("r").unwrap(),
+            owner.clone(),
+            Timestamp::EPOCH,
+        );
+        assert!(r.may_send(&owner) && r.may_receive(&owner));
+        assert!(!r.may_send(&other) && !r.may_receive(&other));
+        r.apply(ResourceUpdate {
+            access: Some(AccessRules {
+                senders: vec![other.clone()],
+                recipients: vec![],
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(r.may_send(&other));
+        assert!(!r.may_receive(&other));
     }
 }

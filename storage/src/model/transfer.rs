@@ -225,6 +225,8 @@ pub struct NewFileTransfer {
     pub property_list: BTreeMap<String, String>,
     /// An MD5 the upload must match.
     pub declared_checksum: Option<Md5>,
+    /// A BLAKE3 the upload must match (Ferry extension).
+    pub declared_blake3: Option<Digest>,
     /// `!disableVirusScan`.
     pub use_virus_scan: bool,
 }
@@ -350,6 +352,9 @@ pub struct FileTransfer {
     pub property_list: BTreeMap<String, String>,
     /// The MD5 the sender declared, if any.
     pub declared_checksum: Option<Md5>,
+    /// The BLAKE3 the sender declared, if any (Ferry extension).
+    #[serde(default)]
+    pub declared_blake3: Option<Digest>,
     /// Whether the file must be scanned before publication.
     pub use_virus_scan: bool,
     /// Creation time.
@@ -361,6 +366,10 @@ pub struct FileTransfer {
     /// Whether a scan found the file clean (publication may still wait for the checksum).
     #[serde(default)]
     pub scan_passed: bool,
+    /// While `UploadProcessing`: what the processing waits for (e.g. the scanner being down).
+    /// Shown as the status text instead of the default.
+    #[serde(default)]
+    pub processing_note: Option<String>,
     /// Every status the transfer entered, oldest first; never empty. (The index keeps the
     /// histories in tables of their own, so they are not part of the serialised record.)
     #[serde(skip)]
@@ -396,11 +405,13 @@ impl FileTransfer {
             recipients: new.recipients,
             property_list: new.property_list,
             declared_checksum: new.declared_checksum,
+            declared_blake3: new.declared_blake3,
             use_virus_scan: new.use_virus_scan,
             created: at,
             expiration_time: at.saturating_add(time_to_live),
             content: None,
             scan_passed: false,
+            processing_note: None,
             status_history: vec![StatusEntry {
                 status: FileTransferStatus::Initialized,
                 text: None,
@@ -488,10 +499,15 @@ impl FileTransfer {
     }
 
     fn checksum_mismatch(&self) -> bool {
-        matches!(
+        let md5 = matches!(
             (self.declared_checksum, self.content.and_then(|c| c.md5)),
             (Some(declared), Some(actual)) if declared != actual
-        )
+        );
+        let blake3 = matches!(
+            (self.declared_blake3, self.content.map(|c| c.blake3)),
+            (Some(declared), Some(actual)) if declared != actual
+        );
+        md5 || blake3
     }
 
     /// All bytes are durable. Moves to `UploadProcessing` (scan or checksum pending),
@@ -609,6 +625,27 @@ impl FileTransfer {
                 at,
             ),
         }
+    }
+
+    /// The status text to show: a processing note while `UploadProcessing`, else the latest
+    /// row's text.
+    pub fn status_text(&self) -> &str {
+        match (&self.processing_note, self.status()) {
+            (Some(note), FileTransferStatus::UploadProcessing) => note,
+            _ => self.latest_status().display_text(),
+        }
+    }
+
+    /// Records what processing waits for; only while `UploadProcessing`. `None` clears it.
+    pub fn note_processing(&mut self, note: Option<String>) -> Result<(), TransferError> {
+        if self.status() != FileTransferStatus::UploadProcessing {
+            return Err(TransferError::IllegalTransition {
+                from: self.status(),
+                to: FileTransferStatus::UploadProcessing,
+            });
+        }
+        self.processing_note = note;
+        Ok(())
     }
 
     /// The upload or its processing failed for another reason.

@@ -1,0 +1,934 @@
+//! The use cases, independent of transport: gRPC handlers (and the REST facade) unpack a
+//! request, call one of these, and map the result. No business rule lives anywhere else.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use scanner::Clamd;
+use storage::model::*;
+use storage::{BlobRange, Digest, Md5, Md5Follower, Storage, Upload};
+use tokio::task::JoinHandle;
+
+use crate::auth::{Authenticator, Caller, SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
+use crate::error::ApiError;
+use crate::scan::{self, ScanResult, TailSource};
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+/// Upload checkpoints: bytes between fsync'd, acknowledged offsets.
+pub const CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
+/// Ranged downloads by the same recipient within this window record one `DownloadStarted`.
+pub const DOWNLOAD_DEBOUNCE: Duration = Duration::from_secs(300);
+
+/// Tunables of the use cases.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Largest upload at all, whatever the resource says.
+    pub global_max_upload: u64,
+    /// Longest wait between scan retries while the scanner is unavailable.
+    pub scan_retry_max: Duration,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            global_max_upload: ResourceConfig::GLOBAL_MAX_SIZE,
+            scan_retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The application: storage, scanner, identity, and the rules between them.
+pub struct App {
+    /// The storage engine.
+    pub storage: Storage,
+    /// The clamd client.
+    pub scanner: Clamd,
+    /// Token validation.
+    pub auth: Authenticator,
+    options: AppOptions,
+    clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
+    download_debounce: Mutex<HashMap<(FileTransferId, Party), Instant>>,
+    /// Cancelled when the server shuts down: background work stops at a resumable point.
+    pub shutdown: tokio_util::sync::CancellationToken,
+    /// Every background task (uploads, downloads, scans), awaited at shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What initialize receives, as the wire gives it (validated here).
+#[derive(Debug, Clone, Default)]
+pub struct InitializeRequest {
+    /// `fileName`.
+    pub file_name: String,
+    /// `resourceId`.
+    pub resource_id: String,
+    /// `sendersFileTransferReference`.
+    pub senders_file_transfer_reference: String,
+    /// `sender`.
+    pub sender: String,
+    /// `recipients`.
+    pub recipients: Vec<String>,
+    /// `propertyList`.
+    pub property_list: BTreeMap<String, String>,
+    /// `checksum` (MD5 hex).
+    pub checksum: Option<String>,
+    /// `disableVirusScan`.
+    pub disable_virus_scan: bool,
+    /// Ferry extension.
+    pub idempotency_key: Option<String>,
+    /// Ferry extension: BLAKE3 hex.
+    pub blake3: Option<String>,
+}
+
+/// Search parameters (contract §4.6 plus paging).
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    /// Required.
+    pub resource_id: String,
+    /// Latest status filter.
+    pub status: Option<FileTransferStatus>,
+    /// The caller's latest recipient status filter (implies role recipient).
+    pub recipient_status: Option<RecipientFileTransferStatus>,
+    /// Lower bound.
+    pub from: Option<Timestamp>,
+    /// Upper bound.
+    pub to: Option<Timestamp>,
+    /// Oldest first.
+    pub order_ascending: bool,
+    /// `Some(false)` sender, `Some(true)` recipient, `None` both.
+    pub as_recipient: Option<bool>,
+    /// Continuation token.
+    pub page_token: Option<String>,
+    /// Page size (≤ 100).
+    pub page_size: Option<usize>,
+}
+
+/// The final result of an upload.
+#[derive(Debug, Clone)]
+pub struct UploadResult {
+    /// The transfer after the upload.
+    pub transfer: FileTransfer,
+}
+
+/// A download about to stream.
+#[derive(Debug)]
+pub struct Download {
+    /// File name.
+    pub file_name: String,
+    /// The stored content.
+    pub content: StoredContent,
+    /// First byte sent.
+    pub offset: u64,
+    /// The bytes.
+    pub range: BlobRange,
+}
+
+fn require_scope(caller: &Caller, scopes: &[&str]) -> Result<()> {
+    if caller.has_any_scope(scopes) {
+        Ok(())
+    } else {
+        Err(ApiError::missing_scope(scopes))
+    }
+}
+
+fn caller_org(caller: &Caller) -> Result<Party> {
+    caller.org.clone().ok_or_else(|| ApiError::altinn(7001))
+}
+
+fn parse_md5(text: &str) -> Result<Md5> {
+    if text.len() != 32 {
+        return Err(ApiError::invalid(
+            "The checksum, if used, must be a MD5 hash with a length of 32 characters",
+        ));
+    }
+    if text.chars().any(|c| c.is_ascii_uppercase()) {
+        return Err(ApiError::invalid(
+            "The checksum, if used, must be a MD5 hash in lower case",
+        ));
+    }
+    text.parse()
+        .map_err(|_| ApiError::invalid("The checksum, if used, must be a MD5 hash in hex"))
+}
+
+impl App {
+    /// Wires the parts together.
+    pub fn new(storage: Storage, scanner: Clamd, auth: Authenticator, options: AppOptions) -> Self {
+        Self {
+            storage,
+            scanner,
+            auth,
+            options,
+            clock: Box::new(Timestamp::now),
+            download_debounce: Mutex::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+        }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: impl Fn() -> Timestamp + Send + Sync + 'static) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Spawns background work that shutdown waits for.
+    pub fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.tasks.spawn(future)
+    }
+
+    /// Stops background work and waits for it (at most `deadline`).
+    pub async fn close(&self, deadline: Duration) {
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                n_tasks = self.tasks.len(),
+                "background tasks still running at shutdown"
+            );
+        }
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Timestamp {
+        (self.clock)()
+    }
+
+    pub(crate) fn scan_retry_delay(&self, attempt: u32) -> Duration {
+        scan::backoff(attempt, self.options.scan_retry_max)
+    }
+
+    /// Readiness: storage answers and clamd answers; returns clamd's version.
+    pub async fn readiness(&self) -> Result<String, String> {
+        self.storage
+            .upload_offset(&UploadId::from_stored("readiness-probe"))
+            .map_err(|e| format!("storage: {e}"))?;
+        self.scanner
+            .version()
+            .await
+            .map_err(|e| format!("scanner: {e}"))
+    }
+
+    /// A transfer the caller takes part in (sender or recipient). Anyone else learns nothing,
+    /// not even that it exists: [`ApiError`] 1 (not found).
+    fn visible_transfer(&self, org: &Party, id: FileTransferId) -> Result<FileTransfer> {
+        let transfer = self
+            .storage
+            .transfer(id)?
+            .ok_or_else(|| ApiError::altinn(1))?;
+        if transfer.sender == *org || transfer.recipients.contains(org) {
+            Ok(transfer)
+        } else {
+            Err(ApiError::altinn(1))
+        }
+    }
+
+    fn resource_of(&self, transfer: &FileTransfer) -> Result<ResourceConfig> {
+        self.storage
+            .resource(&transfer.resource_id)?
+            .ok_or_else(|| ApiError::altinn(25))
+    }
+
+    // --- service owners and resources ---
+
+    /// Registers the caller's organisation as a service owner.
+    pub async fn register_service_owner(&self, caller: &Caller, name: String) -> Result<()> {
+        require_scope(caller, &[SCOPE_SERVICE_OWNER])?;
+        let org = caller_org(caller)?;
+        if name.trim().is_empty() {
+            return Err(ApiError::invalid("name is required"));
+        }
+        let owner = ServiceOwner {
+            id: org,
+            name,
+            created: self.now(),
+        };
+        match self.storage.create_service_owner(owner).await {
+            Err(storage::Error::AlreadyExists(_)) => Err(ApiError::altinn(7002)),
+            other => Ok(other?),
+        }
+    }
+
+    /// The caller's service owner record.
+    pub fn service_owner(&self, caller: &Caller) -> Result<ServiceOwner> {
+        require_scope(caller, &[SCOPE_SERVICE_OWNER])?;
+        let org = caller_org(caller)?;
+        self.storage
+            .service_owner(&org)?
+            .ok_or_else(|| ApiError::altinn(7004))
+    }
+
+    /// Creates or changes a resource the caller owns.
+    pub async fn put_resource(
+        &self,
+        caller: &Caller,
+        id: &str,
+        update: ResourceUpdate,
+    ) -> Result<ResourceConfig> {
+        require_scope(caller, &[SCOPE_SERVICE_OWNER])?;
+        let org = caller_org(caller)?;
+        let id = ResourceId::parse_bare(id).map_err(|e| ApiError::invalid(e.to_string()))?;
+        if self.storage.service_owner(&org)?.is_none() {
+            return Err(ApiError::altinn(24));
+        }
+        let now = self.now();
+        let resource_id = id.clone();
+        let result = self
+            .storage
+            .modify_resource(id, move |current| {
+                let mut resource = match current {
+                    Some(r) if r.service_owner != org => {
+                        return Err(storage::Error::NotFound("owner".into()));
+                    }
+                    Some(r) => r,
+                    None => ResourceConfig::new(resource_id.clone(), org.clone(), now),
+                };
+                resource.apply(update.clone())?;
+                Ok(resource)
+            })
+            .await;
+        match result {
+            // Someone else's resource: no rights (Altinn 401/6).
+            Err(storage::Error::NotFound(_)) => Err(ApiError::altinn(6)),
+            other => Ok(other?),
+        }
+    }
+
+    /// A resource the caller owns.
+    pub fn resource(&self, caller: &Caller, id: &str) -> Result<ResourceConfig> {
+        require_scope(caller, &[SCOPE_SERVICE_OWNER])?;
+        let org = caller_org(caller)?;
+        let id = ResourceId::parse_bare(id).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let resource = self
+            .storage
+            .resource(&id)?
+            .ok_or_else(|| ApiError::altinn(25))?;
+        if resource.service_owner != org {
+            return Err(ApiError::altinn(6));
+        }
+        Ok(resource)
+    }
+
+    // --- transfers ---
+
+    /// Initialize (contract §4.1): validates, checks rights, stores the transfer.
+    pub async fn initialize(
+        &self,
+        caller: &Caller,
+        req: InitializeRequest,
+    ) -> Result<FileTransferId> {
+        require_scope(caller, &[SCOPE_WRITE])?;
+        let n_name = req.file_name.chars().count();
+        if n_name == 0 || n_name > 255 {
+            return Err(ApiError::invalid(
+                "FileName must be between 1 and 255 characters",
+            ));
+        }
+        let resource_id = ResourceId::parse(&req.resource_id)
+            .map_err(|_| ApiError::invalid("Invalid Resource identifier format"))?;
+        let n_ref = req.senders_file_transfer_reference.chars().count();
+        if n_ref == 0 || n_ref > 4096 {
+            return Err(ApiError::invalid(
+                "SendersFileTransferReference must be between 1 and 4096 characters",
+            ));
+        }
+        let sender = Party::parse(&req.sender).map_err(|e| ApiError::invalid(e.to_string()))?;
+        if req.recipients.is_empty() {
+            return Err(ApiError::invalid("One or more recipients are required"));
+        }
+        let mut recipients = Vec::with_capacity(req.recipients.len());
+        for r in &req.recipients {
+            let party = Party::parse(r).map_err(|_| {
+                ApiError::invalid("Each recipient should be on the form countrycode:organizationnumber (e.g. 0192:910753614) or urn:altinn:organization:identifier-no:organizationnumber")
+            })?;
+            if !recipients.contains(&party) {
+                recipients.push(party);
+            }
+        }
+        if req.property_list.len() > 10 {
+            return Err(ApiError::invalid(
+                "PropertyList can contain at most 10 properties",
+            ));
+        }
+        for (key, value) in &req.property_list {
+            let (k, v) = (key.chars().count(), value.chars().count());
+            if k > 50 {
+                return Err(ApiError::invalid(format!(
+                    "PropertyList Key can not be longer than 50. Length:{k}, KeyValue:{key}"
+                )));
+            }
+            if v > 3000 {
+                return Err(ApiError::invalid(format!(
+                    "PropertyList Value can not be longer than 3000. Length:{v}, Value:{value}"
+                )));
+            }
+        }
+        let declared_checksum = req
+            .checksum
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+            .map(parse_md5)
+            .transpose()?;
+        let declared_blake3 = req
+            .blake3
+            .as_deref()
+            .filter(|c| !c.trim().is_empty())
+            .map(|c| c.to_ascii_lowercase().parse::<Digest>())
+            .transpose()
+            .map_err(|_| ApiError::invalid("blake3, if used, must be 64 hex characters"))?;
+
+        // Rights, in Altinn's order (§4.1): the caller acts for the sender, the resource exists
+        // and has an owner, the sender may send, the options are allowed, the recipients may
+        // receive, the required party is respected.
+        let org = caller_org(caller)?;
+        if org != sender {
+            return Err(ApiError::altinn(6));
+        }
+        let resource = self
+            .storage
+            .resource(&resource_id)?
+            .ok_or_else(|| ApiError::altinn(25))?;
+        if self
+            .storage
+            .service_owner(&resource.service_owner)?
+            .is_none()
+        {
+            return Err(ApiError::altinn(2));
+        }
+        if !resource.may_send(&sender) {
+            return Err(ApiError::altinn(6));
+        }
+        if req.disable_virus_scan && !resource.approved_for_disabled_virus_scan {
+            return Err(ApiError::altinn(20));
+        }
+        if !recipients.iter().all(|r| resource.may_receive(r)) {
+            return Err(ApiError::altinn(28));
+        }
+        resource
+            .check_required_party(&sender, &recipients)
+            .map_err(ApiError::altinn)?;
+
+        let new = NewFileTransfer {
+            resource_id,
+            file_name: req.file_name.clone(),
+            senders_reference: req.senders_file_transfer_reference.clone(),
+            sender,
+            recipients,
+            property_list: req.property_list.clone(),
+            declared_checksum,
+            declared_blake3,
+            use_virus_scan: !req.disable_virus_scan,
+        };
+        let transfer = FileTransfer::initialize(
+            FileTransferId::new_random(),
+            new.clone(),
+            self.now(),
+            resource.time_to_live(),
+        );
+        match req.idempotency_key.as_deref().filter(|k| !k.is_empty()) {
+            None => {
+                let id = transfer.id;
+                self.storage.insert_transfer(transfer).await?;
+                Ok(id)
+            }
+            Some(key) => {
+                let hash = *blake3::hash(format!("{new:?}").as_bytes()).as_bytes();
+                let key = format!("{org}/{key}");
+                match self
+                    .storage
+                    .insert_transfer_idempotent(transfer, key, hash)
+                    .await
+                {
+                    Err(storage::Error::AlreadyExists(_)) => Err(ApiError {
+                        kind: crate::error::Kind::AlreadyExists,
+                        code: None,
+                        message: "this idempotency key was used with a different request".into(),
+                        http_status: 409,
+                    }),
+                    other => Ok(other?),
+                }
+            }
+        }
+    }
+
+    /// The overview or details of a transfer the caller takes part in.
+    pub fn transfer(&self, caller: &Caller, id: FileTransferId) -> Result<FileTransfer> {
+        require_scope(caller, &[SCOPE_WRITE, SCOPE_READ])?;
+        let org = caller_org(caller)?;
+        self.visible_transfer(&org, id)
+    }
+
+    /// The committed offset of an upload (sender only).
+    pub fn upload_status(
+        &self,
+        caller: &Caller,
+        id: FileTransferId,
+    ) -> Result<(u64, FileTransferStatus)> {
+        require_scope(caller, &[SCOPE_WRITE])?;
+        let org = caller_org(caller)?;
+        let transfer = self.visible_transfer(&org, id)?;
+        if transfer.sender != org {
+            return Err(ApiError::altinn(6));
+        }
+        let committed = self
+            .storage
+            .upload_offset(&UploadId::for_transfer(id))?
+            .unwrap_or(0);
+        let committed = match transfer.content {
+            Some(content) => content.size,
+            None => committed,
+        };
+        Ok((committed, transfer.status()))
+    }
+
+    /// Starts (or resumes) an upload.
+    pub async fn begin_upload(
+        self: &Arc<Self>,
+        caller: &Caller,
+        id: FileTransferId,
+        offset: u64,
+        declared_length: Option<u64>,
+    ) -> Result<UploadSession> {
+        require_scope(caller, &[SCOPE_WRITE])?;
+        let org = caller_org(caller)?;
+        let transfer = self.visible_transfer(&org, id)?;
+        if transfer.sender != org {
+            return Err(ApiError::altinn(6));
+        }
+        let resource = self.resource_of(&transfer)?;
+        if !resource.may_send(&org) {
+            return Err(ApiError::altinn(6));
+        }
+        if !matches!(
+            transfer.status(),
+            FileTransferStatus::Initialized | FileTransferStatus::UploadStarted
+        ) {
+            return Err(ApiError::altinn(4));
+        }
+        let limit = resource
+            .max_upload_size(transfer.use_virus_scan)
+            .min(self.options.global_max_upload);
+        if declared_length.is_some_and(|n| n > limit) {
+            return Err(too_large(limit));
+        }
+        let upload = self
+            .storage
+            .open_upload(UploadId::for_transfer(id), self.now())
+            .await?;
+        if offset != upload.offset() {
+            return Err(ApiError {
+                kind: crate::error::Kind::FailedPrecondition,
+                code: None,
+                message: format!(
+                    "the upload continues at offset {}, not {offset}: resume from the committed offset",
+                    upload.offset()
+                ),
+                http_status: 409,
+            });
+        }
+        // The scanner and the MD5 follow the upload from its first byte (a resumed upload's
+        // committed prefix included), at their own pace.
+        let scan = transfer.use_virus_scan.then(|| {
+            let tail = upload.tail();
+            let scanner = self.scanner.clone();
+            self.spawn(async move {
+                match tail {
+                    Ok(tail) => scanner.scan(TailSource(tail)).await,
+                    Err(e) => Err(scanner::ScanError::Source(std::io::Error::other(
+                        e.to_string(),
+                    ))),
+                }
+            })
+        });
+        let md5 = Md5Follower::follow(upload.tail()?);
+        Ok(UploadSession {
+            app: self.clone(),
+            id,
+            upload: Some(upload),
+            limit,
+            declared_length,
+            started: transfer.status() == FileTransferStatus::UploadStarted,
+            since_checkpoint: 0,
+            scan,
+            md5: Some(md5),
+        })
+    }
+
+    /// Starts a download (recipients only) of `length` bytes (or the rest) from `offset`.
+    pub async fn download(
+        &self,
+        caller: &Caller,
+        id: FileTransferId,
+        offset: u64,
+        length: Option<u64>,
+    ) -> Result<Download> {
+        require_scope(caller, &[SCOPE_READ])?;
+        let org = caller_org(caller)?;
+        let transfer = self.visible_transfer(&org, id)?;
+        if !transfer.recipients.contains(&org) {
+            return Err(ApiError::altinn(6));
+        }
+        let resource = self.resource_of(&transfer)?;
+        if !resource.may_receive(&org) {
+            return Err(ApiError::altinn(6));
+        }
+        if !transfer.status().is_downloadable() {
+            return Err(ApiError::altinn(7));
+        }
+        let content = transfer.content.ok_or_else(|| ApiError::altinn(3))?;
+        if offset > content.size || (offset == content.size && content.size > 0) {
+            return Err(ApiError::altinn(29));
+        }
+        let ranged = offset > 0 || length.is_some_and(|l| l < content.size);
+        if !ranged || self.debounce_download(id, &org) {
+            let at = self.now();
+            let who = org.clone();
+            self.storage
+                .update_transfer(id, move |t| Ok(t.record_download(&who, at)?))
+                .await?;
+        }
+        let range = self
+            .storage
+            .read_blob(&content.blake3, offset, length)
+            .await?;
+        Ok(Download {
+            file_name: transfer.file_name,
+            content,
+            offset,
+            range,
+        })
+    }
+
+    /// Whether this ranged download should record `DownloadStarted` (once per window).
+    fn debounce_download(&self, id: FileTransferId, org: &Party) -> bool {
+        let mut seen = self
+            .download_debounce
+            .lock()
+            .expect("debounce map poisoned");
+        let now = Instant::now();
+        seen.retain(|_, at| now.duration_since(*at) < DOWNLOAD_DEBOUNCE);
+        match seen.entry((id, org.clone())) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(now);
+                true
+            }
+        }
+    }
+
+    /// Confirms the caller's download.
+    pub async fn confirm_download(
+        &self,
+        caller: &Caller,
+        id: FileTransferId,
+    ) -> Result<ConfirmOutcome> {
+        require_scope(caller, &[SCOPE_READ])?;
+        let org = caller_org(caller)?;
+        let transfer = self.visible_transfer(&org, id)?;
+        if !transfer.recipients.contains(&org) {
+            return Err(ApiError::altinn(6));
+        }
+        if !self.resource_of(&transfer)?.may_receive(&org) {
+            return Err(ApiError::altinn(6));
+        }
+        let at = self.now();
+        let (_, outcome) = self
+            .storage
+            .update_transfer(id, move |t| Ok(t.confirm_download(&org, at)?))
+            .await?;
+        Ok(outcome)
+    }
+
+    /// Search (contract §4.6) with keyset paging.
+    pub fn search(
+        &self,
+        caller: &Caller,
+        q: SearchQuery,
+    ) -> Result<(Vec<FileTransferId>, Option<String>)> {
+        require_scope(caller, &[SCOPE_WRITE, SCOPE_READ])?;
+        let org = caller_org(caller)?;
+        let resource_id = ResourceId::parse_bare(&q.resource_id)
+            .map_err(|_| ApiError::invalid("resourceId is required"))?;
+        if self.storage.resource(&resource_id)?.is_none() {
+            return Err(ApiError::altinn(5));
+        }
+        let roles: &[bool] = match (q.recipient_status, q.as_recipient) {
+            (Some(_), _) | (None, Some(true)) => &[true],
+            (None, Some(false)) => &[false],
+            (None, None) => &[false, true],
+        };
+        let mut ids = HashSet::new();
+        for &as_recipient in roles {
+            let far = Timestamp::from_unix_micros(i64::MAX);
+            ids.extend(self.storage.transfers_by_party(
+                &org,
+                as_recipient,
+                Timestamp::EPOCH,
+                far,
+                usize::MAX,
+            )?);
+        }
+        let mut hits: Vec<(Timestamp, FileTransferId)> = Vec::new();
+        for id in ids {
+            let Some(t) = self.storage.transfer(id)? else {
+                continue;
+            };
+            if t.resource_id != resource_id {
+                continue;
+            }
+            let date = match q.status {
+                Some(status) => {
+                    if t.status() != status {
+                        continue;
+                    }
+                    t.status_history
+                        .iter()
+                        .rev()
+                        .find(|e| e.status == status)
+                        .map(|e| e.at)
+                        .unwrap_or(t.created)
+                }
+                None => t.created,
+            };
+            if let Some(wanted) = q.recipient_status {
+                // Latest by time (Altinn's search rule, unlike the overview's highest).
+                let latest = t
+                    .recipient_history
+                    .iter()
+                    .rev()
+                    .find(|e| e.recipient == org)
+                    .map(|e| e.status);
+                if latest != Some(wanted) {
+                    continue;
+                }
+            }
+            let inside = match (q.from, q.to) {
+                (Some(from), Some(to)) => from <= date && date <= to,
+                (Some(from), None) => date > from,
+                (None, Some(to)) => date < to,
+                (None, None) => true,
+            };
+            if inside {
+                hits.push((date, id));
+            }
+        }
+        hits.sort();
+        if !q.order_ascending {
+            hits.reverse();
+        }
+        if let Some(token) = q.page_token.as_deref().filter(|t| !t.is_empty()) {
+            let cursor = parse_page_token(token)?;
+            hits.retain(|hit| {
+                if q.order_ascending {
+                    *hit > cursor
+                } else {
+                    *hit < cursor
+                }
+            });
+        }
+        let page_size = q.page_size.filter(|n| *n > 0).unwrap_or(100).min(100);
+        let next = (hits.len() > page_size).then(|| {
+            let (date, id) = hits[page_size - 1];
+            format!("{}.{}", date.as_unix_micros(), id)
+        });
+        hits.truncate(page_size);
+        Ok((hits.into_iter().map(|(_, id)| id).collect(), next))
+    }
+
+    /// Finishes what a restart interrupted: MD5s not yet recorded and scans not yet done.
+    pub async fn resume_pending(self: &Arc<Self>) -> anyhow::Result<()> {
+        for id in self.storage.transfer_ids()? {
+            let Some(t) = self.storage.transfer(id)? else {
+                continue;
+            };
+            if t.status() != FileTransferStatus::UploadProcessing {
+                continue;
+            }
+            if let Some(content) = t.content.filter(|c| c.md5.is_none()) {
+                let md5 = self.storage.blob_md5(&content.blake3).await?;
+                self.storage.record_md5(id, md5, self.now()).await?;
+            }
+            if t.use_virus_scan && !t.scan_passed {
+                tracing::info!(transfer = %id, "resuming the scan of a transfer");
+                self.spawn(scan::finish_scan(self.clone(), id, None));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_page_token(token: &str) -> Result<(Timestamp, FileTransferId)> {
+    let bad = || ApiError::invalid("page_token is not one this server issued");
+    let (date, id) = token.split_once('.').ok_or_else(bad)?;
+    Ok((
+        Timestamp::from_unix_micros(date.parse().map_err(|_| bad())?),
+        id.parse().map_err(|_| bad())?,
+    ))
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::altinn_with(16, format!("File size exceeds maximum ({limit} bytes)"))
+}
+
+/// An upload in progress, driven by a transport.
+pub struct UploadSession {
+    app: Arc<App>,
+    id: FileTransferId,
+    upload: Option<Upload>,
+    limit: u64,
+    declared_length: Option<u64>,
+    started: bool,
+    since_checkpoint: u64,
+    scan: Option<JoinHandle<ScanResult>>,
+    md5: Option<Md5Follower>,
+}
+
+impl std::fmt::Debug for UploadSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadSession")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UploadSession {
+    /// Bytes received so far (durable or not).
+    pub fn offset(&self) -> u64 {
+        self.upload.as_ref().map_or(0, Upload::offset)
+    }
+
+    /// The durable offset.
+    pub fn committed(&self) -> u64 {
+        self.upload.as_ref().map_or(0, Upload::committed)
+    }
+
+    /// Takes a chunk. Returns a newly committed offset to acknowledge, if a checkpoint happened.
+    /// Exceeding the size limit cuts the upload off and keeps nothing.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<Option<u64>> {
+        let upload = self
+            .upload
+            .as_mut()
+            .ok_or_else(|| ApiError::invalid("the upload is over"))?;
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        if upload.offset() + chunk.len() as u64 > self.limit {
+            self.discard().await;
+            return Err(too_large(self.limit));
+        }
+        if !self.started {
+            let at = self.app.now();
+            self.app
+                .storage
+                .update_transfer(self.id, move |t| Ok(t.start_upload(at)?))
+                .await?;
+            self.started = true;
+        }
+        self.since_checkpoint += chunk.len() as u64;
+        upload.write(chunk).await?;
+        if self.since_checkpoint >= CHECKPOINT_BYTES {
+            return self.checkpoint().await.map(Some);
+        }
+        Ok(None)
+    }
+
+    /// Makes everything received durable; returns the committed offset.
+    pub async fn checkpoint(&mut self) -> Result<u64> {
+        let at = self.app.now();
+        let upload = self
+            .upload
+            .as_mut()
+            .ok_or_else(|| ApiError::invalid("the upload is over"))?;
+        self.since_checkpoint = 0;
+        Ok(upload.checkpoint(at).await?)
+    }
+
+    async fn discard(&mut self) {
+        if let Some(scan) = self.scan.take() {
+            scan.abort();
+        }
+        self.md5 = None;
+        drop(self.upload.take());
+        if let Err(e) = self
+            .app
+            .storage
+            .abort_upload(&UploadId::for_transfer(self.id))
+            .await
+        {
+            tracing::warn!(transfer = %self.id, error = %e, "discarding an upload failed");
+        }
+    }
+
+    /// The client finished sending: completes the upload, checks checksums, and hands the scan
+    /// to a background task that publishes (or fails) the transfer.
+    pub async fn finish(mut self) -> Result<UploadResult> {
+        let upload = self
+            .upload
+            .take()
+            .ok_or_else(|| ApiError::invalid("the upload is over"))?;
+        if let Some(declared) = self.declared_length.filter(|n| *n != upload.offset()) {
+            // Keep what arrived: the client can resume and send the rest.
+            return Err(ApiError::invalid(format!(
+                "the upload ended at {} bytes but its declared length is {declared}",
+                upload.offset()
+            )));
+        }
+        let app = self.app.clone();
+        let (transfer, outcome) = app
+            .storage
+            .complete_upload(self.id, upload, app.now())
+            .await?;
+        let md5 = self.md5.take().expect("finish runs once").finish().await;
+        let transfer = match md5 {
+            Ok(md5) => app.storage.record_md5(self.id, md5, app.now()).await?,
+            Err(e) => {
+                tracing::warn!(transfer = %self.id, error = %e, "MD5 follower failed; hashing the blob");
+                match transfer.content {
+                    Some(c) => {
+                        let md5 = app.storage.blob_md5(&c.blake3).await?;
+                        app.storage.record_md5(self.id, md5, app.now()).await?
+                    }
+                    None => transfer,
+                }
+            }
+        };
+        if outcome == UploadOutcome::ChecksumMismatch
+            || transfer.latest_status().text.as_deref() == Some("Checksum mismatch")
+        {
+            if let Some(scan) = self.scan.take() {
+                scan.abort();
+            }
+            return Err(ApiError::altinn(9));
+        }
+        if let Some(scan) = self.scan.take() {
+            let id = self.id;
+            let task_app = app.clone();
+            app.spawn(async move {
+                let app = task_app;
+                let first = scan.await.unwrap_or_else(|e| {
+                    Err(scanner::ScanError::Source(std::io::Error::other(
+                        e.to_string(),
+                    )))
+                });
+                scan::finish_scan(app, id, Some(first)).await;
+            });
+        }
+        Ok(UploadResult { transfer })
+    }
+}

@@ -1,0 +1,191 @@
+//! Server configuration: a TOML file (unknown keys rejected), then environment overrides
+//! (`FERRY_LISTEN`, `FERRY_DATA_DIR`, `FERRY_CLAMD`, `FERRY_DEV`), then command-line flags.
+//! `config.example.toml` beside this crate documents every key; a test parses it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use scanner::ClamdAddress;
+use serde::Deserialize;
+
+use crate::auth::IssuerConfig;
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on (gRPC, gRPC-Web and HTTP share it).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Data directory: index, blobs, temporaries, the development key.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Development mode: create and trust a signing key in the data directory (`ferry token`).
+    #[serde(default)]
+    pub dev: bool,
+    /// The scanner.
+    #[serde(default)]
+    pub clamd: ClamdConfig,
+    /// Token validation.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[clamd]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClamdConfig {
+    /// `unix:/path/to/clamd.sock` or `tcp:host:port`.
+    #[serde(default = "default_clamd")]
+    pub address: String,
+    /// Longest wait for the verdict after the last byte, in seconds.
+    #[serde(default = "default_reply_timeout")]
+    pub reply_timeout_secs: u64,
+    /// Longest wait between scan retries while clamd is unavailable, in seconds.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: u64,
+}
+
+impl Default for ClamdConfig {
+    fn default() -> Self {
+        Self {
+            address: default_clamd(),
+            reply_timeout_secs: default_reply_timeout(),
+            retry_max_secs: default_retry_max(),
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Clock leeway for `exp`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+    /// Trusted issuers.
+    #[serde(default)]
+    pub issuers: Vec<IssuerConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            leeway_secs: default_leeway(),
+            issuers: Vec::new(),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest upload whatever a resource allows, in bytes.
+    #[serde(default = "default_max_upload")]
+    pub max_upload_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_upload_bytes: default_max_upload(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8080".parse().expect("valid default address")
+}
+fn default_data_dir() -> PathBuf {
+    ".ferry/data".into()
+}
+fn default_clamd() -> String {
+    "unix:.ferry/clamd/clamd.sock".into()
+}
+fn default_reply_timeout() -> u64 {
+    600
+}
+fn default_retry_max() -> u64 {
+    60
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_max_upload() -> u64 {
+    storage::model::ResourceConfig::GLOBAL_MAX_SIZE
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("an empty config is valid")
+    }
+}
+
+impl Config {
+    /// Reads `path` (or the defaults), then applies environment overrides.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut config = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => Self::default(),
+        };
+        if let Ok(v) = std::env::var("FERRY_LISTEN") {
+            config.listen = v.parse().context("FERRY_LISTEN")?;
+        }
+        if let Ok(v) = std::env::var("FERRY_DATA_DIR") {
+            config.data_dir = v.into();
+        }
+        if let Ok(v) = std::env::var("FERRY_CLAMD") {
+            config.clamd.address = v;
+        }
+        if let Ok(v) = std::env::var("FERRY_DEV") {
+            config.dev = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        config.clamd_address()?;
+        Ok(config)
+    }
+
+    /// The parsed clamd address.
+    pub fn clamd_address(&self) -> anyhow::Result<ClamdAddress> {
+        self.clamd
+            .address
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))
+    }
+
+    /// Token leeway.
+    pub fn leeway(&self) -> Duration {
+        Duration::from_secs(self.auth.leeway_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.example.toml");
+        let text = std::fs::read_to_string(path).unwrap();
+        let config: Config = toml::from_str(&text).unwrap();
+        assert_eq!(config.listen.port(), 8080);
+        assert!(config.dev);
+        assert_eq!(config.auth.issuers.len(), 1);
+        config.clamd_address().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        assert!(toml::from_str::<Config>("listne = \"127.0.0.1:1\"").is_err());
+        assert!(toml::from_str::<Config>("[clamd]\nadress = \"x\"").is_err());
+    }
+}

@@ -1,0 +1,283 @@
+//! `ApiError`: every failure a client can see, mapped once to a gRPC code and an HTTP status,
+//! with Altinn's error number (`BRO-000NN`) and message where Altinn has one.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// How a failure is classified, independent of transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No or bad credentials (gRPC `UNAUTHENTICATED`, HTTP 401).
+    Unauthenticated,
+    /// Authenticated but not allowed (gRPC `PERMISSION_DENIED`; HTTP 401 for Altinn's error 6,
+    /// 403 otherwise).
+    PermissionDenied,
+    /// No such thing, or not one the caller may know of.
+    NotFound,
+    /// The request is malformed or breaks a rule (HTTP 400).
+    InvalidArgument,
+    /// The thing is not in a state that allows this (HTTP 400/403/409 per Altinn).
+    FailedPrecondition,
+    /// Already exists (HTTP 409).
+    AlreadyExists,
+    /// A range outside the file (HTTP 416).
+    OutOfRange,
+    /// Try again later (HTTP 503).
+    Unavailable,
+    /// Our fault (HTTP 500).
+    Internal,
+}
+
+/// A failure to report to a client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    /// Classification.
+    pub kind: Kind,
+    /// Altinn's error number, if one applies.
+    pub code: Option<u16>,
+    /// What to tell the client.
+    pub message: String,
+    /// The HTTP status Altinn uses for this error.
+    pub http_status: u16,
+}
+
+impl ApiError {
+    /// An Altinn error by number, with Altinn's message and status.
+    pub fn altinn(code: u16) -> Self {
+        let (kind, http_status, message) = altinn_error(code);
+        Self {
+            kind,
+            code: Some(code),
+            message: message.to_owned(),
+            http_status,
+        }
+    }
+
+    /// An Altinn error with a more specific message.
+    pub fn altinn_with(code: u16, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            ..Self::altinn(code)
+        }
+    }
+
+    /// A validation failure without an Altinn number.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            kind: Kind::InvalidArgument,
+            code: None,
+            message: message.into(),
+            http_status: 400,
+        }
+    }
+
+    /// No or bad token.
+    pub fn unauthenticated(message: impl Into<String>) -> Self {
+        Self {
+            kind: Kind::Unauthenticated,
+            code: None,
+            message: message.into(),
+            http_status: 401,
+        }
+    }
+
+    /// A valid token without the scope the operation needs.
+    pub fn missing_scope(scopes: &[&str]) -> Self {
+        Self {
+            kind: Kind::PermissionDenied,
+            code: None,
+            message: format!("the token lacks the scope {}", scopes.join(" or ")),
+            http_status: 403,
+        }
+    }
+
+    /// Try again later.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            kind: Kind::Unavailable,
+            code: None,
+            message: message.into(),
+            http_status: 503,
+        }
+    }
+
+    /// Our fault: logged in full, reported without internals.
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "internal error");
+        Self {
+            kind: Kind::Internal,
+            code: None,
+            message: "internal error; see the server log".into(),
+            http_status: 500,
+        }
+    }
+
+    /// `BRO-000NN`.
+    pub fn code_string(&self) -> Option<String> {
+        self.code.map(|c| format!("BRO-{c:05}"))
+    }
+}
+
+/// Altinn's catalogue (contract §2.5): classification, HTTP status and message.
+fn altinn_error(code: u16) -> (Kind, u16, &'static str) {
+    use Kind::*;
+    match code {
+        1 => (NotFound, 404, "The requested file transfer was not found"),
+        2 => (
+            FailedPrecondition,
+            400,
+            "Service owner needs to be configured to use the broker API",
+        ),
+        3 => (FailedPrecondition, 400, "No file uploaded yet"),
+        4 => (
+            FailedPrecondition,
+            409,
+            "A file transfer has already been, or attempted to be, created. Create a new file transfer resource to try again.",
+        ),
+        5 => (
+            PermissionDenied,
+            403,
+            "The resource needs to be registered as an Altinn 3 resource and it has to be associated with a service owner",
+        ),
+        6 => (
+            PermissionDenied,
+            401,
+            "You must use a bearer token that represents a system user with access to the resource in the Resource Rights Registry",
+        ),
+        7 => (
+            FailedPrecondition,
+            403,
+            "The requested file transfer's file is not ready for download. See file transfer status.",
+        ),
+        8 => (
+            Internal,
+            500,
+            "Error occurred while uploading file See /details for more information.",
+        ),
+        9 => (
+            InvalidArgument,
+            400,
+            "The checksum of uploaded file did not match the checksum specified in initialize call.",
+        ),
+        10 => (
+            FailedPrecondition,
+            400,
+            "A file transfer can only be confirmed to be downloaded when it is published. See file transfer status.",
+        ),
+        16 => (InvalidArgument, 400, "File size exceeds maximum"),
+        19 => (
+            FailedPrecondition,
+            400,
+            "Cannot confirm before the files have been downloaded",
+        ),
+        20 => (
+            InvalidArgument,
+            400,
+            "In order to use file transfers without virus scan the service resource needs to be approved by Altinn. Please contact us @ Slack.",
+        ),
+        21 => (
+            Unavailable,
+            503,
+            "Storage provider is not ready yet. Please try again later.",
+        ),
+        24 => (
+            FailedPrecondition,
+            400,
+            "The service owner associated with the resource has not been configured.",
+        ),
+        25 => (
+            FailedPrecondition,
+            400,
+            "The resource has not been configured.",
+        ),
+        26 => (
+            InvalidArgument,
+            400,
+            "The resource requires the service owner party to be present as part of the transaction.",
+        ),
+        27 => (
+            InvalidArgument,
+            400,
+            "When required party is specified and the required party is not the sender, the number of recipients can only be one.",
+        ),
+        28 => (
+            InvalidArgument,
+            400,
+            "All recipients need to be in the access list of the resource.",
+        ),
+        29 => (
+            OutOfRange,
+            416,
+            "The requested byte range is not satisfiable.",
+        ),
+        7001 => (
+            InvalidArgument,
+            400,
+            "Caller organization id could not be determined",
+        ),
+        7002 => (AlreadyExists, 409, "Service owner already exists"),
+        7004 => (NotFound, 404, "Service owner not found"),
+        _ => (Internal, 500, "Error"),
+    }
+}
+
+impl From<storage::Error> for ApiError {
+    fn from(e: storage::Error) -> Self {
+        use storage::Error as E;
+        match e {
+            E::Transfer(t) => match t.altinn_code() {
+                Some(code) => Self::altinn(code),
+                None => match t {
+                    storage::model::TransferError::NotARecipient(_) => Self::altinn(1),
+                    other => Self {
+                        kind: Kind::FailedPrecondition,
+                        code: None,
+                        message: other.to_string(),
+                        http_status: 409,
+                    },
+                },
+            },
+            E::Resource(r) => Self::altinn_with(r.code(), r.to_string()),
+            E::Id(id) => Self::invalid(id.to_string()),
+            E::AlreadyExists(what) if what.starts_with("a writer for upload") => {
+                Self::unavailable(format!("{what} is still active; retry in a moment"))
+            }
+            other => Self::internal(other),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let code = match e.kind {
+            Kind::Unauthenticated => Code::Unauthenticated,
+            Kind::PermissionDenied => Code::PermissionDenied,
+            Kind::NotFound => Code::NotFound,
+            Kind::InvalidArgument => Code::InvalidArgument,
+            Kind::FailedPrecondition => Code::FailedPrecondition,
+            Kind::AlreadyExists => Code::AlreadyExists,
+            Kind::OutOfRange => Code::OutOfRange,
+            Kind::Unavailable => Code::Unavailable,
+            Kind::Internal => Code::Internal,
+        };
+        match e.code_string() {
+            Some(altinn) => {
+                let details = ErrorDetails::with_error_info(
+                    altinn.clone(),
+                    "ferry",
+                    HashMap::from([("http_status".to_owned(), e.http_status.to_string())]),
+                );
+                Status::with_error_details(code, format!("{altinn}: {}", e.message), details)
+            }
+            None => Status::new(code, e.message),
+        }
+    }
+}
+
+/// Reads the Altinn error code (`BRO-000NN`) from a status, if it carries one.
+pub fn altinn_code_of(status: &Status) -> Option<String> {
+    status.get_details_error_info().map(|info| info.reason)
+}

@@ -1,0 +1,572 @@
+//! The file transfer service end to end: a real server on loopback, real clamd, the Rust client.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use client::Client;
+use client::v1 as pb;
+use integration_tests::{TestClamd, TestServer, eicar, payload};
+use tonic::Code;
+
+const OWNER: &str = "991825827";
+const SENDER: &str = "910753614";
+const R1: &str = "986252932";
+const R2: &str = "910000003";
+const OUTSIDER: &str = "910000004";
+const ALL: &[&str] = &[
+    "altinn:broker.write",
+    "altinn:broker.read",
+    "altinn:serviceowner",
+];
+
+fn p(org: &str) -> String {
+    format!("0192:{org}")
+}
+
+/// A server with a registered owner and a resource `res` on which SENDER may send and R1, R2
+/// and OUTSIDER may receive.
+struct World {
+    server: TestServer,
+    owner: Client,
+    sender: Client,
+    r1: Client,
+    r2: Client,
+    #[allow(dead_code)]
+    outsider: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new(clamd: &TestClamd) -> Self {
+        Self::with(clamd, pb::PutResourceRequest::default()).await
+    }
+
+    async fn with(clamd: &TestClamd, resource: pb::PutResourceRequest) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
+        let world = Self::around(server, dir).await;
+        world.owner.register_service_owner("Owner").await.unwrap();
+        world
+            .owner
+            .put_resource(pb::PutResourceRequest {
+                resource_id: "res".into(),
+                access: Some(pb::AccessRules {
+                    senders: vec![p(SENDER)],
+                    recipients: vec![p(R1), p(R2), p(OUTSIDER)],
+                }),
+                ..resource
+            })
+            .await
+            .unwrap();
+        world
+    }
+
+    async fn around(server: TestServer, dir: tempfile::TempDir) -> Self {
+        let c = |org: &str| server.client(server.token(org, ALL));
+        Self {
+            owner: c(OWNER),
+            sender: c(SENDER),
+            r1: c(R1),
+            r2: c(R2),
+            outsider: c(OUTSIDER),
+            server,
+            _dir: dir,
+        }
+    }
+
+    async fn initialize(&self, recipients: &[&str], checksum: Option<String>) -> String {
+        self.sender
+            .initialize(pb::InitializeFileTransferRequest {
+                file_name: "data.bin".into(),
+                resource_id: "res".into(),
+                senders_file_transfer_reference: "ref".into(),
+                sender: p(SENDER),
+                recipients: recipients.iter().map(|r| p(r)).collect(),
+                checksum,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+    }
+
+    async fn upload(&self, id: &str, data: &[u8]) -> Result<pb::UploadResult, tonic::Status> {
+        let chunks: Vec<Bytes> = data
+            .chunks(256 * 1024)
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let mut chunks = chunks.into_iter();
+        let next = move || {
+            let chunk = chunks.next();
+            async move { Ok(chunk) }
+        };
+        self.sender
+            .upload_once(id, 0, Some(data.len() as u64), next, &mut |_| {})
+            .await
+    }
+
+    async fn wait_for(&self, id: &str, status: pb::FileTransferStatus) -> pb::FileTransferOverview {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let overview = self.sender.overview(id).await.unwrap();
+            if overview.file_transfer_status == status as i32 {
+                return overview;
+            }
+            assert!(Instant::now() < deadline, "{id} stuck in {overview:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn altinn_code(status: &tonic::Status) -> Option<String> {
+    server::error::altinn_code_of(status)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_recipients_download_and_confirm_to_all_confirmed() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let data = payload(1, 3 * 1024 * 1024 + 11);
+    let id = w
+        .initialize(&[R1, R2], Some(storage::Md5::of(&data).to_hex()))
+        .await;
+    let result = w.upload(&id, &data).await.unwrap();
+    assert_eq!(result.size, data.len() as u64);
+    assert_eq!(result.blake3, storage::Digest::of(&data).to_hex());
+    assert_eq!(result.checksum, storage::Md5::of(&data).to_hex());
+    let published = w.wait_for(&id, pb::FileTransferStatus::Published).await;
+    assert!(published.published.is_some());
+
+    let dir = tempfile::tempdir().unwrap();
+    for (i, recipient) in [&w.r1, &w.r2].into_iter().enumerate() {
+        let out = dir.path().join(format!("out{i}"));
+        recipient.download_file(&id, &out).await.unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), data);
+        recipient.confirm(&id).await.unwrap();
+    }
+    let overview = w.sender.overview(&id).await.unwrap();
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::AllConfirmedDownloaded as i32
+    );
+    // Confirming again is a no-op success (Altinn answers 400 here).
+    w.r1.confirm(&id).await.unwrap();
+    let details = w.sender.details(&id).await.unwrap();
+    let statuses: Vec<i32> = details
+        .file_transfer_status_history
+        .iter()
+        .map(|e| e.file_transfer_status)
+        .collect();
+    use pb::FileTransferStatus as S;
+    assert_eq!(
+        statuses,
+        [
+            S::Initialized,
+            S::UploadStarted,
+            S::UploadProcessing,
+            S::Published,
+            S::AllConfirmedDownloaded
+        ]
+        .map(|s| s as i32)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn eicar_inside_a_larger_file_fails_the_transfer_and_leaves_no_blob() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let mut data = payload(2, 4 * 1024 * 1024);
+    data[2_000_003..2_000_003 + 68].copy_from_slice(&eicar());
+    let id = w.initialize(&[R1], None).await;
+    w.upload(&id, &data).await.unwrap();
+    let failed = w.wait_for(&id, pb::FileTransferStatus::Failed).await;
+    assert!(
+        failed
+            .file_transfer_status_text
+            .contains("Eicar-Test-Signature"),
+        "{}",
+        failed.file_transfer_status_text
+    );
+    let err = w.r1.download_range(&id, 0, None).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00007"));
+    assert_eq!(
+        w.server.files_in("blobs"),
+        0,
+        "the infected file is still stored"
+    );
+    assert_eq!(w.server.files_in("tmp"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_resumes_after_the_connection_is_cut() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let data = payload(3, 40 * 1024 * 1024);
+    let id = w.initialize(&[R1], None).await;
+
+    // First attempt: cut the connection once some offset is durable.
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let sender = w.sender.clone();
+    let (first_id, first_data) = (id.clone(), data.clone());
+    let attempt = tokio::spawn(async move {
+        let mut chunks = first_data
+            .chunks(1024 * 1024)
+            .map(Bytes::copy_from_slice)
+            .collect::<Vec<_>>()
+            .into_iter();
+        let next = move || {
+            let chunk = chunks.next();
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Ok(chunk)
+            }
+        };
+        sender
+            .upload_once(&first_id, 0, Some(40 * 1024 * 1024), next, &mut |c| {
+                let _ = acked_tx.send(c);
+            })
+            .await
+    });
+    let acked = acked_rx
+        .recv()
+        .await
+        .expect("an acknowledgement before the cut");
+    attempt.abort();
+    let _ = attempt.await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let status = w.sender.upload_status(&id).await.unwrap();
+    assert!(
+        status.committed_offset >= acked,
+        "{} < {acked}",
+        status.committed_offset
+    );
+    assert!(status.committed_offset < data.len() as u64);
+
+    // The client resumes from the committed offset.
+    let path = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(path.path(), &data).unwrap();
+    let result = w
+        .sender
+        .upload_file(&id, path.path(), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(result.blake3, storage::Digest::of(&data).to_hex());
+    assert_eq!(result.checksum, storage::Md5::of(&data).to_hex());
+    w.wait_for(&id, pb::FileTransferStatus::Published).await;
+    let (_, back) = w.r1.download_range(&id, 0, None).await.unwrap();
+    assert!(back == data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upload_resumes_after_a_server_restart() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let data = payload(4, 24 * 1024 * 1024);
+    let id = w.initialize(&[R1], None).await;
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let sender = w.sender.clone();
+    let (first_id, first_data) = (id.clone(), data.clone());
+    let attempt = tokio::spawn(async move {
+        let mut chunks = first_data
+            .chunks(1024 * 1024)
+            .map(Bytes::copy_from_slice)
+            .collect::<Vec<_>>()
+            .into_iter();
+        let next = move || {
+            let chunk = chunks.next();
+            async move {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(chunk)
+            }
+        };
+        sender
+            .upload_once(&first_id, 0, None, next, &mut |c| {
+                let _ = acked_tx.send(c);
+            })
+            .await
+    });
+    let acked = acked_rx
+        .recv()
+        .await
+        .expect("an acknowledgement before the restart");
+    attempt.abort();
+    let _ = attempt.await;
+
+    // Restart the server on the same port and data directory.
+    let World {
+        mut server,
+        sender,
+        r1,
+        _dir,
+        ..
+    } = w;
+    let port = server.addr.port();
+    server.stop().await;
+    let server =
+        TestServer::start_in(&server.data_dir.clone(), &clamd.address(), port, |_| {}).await;
+    // The client's old connection is gone; like any client, retry until the new server answers.
+    let mut status = sender.upload_status(&id).await;
+    for _ in 0..50 {
+        match &status {
+            Err(s) if client::is_retryable(s) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                status = sender.upload_status(&id).await;
+            }
+            _ => break,
+        }
+    }
+    let status = status.unwrap();
+    assert!(status.committed_offset >= acked);
+    let path = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(path.path(), &data).unwrap();
+    let result = sender
+        .upload_file(&id, path.path(), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(result.blake3, storage::Digest::of(&data).to_hex());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sender.overview(&id).await.unwrap().file_transfer_status
+        != pb::FileTransferStatus::Published as i32
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, back) = r1.download_range(&id, 0, None).await.unwrap();
+    assert!(back == data);
+    drop(server);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_size_limit_cuts_an_upload_without_a_declared_length() {
+    let clamd = TestClamd::start();
+    let w = World::with(
+        &clamd,
+        pb::PutResourceRequest {
+            max_file_transfer_size: Some(1024 * 1024),
+            ..Default::default()
+        },
+    )
+    .await;
+    let id = w.initialize(&[R1], None).await;
+    let data = payload(5, 3 * 1024 * 1024);
+    let mut chunks = data
+        .chunks(256 * 1024)
+        .map(Bytes::copy_from_slice)
+        .collect::<Vec<_>>()
+        .into_iter();
+    let next = move || {
+        let chunk = chunks.next();
+        async move { Ok(chunk) }
+    };
+    let err = w
+        .sender
+        .upload_once(&id, 0, None, next, &mut |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00016"));
+    assert_eq!(
+        w.sender.upload_status(&id).await.unwrap().committed_offset,
+        0
+    );
+    assert_eq!(
+        w.server.files_in("tmp"),
+        0,
+        "bytes past the limit were kept"
+    );
+    assert_eq!(w.server.files_in("blobs"), 0);
+    // A declared length over the limit is refused before any byte.
+    let err = w
+        .sender
+        .upload_once(
+            &id,
+            0,
+            Some(2 * 1024 * 1024),
+            || async { Ok(None) },
+            &mut |_| {},
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00016"));
+    // A file within the limit still goes through.
+    let small = payload(6, 512 * 1024);
+    w.upload(&id, &small).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checksum_mismatch_fails_with_error_9() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let data = payload(7, 2 * 1024 * 1024);
+    let id = w
+        .initialize(&[R1], Some(storage::Md5::of(b"something else").to_hex()))
+        .await;
+    let err = w.upload(&id, &data).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00009"));
+    let overview = w.sender.overview(&id).await.unwrap();
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::Failed as i32
+    );
+    assert_eq!(overview.file_transfer_status_text, "Checksum mismatch");
+    assert_eq!(w.server.files_in("blobs"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stopped_clamd_holds_the_transfer_until_it_returns() {
+    let mut clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let data = payload(8, 5 * 1024 * 1024);
+    let id = w.initialize(&[R1], None).await;
+    clamd.stop();
+    w.upload(&id, &data).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let overview = w.sender.overview(&id).await.unwrap();
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::UploadProcessing as i32
+    );
+    assert!(
+        overview
+            .file_transfer_status_text
+            .contains("Waiting for the malware scanner"),
+        "{}",
+        overview.file_transfer_status_text
+    );
+    assert_eq!(
+        w.r1.download_range(&id, 0, None).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    clamd.restart();
+    let overview = w.wait_for(&id, pb::FileTransferStatus::Published).await;
+    assert_eq!(overview.file_transfer_status_text, "Ready for download");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_content_is_stored_once_and_both_transfers_download() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let data = payload(9, 2 * 1024 * 1024);
+    let a = w.initialize(&[R1], None).await;
+    let b = w.initialize(&[R2], None).await;
+    w.upload(&a, &data).await.unwrap();
+    w.upload(&b, &data).await.unwrap();
+    w.wait_for(&a, pb::FileTransferStatus::Published).await;
+    w.wait_for(&b, pb::FileTransferStatus::Published).await;
+    assert_eq!(w.server.files_in("blobs"), 1);
+    assert!(w.r1.download_range(&a, 0, None).await.unwrap().1 == data);
+    assert!(w.r2.download_range(&b, 0, None).await.unwrap().1 == data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ranged_downloads_record_one_download_started() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let data = payload(10, 3 * 1024 * 1024);
+    let id = w.initialize(&[R1], None).await;
+    w.upload(&id, &data).await.unwrap();
+    w.wait_for(&id, pb::FileTransferStatus::Published).await;
+    let (header, part) = w.r1.download_range(&id, 1000, Some(70_000)).await.unwrap();
+    assert_eq!(
+        (header.offset, header.length, header.file_size),
+        (1000, 70_000, data.len() as u64)
+    );
+    assert!(part == data[1000..71_000]);
+    let (_, tail) =
+        w.r1.download_range(&id, 3 * 1024 * 1024 - 5, None)
+            .await
+            .unwrap();
+    assert!(tail == data[data.len() - 5..]);
+    let err =
+        w.r1.download_range(&id, data.len() as u64 + 1, None)
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange);
+    assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00029"));
+    let details = w.sender.details(&id).await.unwrap();
+    let started = details
+        .recipient_file_transfer_status_history
+        .iter()
+        .filter(|e| e.recipient_file_transfer_status_code == 2)
+        .count();
+    assert_eq!(
+        started, 1,
+        "ranged downloads within the window record one DownloadStarted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_pages_past_the_cap_and_filters_by_role() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(w.initialize(&[R1], None).await);
+    }
+    let query = |token: String| pb::SearchFileTransfersRequest {
+        resource_id: "res".into(),
+        page_size: 2,
+        page_token: token,
+        order_ascending: true,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = w.sender.search(query(token)).await.unwrap();
+        seen.extend(page.file_transfer_ids);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(
+        seen, ids,
+        "ascending pages give every transfer once, oldest first"
+    );
+    let as_recipient =
+        w.r1.search(pb::SearchFileTransfersRequest {
+            resource_id: "res".into(),
+            role: pb::Role::Recipient as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(as_recipient.file_transfer_ids.len(), 5);
+    let as_sender =
+        w.r1.search(pb::SearchFileTransfersRequest {
+            resource_id: "res".into(),
+            role: pb::Role::Sender as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(as_sender.file_transfer_ids.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_returns_the_same_transfer() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let request = pb::InitializeFileTransferRequest {
+        file_name: "a.txt".into(),
+        resource_id: "res".into(),
+        senders_file_transfer_reference: "r".into(),
+        sender: p(SENDER),
+        recipients: vec![p(R1)],
+        idempotency_key: "key-1".into(),
+        ..Default::default()
+    };
+    let first = w.sender.initialize(request.clone()).await.unwrap();
+    let again = w.sender.initialize(request.clone()).await.unwrap();
+    assert_eq!(first, again);
+    let different = pb::InitializeFileTransferRequest {
+        file_name: "b.txt".into(),
+        ..request
+    };
+    assert_eq!(
+        w.sender.initialize(different).await.unwrap_err().code(),
+        Code::AlreadyExists
+    );
+}
