@@ -13,6 +13,7 @@ const SENDER: &str = "910753614";
 const R1: &str = "986252932";
 const R2: &str = "910000003";
 const OUTSIDER: &str = "910000004";
+const NOT_LISTED: &str = "910000006";
 const ALL: &[&str] = &[
     "altinn:broker.write",
     "altinn:broker.read",
@@ -569,4 +570,388 @@ async fn an_idempotency_key_returns_the_same_transfer() {
         w.sender.initialize(different).await.unwrap_err().code(),
         Code::AlreadyExists
     );
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Rpc {
+    Initialize,
+    Upload,
+    UploadStatus,
+    Download,
+    Confirm,
+    Overview,
+    Details,
+    Search,
+    RegisterServiceOwner,
+    GetServiceOwner,
+    PutResource,
+    GetResource,
+}
+
+const RPCS: [Rpc; 12] = [
+    Rpc::Initialize,
+    Rpc::Upload,
+    Rpc::UploadStatus,
+    Rpc::Download,
+    Rpc::Confirm,
+    Rpc::Overview,
+    Rpc::Details,
+    Rpc::Search,
+    Rpc::RegisterServiceOwner,
+    Rpc::GetServiceOwner,
+    Rpc::PutResource,
+    Rpc::GetResource,
+];
+
+/// Calls `rpc` as `client` (acting for `org`) on transfer `id`; returns what came back, reduced
+/// to "ok with how many ids" for search (the only call that answers with a list).
+async fn call(client: &Client, org: &str, rpc: Rpc, id: &str) -> Result<usize, tonic::Status> {
+    match rpc {
+        Rpc::Initialize => client
+            .initialize(pb::InitializeFileTransferRequest {
+                file_name: "x".into(),
+                resource_id: "res".into(),
+                senders_file_transfer_reference: "r".into(),
+                sender: p(org),
+                recipients: vec![p(R1)],
+                ..Default::default()
+            })
+            .await
+            .map(|_| 1),
+        Rpc::Upload => client
+            .upload_once(
+                id,
+                0,
+                Some(3),
+                || async { Ok(Some(Bytes::from_static(b"abc"))) },
+                &mut |_| {},
+            )
+            .await
+            .map(|_| 1),
+        Rpc::UploadStatus => client.upload_status(id).await.map(|_| 1),
+        Rpc::Download => client.download_range(id, 0, None).await.map(|_| 1),
+        Rpc::Confirm => client.confirm(id).await.map(|_| 1),
+        Rpc::Overview => client.overview(id).await.map(|_| 1),
+        Rpc::Details => client.details(id).await.map(|_| 1),
+        Rpc::Search => client
+            .search(pb::SearchFileTransfersRequest {
+                resource_id: "res".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|r| r.file_transfer_ids.len()),
+        Rpc::RegisterServiceOwner => client.register_service_owner("x").await.map(|_| 1),
+        Rpc::GetServiceOwner => client.service_owner().await.map(|_| 1),
+        Rpc::PutResource => client
+            .put_resource(pb::PutResourceRequest {
+                resource_id: "res".into(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| 1),
+        Rpc::GetResource => client.resource("res").await.map(|_| 1),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_authorization_matrix() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let data = payload(11, 100_000);
+    let id = w.initialize(&[R1], None).await;
+    w.upload(&id, &data).await.unwrap();
+    w.wait_for(&id, pb::FileTransferStatus::Published).await;
+
+    let s = &w.server;
+    const NO_RIGHTS: &str = "910000005";
+    let other_key =
+        server::auth::DevKey::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
+    let party = |org: &str| storage::model::Party::parse_lenient(org).unwrap();
+    // A party with every scope but no rights anywhere; registered as a service owner of nothing.
+    let no_rights = s.client(s.token(NO_RIGHTS, ALL));
+    no_rights.register_service_owner("Nobody").await.unwrap();
+
+    let unauthenticated = [
+        ("no token", s.client("")),
+        (
+            "expired token",
+            s.client(s.dev_key.mint(&party(R1), ALL, -3600)),
+        ),
+        (
+            "wrong issuer",
+            s.client(other_key.mint(&party(R1), ALL, 3600)),
+        ),
+    ];
+    for (case, client) in &unauthenticated {
+        for rpc in RPCS {
+            let err = call(client, R1, rpc, &id)
+                .await
+                .expect_err(&format!("{case}: {rpc:?} answered"));
+            assert_eq!(
+                err.code(),
+                Code::Unauthenticated,
+                "{case}: {rpc:?}: {err:?}"
+            );
+        }
+    }
+
+    let wrong_scope = s.client(s.token(R1, &["altinn:something.else"]));
+    for rpc in RPCS {
+        let err = call(&wrong_scope, R1, rpc, &id)
+            .await
+            .expect_err(&format!("wrong scope: {rpc:?} answered"));
+        assert_eq!(
+            err.code(),
+            Code::PermissionDenied,
+            "wrong scope: {rpc:?}: {err:?}"
+        );
+    }
+
+    // A party with no rights, and one with rights on the resource but not part of the transfer:
+    // neither learns anything about the transfer, and neither may act on the resource.
+    for (case, client, org) in [
+        ("no rights", &no_rights, NO_RIGHTS),
+        ("not in the transfer", &w.outsider, OUTSIDER),
+    ] {
+        for rpc in RPCS {
+            let result = call(client, org, rpc, &id).await;
+            match rpc {
+                Rpc::Upload
+                | Rpc::UploadStatus
+                | Rpc::Download
+                | Rpc::Confirm
+                | Rpc::Overview
+                | Rpc::Details => {
+                    let err = result.expect_err(&format!("{case}: {rpc:?} answered"));
+                    assert_eq!(err.code(), Code::NotFound, "{case}: {rpc:?}: {err:?}");
+                    assert_eq!(
+                        altinn_code(&err).as_deref(),
+                        Some("BRO-00001"),
+                        "{case}: {rpc:?}"
+                    );
+                }
+                Rpc::Search => assert_eq!(result.unwrap(), 0, "{case}: search showed transfers"),
+                Rpc::Initialize | Rpc::PutResource | Rpc::GetResource => {
+                    let err = result.expect_err(&format!("{case}: {rpc:?} answered"));
+                    assert_eq!(
+                        err.code(),
+                        Code::PermissionDenied,
+                        "{case}: {rpc:?}: {err:?}"
+                    );
+                    assert_eq!(
+                        altinn_code(&err).as_deref(),
+                        Some("BRO-00006"),
+                        "{case}: {rpc:?}"
+                    );
+                }
+                // Acting on one's own service owner registration is not a right on this data.
+                Rpc::RegisterServiceOwner | Rpc::GetServiceOwner => {}
+            }
+        }
+    }
+
+    // A recipient may not act as the sender, nor a sender as a recipient.
+    let err = call(&w.r1, R1, Rpc::Upload, &id).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = call(&w.sender, SENDER, Rpc::Download, &id)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    // And nothing above changed the transfer.
+    let overview = w.sender.overview(&id).await.unwrap();
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::Published as i32
+    );
+    assert_eq!(
+        w.sender
+            .details(&id)
+            .await
+            .unwrap()
+            .recipient_file_transfer_status_history
+            .len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn initialize_validates_like_altinn() {
+    let clamd = TestClamd::start();
+    let w = World::with(
+        &clamd,
+        pb::PutResourceRequest {
+            required_party: Some(OWNER.into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    let base = pb::InitializeFileTransferRequest {
+        file_name: "a.txt".into(),
+        resource_id: "urn:altinn:resource:res".into(),
+        senders_file_transfer_reference: "r".into(),
+        sender: format!("urn:altinn:organization:identifier-no:{SENDER}"),
+        recipients: vec![p(OWNER)],
+        ..Default::default()
+    };
+    // Both party forms and the URN resource form are accepted; the sender is normalised.
+    let id = w.sender.initialize(base.clone()).await.unwrap();
+    assert_eq!(w.sender.overview(&id).await.unwrap().sender, p(SENDER));
+
+    let many_props = (0..11).map(|i| (format!("k{i}"), "v".to_owned())).collect();
+    let cases: Vec<(pb::InitializeFileTransferRequest, Code, Option<&str>, &str)> = vec![
+        (
+            pb::InitializeFileTransferRequest {
+                file_name: String::new(),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            None,
+            "FileName",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                resource_id: "a:b".into(),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            None,
+            "Invalid Resource identifier format",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                sender: "910753614".into(),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            None,
+            "Organization numbers should be on the form",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                recipients: vec![],
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            None,
+            "One or more recipients are required",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                recipients: vec!["x".into()],
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            None,
+            "Each recipient should be on the form",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                property_list: many_props,
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            None,
+            "PropertyList can contain at most 10 properties",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                property_list: [("k".repeat(51), "v".into())].into(),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            None,
+            "PropertyList Key can not be longer than 50",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                property_list: [("k".into(), "v".repeat(3001))].into(),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            None,
+            "PropertyList Value can not be longer than 3000",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                checksum: Some("abc".into()),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            None,
+            "length of 32 characters",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                checksum: Some("D41D8CD98F00B204E9800998ECF8427E".into()),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            None,
+            "in lower case",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                disable_virus_scan: Some(true),
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            Some("BRO-00020"),
+            "approved",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                recipients: vec![p(NOT_LISTED)],
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            Some("BRO-00028"),
+            "access list",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                recipients: vec![p(R1)],
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            Some("BRO-00026"),
+            "service owner party",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                recipients: vec![p(OWNER), p(R1)],
+                ..base.clone()
+            },
+            Code::InvalidArgument,
+            Some("BRO-00027"),
+            "only be one",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                resource_id: "unknown".into(),
+                ..base.clone()
+            },
+            Code::FailedPrecondition,
+            Some("BRO-00025"),
+            "not been configured",
+        ),
+        (
+            pb::InitializeFileTransferRequest {
+                sender: p(R1),
+                ..base.clone()
+            },
+            Code::PermissionDenied,
+            Some("BRO-00006"),
+            "bearer token",
+        ),
+    ];
+    for (request, code, altinn, message) in cases {
+        let err = w
+            .sender
+            .initialize(request.clone())
+            .await
+            .expect_err(&format!("{request:?} was accepted"));
+        assert_eq!(err.code(), code, "{message}: {err:?}");
+        assert_eq!(altinn_code(&err).as_deref(), altinn, "{message}: {err:?}");
+        assert!(err.message().contains(message), "{message}: {err:?}");
+    }
 }
