@@ -9,6 +9,7 @@
 //! - `server`: the binary's server on a real port: liveness and readiness.
 
 mod blob_store;
+mod cli;
 mod crash;
 mod grpc;
 mod index;
