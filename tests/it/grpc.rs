@@ -955,3 +955,101 @@ async fn initialize_validates_like_altinn() {
         assert!(err.message().contains(message), "{message}: {err:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_declared_blake3_that_does_not_match_fails_with_error_9() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let data = payload(12, 300_000);
+    let request = |blake3: String| pb::InitializeFileTransferRequest {
+        file_name: "a.bin".into(),
+        resource_id: "res".into(),
+        senders_file_transfer_reference: "r".into(),
+        sender: p(SENDER),
+        recipients: vec![p(R1)],
+        blake3: Some(blake3),
+        ..Default::default()
+    };
+    let bad = w
+        .sender
+        .initialize(request(storage::Digest::of(b"other").to_hex()))
+        .await
+        .unwrap();
+    let err = w.upload(&bad, &data).await.unwrap_err();
+    assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00009"));
+    let good = w
+        .sender
+        .initialize(request(storage::Digest::of(&data).to_hex()))
+        .await
+        .unwrap();
+    w.upload(&good, &data).await.unwrap();
+    w.wait_for(&good, pb::FileTransferStatus::Published).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn search_filters_by_status_and_time_like_altinn() {
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let first = w.initialize(&[R1], None).await;
+    let published = w.initialize(&[R1], None).await;
+    w.upload(&published, &payload(13, 1000)).await.unwrap();
+    w.wait_for(&published, pb::FileTransferStatus::Published)
+        .await;
+    let created_first = w.sender.overview(&first).await.unwrap().created.unwrap();
+    let search =
+        |status: Option<pb::FileTransferStatus>, from, to| pb::SearchFileTransfersRequest {
+            resource_id: "res".into(),
+            status: status.map(|s| s as i32),
+            from,
+            to,
+            ..Default::default()
+        };
+    let ids = |r: pb::SearchFileTransfersResponse| r.file_transfer_ids;
+    // Status filters on the latest status.
+    let found = ids(w
+        .sender
+        .search(search(Some(pb::FileTransferStatus::Published), None, None))
+        .await
+        .unwrap());
+    assert_eq!(found, vec![published.clone()]);
+    let found = ids(w
+        .sender
+        .search(search(
+            Some(pb::FileTransferStatus::Initialized),
+            None,
+            None,
+        ))
+        .await
+        .unwrap());
+    assert_eq!(found, vec![first.clone()]);
+    // Only `from`: strictly after; both: inclusive.
+    let found = ids(w
+        .sender
+        .search(search(None, Some(created_first), None))
+        .await
+        .unwrap());
+    assert_eq!(found, vec![published.clone()]);
+    let found = ids(w
+        .sender
+        .search(search(None, Some(created_first), Some(created_first)))
+        .await
+        .unwrap());
+    assert_eq!(found, vec![first.clone()]);
+    // Newest first by default.
+    let found = ids(w.sender.search(search(None, None, None)).await.unwrap());
+    assert_eq!(found, vec![published, first]);
+    // The recipient sees them too, by its own latest recipient status.
+    let initialized = pb::SearchFileTransfersRequest {
+        resource_id: "res".into(),
+        recipient_status: Some(pb::RecipientFileTransferStatus::Initialized as i32),
+        ..Default::default()
+    };
+    assert_eq!(
+        w.r1.search(initialized)
+            .await
+            .unwrap()
+            .file_transfer_ids
+            .len(),
+        2
+    );
+}
