@@ -34,9 +34,8 @@ fn transfer(i: usize) -> FileTransfer {
 fn commits(c: &mut Criterion) {
     let dir = scratch(env!("CARGO_TARGET_TMPDIR"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let storage = runtime
-        .block_on(Storage::open(StorageOptions::new(dir.path().join("store"))))
-        .unwrap();
+    let storage =
+        runtime.block_on(Storage::open(StorageOptions::new(dir.path().join("store")))).unwrap();
     let mut group = c.benchmark_group("index_commits");
     group.throughput(Throughput::Elements(N as u64));
     group.sample_size(10);
@@ -78,10 +77,7 @@ fn commits(c: &mut Criterion) {
                     }
                     total += start.elapsed();
                     let n_commits = storage.index_stats().commits() - commits_before;
-                    assert!(
-                        n_commits < N as u64,
-                        "{N} concurrent writes took {n_commits} commits"
-                    );
+                    assert!(n_commits < N as u64, "{N} concurrent writes took {n_commits} commits");
                 }
                 total
             })

@@ -9,15 +9,9 @@ use bytes::Bytes;
 /// reproducible, and incompressible, so no layer can cheat).
 pub fn payload_chunks(seed: u64, len: usize, chunk: usize) -> Vec<Bytes> {
     let mut data = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut data);
+    blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut data);
     let data = Bytes::from(data);
-    (0..len)
-        .step_by(chunk)
-        .map(|start| data.slice(start..(start + chunk).min(len)))
-        .collect()
+    (0..len).step_by(chunk).map(|start| data.slice(start..(start + chunk).min(len))).collect()
 }
 
 /// A fresh scratch directory under `dir` (the bench's target tmpdir).

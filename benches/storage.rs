@@ -15,12 +15,7 @@ use storage::{Storage, StorageOptions};
 const CHUNK: usize = 256 * 1024;
 
 fn size() -> usize {
-    std::env::var("FERRY_BENCH_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-        * 1024
-        * 1024
+    std::env::var("FERRY_BENCH_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256) * 1024 * 1024
 }
 
 fn ingest(c: &mut Criterion) {
@@ -28,9 +23,8 @@ fn ingest(c: &mut Criterion) {
     let chunks = payload_chunks(1, len, CHUNK);
     let dir = scratch(env!("CARGO_TARGET_TMPDIR"));
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let storage = runtime
-        .block_on(Storage::open(StorageOptions::new(dir.path().join("store"))))
-        .unwrap();
+    let storage =
+        runtime.block_on(Storage::open(StorageOptions::new(dir.path().join("store")))).unwrap();
 
     let mut group = c.benchmark_group("ingest");
     group.throughput(Throughput::Bytes(len as u64));

@@ -16,23 +16,13 @@ use tempfile::TempDir;
 /// Boundary sizes for blob tests: empty, one byte, around the write chunk, and several MiB.
 pub const CHUNK: usize = 256 * 1024;
 /// See [`CHUNK`].
-pub const INTERESTING_SIZES: &[usize] = &[
-    0,
-    1,
-    CHUNK - 1,
-    CHUNK,
-    CHUNK + 1,
-    3 * 1024 * 1024 + 7,
-    8 * 1024 * 1024,
-];
+pub const INTERESTING_SIZES: &[usize] =
+    &[0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * 1024 * 1024 + 7, 8 * 1024 * 1024];
 
 /// `len` pseudo-random bytes from `seed` (BLAKE3 in XOF mode: fast and reproducible).
 pub fn payload(seed: u64, len: usize) -> Vec<u8> {
     let mut out = vec![0u8; len];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
+    blake3::Hasher::new().update(&seed.to_le_bytes()).finalize_xof().fill(&mut out);
     out
 }
 
@@ -45,26 +35,19 @@ pub fn eicar() -> Vec<u8> {
 
 /// Splits `data` into `Bytes` chunks of `size` (the last may be shorter).
 pub fn chunks(data: &[u8], size: usize) -> Vec<Bytes> {
-    data.chunks(size.max(1))
-        .map(Bytes::copy_from_slice)
-        .collect()
+    data.chunks(size.max(1)).map(Bytes::copy_from_slice).collect()
 }
 
 /// A storage in a fresh temporary directory, durable like production.
 pub async fn temp_storage() -> (TempDir, Storage) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let storage = Storage::open(StorageOptions::new(dir.path()))
-        .await
-        .expect("open storage");
+    let storage = Storage::open(StorageOptions::new(dir.path())).await.expect("open storage");
     (dir, storage)
 }
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
 }
 
 /// Limits for a private clamd (clamd's own config syntax: `100M`, `4000M`, …).
@@ -82,12 +65,7 @@ pub struct ClamdLimits {
 
 impl Default for ClamdLimits {
     fn default() -> Self {
-        Self {
-            stream_max: "200M",
-            max_file: "200M",
-            max_scan: "200M",
-            tcp: false,
-        }
+        Self { stream_max: "200M", max_file: "200M", max_scan: "200M", tcp: false }
     }
 }
 
@@ -119,10 +97,7 @@ impl TestClamd {
 
     /// Starts a clamd with `limits`.
     pub fn start_with(limits: ClamdLimits) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-clamd-")
-            .tempdir()
-            .expect("temp dir");
+        let dir = tempfile::Builder::new().prefix("ferry-clamd-").tempdir().expect("temp dir");
         std::fs::create_dir_all(dir.path().join("tmp")).expect("clamd tmp dir");
         let template =
             std::fs::read_to_string(repo_root().join("scanner/clamd/clamd.conf.template"))
@@ -147,11 +122,7 @@ impl TestClamd {
         let config_path = dir.path().join("clamd.conf");
         std::fs::write(&config_path, config).expect("write clamd config");
         let child = spawn_clamd(&config_path, dir.path());
-        let mut clamd = Self {
-            child: Some(child),
-            dir,
-            tcp_port,
-        };
+        let mut clamd = Self { child: Some(child), dir, tcp_port };
         clamd.wait_ready();
         clamd
     }
@@ -160,15 +131,8 @@ impl TestClamd {
         let deadline = Instant::now() + Duration::from_secs(60);
         let socket = self.dir.path().join("clamd.sock");
         while Instant::now() < deadline {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "clamd exited during start-up ({status}):\n{}",
-                    self.output()
-                );
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("clamd exited during start-up ({status}):\n{}", self.output());
             }
             if ping_blocking(&socket) {
                 return;
@@ -191,8 +155,7 @@ impl TestClamd {
 
     /// The TCP address, if started with `tcp: true`.
     pub fn tcp_address(&self) -> Option<ClamdAddress> {
-        self.tcp_port
-            .map(|port| ClamdAddress::Tcp(format!("127.0.0.1:{port}")))
+        self.tcp_port.map(|port| ClamdAddress::Tcp(format!("127.0.0.1:{port}")))
     }
 
     /// A client with default options.
@@ -209,11 +172,7 @@ impl TestClamd {
 
     fn signal(&self, signal: &str) {
         let pid = self.child.as_ref().expect("clamd running").id();
-        let status = Command::new("kill")
-            .arg(signal)
-            .arg(pid.to_string())
-            .status()
-            .expect("kill");
+        let status = Command::new("kill").arg(signal).arg(pid.to_string()).status().expect("kill");
         assert!(status.success(), "kill {signal} {pid} failed");
     }
 
@@ -257,10 +216,7 @@ impl TestClamd {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "clamd is running");
         let _ = std::fs::remove_file(self.dir.path().join("clamd.sock"));
-        self.child = Some(spawn_clamd(
-            &self.dir.path().join("clamd.conf"),
-            self.dir.path(),
-        ));
+        self.child = Some(spawn_clamd(&self.dir.path().join("clamd.conf"), self.dir.path()));
         self.wait_ready();
     }
 }
@@ -282,10 +238,7 @@ impl Drop for TestClamd {
     fn drop(&mut self) {
         if let Some(child) = &self.child {
             // A paused clamd must be thawed to die promptly.
-            let _ = Command::new("kill")
-                .arg("-CONT")
-                .arg(child.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
         }
         self.stop();
     }
@@ -323,18 +276,13 @@ impl TestServer {
         port: u16,
         tweak: impl FnOnce(&mut server::Config),
     ) -> Self {
-        let mut config = server::Config {
-            data_dir: data_dir.to_path_buf(),
-            dev: true,
-            ..Default::default()
-        };
+        let mut config =
+            server::Config { data_dir: data_dir.to_path_buf(), dev: true, ..Default::default() };
         config.clamd.address = clamd.to_string();
         config.clamd.retry_max_secs = 1;
         tweak(&mut config);
         let dev_key = server::auth::DevKey::load_or_create(data_dir).expect("dev key");
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .expect("bind");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server::run(config, listener, async {
@@ -399,11 +347,7 @@ impl TestServer {
                     entries
                         .map(|e| {
                             let e = e.expect("entry");
-                            if e.file_type().expect("type").is_dir() {
-                                walk(&e.path())
-                            } else {
-                                1
-                            }
+                            if e.file_type().expect("type").is_dir() { walk(&e.path()) } else { 1 }
                         })
                         .sum()
                 })

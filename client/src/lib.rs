@@ -40,10 +40,8 @@ pub struct Client {
 
 /// Whether a failed call may succeed if repeated (connection trouble, server restarting).
 pub fn is_retryable(status: &Status) -> bool {
-    matches!(
-        status.code(),
-        Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Aborted
-    ) || (status.code() == Code::Internal && status.message().contains("h2"))
+    matches!(status.code(), Code::Unavailable | Code::Cancelled | Code::Unknown | Code::Aborted)
+        || (status.code() == Code::Internal && status.message().contains("h2"))
 }
 
 impl Client {
@@ -69,10 +67,7 @@ impl Client {
 
     /// The same connection with another token.
     pub fn with_token(&self, token: impl Into<String>) -> Self {
-        Self {
-            token: token.into(),
-            ..self.clone()
-        }
+        Self { token: token.into(), ..self.clone() }
     }
 
     fn request<T>(&self, message: T) -> Request<T> {
@@ -87,9 +82,7 @@ impl Client {
     pub fn token_org(&self) -> Option<String> {
         use base64::Engine as _;
         let payload = self.token.split('.').nth(1)?;
-        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(payload)
-            .ok()?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
         let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         let id = claims
             .pointer("/authorization_details/systemuser_org/ID")
@@ -104,47 +97,25 @@ impl Client {
 
     /// Registers the token's organisation as a service owner.
     pub async fn register_service_owner(&self, name: &str) -> Result<(), Status> {
-        let request = self.request(pb::RegisterServiceOwnerRequest {
-            name: name.to_owned(),
-        });
-        self.resources
-            .clone()
-            .register_service_owner(request)
-            .await
-            .map(drop)
+        let request = self.request(pb::RegisterServiceOwnerRequest { name: name.to_owned() });
+        self.resources.clone().register_service_owner(request).await.map(drop)
     }
 
     /// The token's service owner.
     pub async fn service_owner(&self) -> Result<pb::ServiceOwner, Status> {
         let request = self.request(pb::GetServiceOwnerRequest {});
-        Ok(self
-            .resources
-            .clone()
-            .get_service_owner(request)
-            .await?
-            .into_inner())
+        Ok(self.resources.clone().get_service_owner(request).await?.into_inner())
     }
 
     /// Creates or changes a resource.
     pub async fn put_resource(&self, resource: pb::PutResourceRequest) -> Result<(), Status> {
-        self.resources
-            .clone()
-            .put_resource(self.request(resource))
-            .await
-            .map(drop)
+        self.resources.clone().put_resource(self.request(resource)).await.map(drop)
     }
 
     /// A resource's configuration.
     pub async fn resource(&self, id: &str) -> Result<pb::Resource, Status> {
-        let request = self.request(pb::GetResourceRequest {
-            resource_id: id.to_owned(),
-        });
-        Ok(self
-            .resources
-            .clone()
-            .get_resource(request)
-            .await?
-            .into_inner())
+        let request = self.request(pb::GetResourceRequest { resource_id: id.to_owned() });
+        Ok(self.resources.clone().get_resource(request).await?.into_inner())
     }
 
     // --- transfers ---
@@ -154,25 +125,15 @@ impl Client {
         &self,
         request: pb::InitializeFileTransferRequest,
     ) -> Result<String, Status> {
-        let response = self
-            .transfers
-            .clone()
-            .initialize_file_transfer(self.request(request))
-            .await?;
+        let response =
+            self.transfers.clone().initialize_file_transfer(self.request(request)).await?;
         Ok(response.into_inner().file_transfer_id)
     }
 
     /// The committed offset and status of a transfer's upload.
     pub async fn upload_status(&self, id: &str) -> Result<pb::GetUploadStatusResponse, Status> {
-        let request = self.request(pb::GetUploadStatusRequest {
-            file_transfer_id: id.to_owned(),
-        });
-        Ok(self
-            .transfers
-            .clone()
-            .get_upload_status(request)
-            .await?
-            .into_inner())
+        let request = self.request(pb::GetUploadStatusRequest { file_transfer_id: id.to_owned() });
+        Ok(self.transfers.clone().get_upload_status(request).await?.into_inner())
     }
 
     /// One upload attempt: sends `total - offset` bytes read by `next_chunk` from `offset`, and
@@ -200,16 +161,12 @@ impl Client {
                 length: total,
             })),
         };
-        tx.send(start)
-            .await
-            .map_err(|_| Status::internal("upload channel closed"))?;
+        tx.send(start).await.map_err(|_| Status::internal("upload channel closed"))?;
         let mut producer = AbortOnDrop(tokio::spawn(async move {
             loop {
                 match next_chunk().await {
                     Ok(Some(data)) => {
-                        let message = pb::UploadRequest {
-                            message: Some(In::Data(data)),
-                        };
+                        let message = pb::UploadRequest { message: Some(In::Data(data)) };
                         if tx.send(message).await.is_err() {
                             return Ok(());
                         }
@@ -217,9 +174,8 @@ impl Client {
                     // Only a complete read sends `finish`; anything else ends the stream without
                     // it, which the server treats as an interruption.
                     Ok(None) => {
-                        let finish = pb::UploadRequest {
-                            message: Some(In::Finish(pb::UploadFinish {})),
-                        };
+                        let finish =
+                            pb::UploadRequest { message: Some(In::Finish(pb::UploadFinish {})) };
                         let _ = tx.send(finish).await;
                         return Ok(());
                     }
@@ -293,10 +249,7 @@ impl Client {
                     Ok((filled > 0).then(|| Bytes::from(buf)))
                 }
             };
-            match self
-                .upload_once(id, offset, Some(total), next_chunk, progress)
-                .await
-            {
+            match self.upload_once(id, offset, Some(total), next_chunk, progress).await {
                 Ok(result) => return Ok(result),
                 Err(s) if is_retryable(&s) && attempt < MAX_ATTEMPTS => {
                     attempt += 1;
@@ -328,11 +281,8 @@ impl Client {
         sink: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<pb::DownloadHeader, Status> {
         use pb::download_response::Message as Out;
-        let request = self.request(pb::DownloadRequest {
-            file_transfer_id: id.to_owned(),
-            offset,
-            length,
-        });
+        let request =
+            self.request(pb::DownloadRequest { file_transfer_id: id.to_owned(), offset, length });
         let mut stream = self.transfers.clone().download(request).await?.into_inner();
         let mut header = None;
         let mut received = 0u64;
@@ -365,15 +315,9 @@ impl Client {
         let part = part_path(path);
         let mut attempt = 0;
         loop {
-            let offset = tokio::fs::metadata(&part)
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0);
-            let mut file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&part)
-                .await?;
+            let offset = tokio::fs::metadata(&part).await.map(|m| m.len()).unwrap_or(0);
+            let mut file =
+                tokio::fs::OpenOptions::new().create(true).append(true).open(&part).await?;
             let result = self.download_into(id, offset, None, &mut file).await;
             file.sync_all().await?;
             drop(file);
@@ -423,40 +367,20 @@ impl Client {
 
     /// Confirms the download.
     pub async fn confirm(&self, id: &str) -> Result<(), Status> {
-        let request = self.request(pb::ConfirmDownloadRequest {
-            file_transfer_id: id.to_owned(),
-        });
-        self.transfers
-            .clone()
-            .confirm_download(request)
-            .await
-            .map(drop)
+        let request = self.request(pb::ConfirmDownloadRequest { file_transfer_id: id.to_owned() });
+        self.transfers.clone().confirm_download(request).await.map(drop)
     }
 
     /// The overview.
     pub async fn overview(&self, id: &str) -> Result<pb::FileTransferOverview, Status> {
-        let request = self.request(pb::GetFileTransferRequest {
-            file_transfer_id: id.to_owned(),
-        });
-        Ok(self
-            .transfers
-            .clone()
-            .get_file_transfer(request)
-            .await?
-            .into_inner())
+        let request = self.request(pb::GetFileTransferRequest { file_transfer_id: id.to_owned() });
+        Ok(self.transfers.clone().get_file_transfer(request).await?.into_inner())
     }
 
     /// The overview with histories.
     pub async fn details(&self, id: &str) -> Result<pb::FileTransferStatusDetails, Status> {
-        let request = self.request(pb::GetFileTransferRequest {
-            file_transfer_id: id.to_owned(),
-        });
-        Ok(self
-            .transfers
-            .clone()
-            .get_file_transfer_details(request)
-            .await?
-            .into_inner())
+        let request = self.request(pb::GetFileTransferRequest { file_transfer_id: id.to_owned() });
+        Ok(self.transfers.clone().get_file_transfer_details(request).await?.into_inner())
     }
 
     /// One page of search results.
@@ -464,12 +388,7 @@ impl Client {
         &self,
         query: pb::SearchFileTransfersRequest,
     ) -> Result<pb::SearchFileTransfersResponse, Status> {
-        Ok(self
-            .transfers
-            .clone()
-            .search_file_transfers(self.request(query))
-            .await?
-            .into_inner())
+        Ok(self.transfers.clone().search_file_transfers(self.request(query)).await?.into_inner())
     }
 }
 
@@ -484,10 +403,7 @@ impl<T> Drop for AbortOnDrop<T> {
 
 /// Where a download in progress is kept.
 pub fn part_path(path: &Path) -> PathBuf {
-    let mut name = path
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_default();
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".part");
     path.with_file_name(name)
 }

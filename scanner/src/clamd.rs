@@ -43,9 +43,7 @@ impl FromStr for ClamdAddress {
         } else if s.starts_with('/') {
             Ok(Self::Unix(s.into()))
         } else {
-            Err(format!(
-                "'{s}' is not a clamd address: use unix:/path/to/socket or tcp:host:port"
-            ))
+            Err(format!("'{s}' is not a clamd address: use unix:/path/to/socket or tcp:host:port"))
         }
     }
 }
@@ -113,10 +111,7 @@ impl Clamd {
     }
 
     fn unavailable(&self, source: io::Error) -> ScanError {
-        ScanError::Unavailable {
-            address: self.options.address.to_string(),
-            source,
-        }
+        ScanError::Unavailable { address: self.options.address.to_string(), source }
     }
 
     /// Sends PING; `Ok` only on PONG.
@@ -140,18 +135,14 @@ impl Clamd {
         let deadline = self.options.connect_timeout + self.options.write_timeout;
         let result = match &self.options.address {
             ClamdAddress::Unix(path) => {
-                let socket = clamav::Socket {
-                    socket_path: path.as_path(),
-                };
+                let socket = clamav::Socket { socket_path: path.as_path() };
                 match command {
                     Command::Ping => timeout(deadline, clamav::ping(socket)).await,
                     Command::Version => timeout(deadline, clamav::get_version(socket)).await,
                 }
             }
             ClamdAddress::Tcp(addr) => {
-                let tcp = clamav::Tcp {
-                    host_address: addr.as_str(),
-                };
+                let tcp = clamav::Tcp { host_address: addr.as_str() };
                 match command {
                     Command::Ping => timeout(deadline, clamav::ping(tcp)).await,
                     Command::Version => timeout(deadline, clamav::get_version(tcp)).await,
@@ -159,9 +150,7 @@ impl Clamd {
             }
         };
         let bytes = result
-            .map_err(|_| ScanError::Timeout {
-                stage: command.stage(),
-            })?
+            .map_err(|_| ScanError::Timeout { stage: command.stage() })?
             .map_err(|e| self.unavailable(e))?;
         Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
@@ -179,9 +168,7 @@ impl Clamd {
         };
         timeout(self.options.connect_timeout, connect)
             .await
-            .map_err(|_| ScanError::Timeout {
-                stage: "connecting",
-            })?
+            .map_err(|_| ScanError::Timeout { stage: "connecting" })?
             .map_err(|e| self.unavailable(e))
     }
 
@@ -207,9 +194,7 @@ impl Clamd {
             Ok(SendOutcome::Complete) => {}
             Ok(SendOutcome::TooLong) => {
                 return Ok(Verdict::NotScanned {
-                    reason: NotScannedReason::TooLarge {
-                        limit: self.options.max_stream_len,
-                    },
+                    reason: NotScannedReason::TooLarge { limit: self.options.max_stream_len },
                 });
             }
             // The connection broke while sending: clamd may have said why before closing.
@@ -221,16 +206,12 @@ impl Clamd {
             }
             Err(SendError::Source(e)) => return Err(ScanError::Source(e)),
             Err(SendError::Timeout) => {
-                return Err(ScanError::Timeout {
-                    stage: "sending data",
-                });
+                return Err(ScanError::Timeout { stage: "sending data" });
             }
         }
         let reply = timeout(self.options.reply_timeout, receive)
             .await
-            .map_err(|_| ScanError::Timeout {
-                stage: "waiting for the verdict",
-            })?
+            .map_err(|_| ScanError::Timeout { stage: "waiting for the verdict" })?
             .map_err(ScanError::Io)?;
         parse_instream_reply(&reply)
     }
@@ -240,9 +221,9 @@ impl Clamd {
             Ok(reply) if !reply.is_empty() => match parse_instream_reply(&reply)? {
                 // A verdict before we finished sending can only be a refusal: an early "OK"
                 // would cover bytes clamd never saw.
-                Verdict::Clean => Err(ScanError::Protocol(
-                    "clamd answered OK before the stream ended".into(),
-                )),
+                Verdict::Clean => {
+                    Err(ScanError::Protocol("clamd answered OK before the stream ended".into()))
+                }
                 verdict => Ok(verdict),
             },
             Ok(_) => Err(ScanError::Io(io::ErrorKind::UnexpectedEof.into())),
@@ -261,10 +242,7 @@ impl Clamd {
         let mut sent: u64 = 0;
         let mut small = BytesMut::new();
         loop {
-            let next = source
-                .next_chunk(chunk_size)
-                .await
-                .map_err(SendError::Source)?;
+            let next = source.next_chunk(chunk_size).await.map_err(SendError::Source)?;
             let Some(chunk) = next else { break };
             if chunk.is_empty() {
                 continue;
@@ -324,9 +302,7 @@ async fn put_chunk(
     data: Bytes,
     limit: Duration,
 ) -> Result<(), SendError> {
-    let header = u32::try_from(data.len())
-        .expect("chunks are far below 4 GiB")
-        .to_be_bytes();
+    let header = u32::try_from(data.len()).expect("chunks are far below 4 GiB").to_be_bytes();
     with_timeout(limit, async {
         writer.write_all(&header).await?;
         writer.write_all(&data).await

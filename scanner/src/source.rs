@@ -36,13 +36,7 @@ impl ChannelSource {
     /// A source and the sender that feeds it.
     pub fn new(capacity: usize) -> (mpsc::Sender<io::Result<Bytes>>, Self) {
         let (tx, rx) = mpsc::channel(capacity);
-        (
-            tx,
-            Self {
-                rx,
-                pending: Bytes::new(),
-            },
-        )
+        (tx, Self { rx, pending: Bytes::new() })
     }
 }
 

@@ -69,10 +69,9 @@ impl NotScannedReason {
 impl std::fmt::Display for NotScannedReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::TooLarge { limit } => write!(
-                f,
-                "the file is larger than the scanner's limit of {limit} bytes"
-            ),
+            Self::TooLarge { limit } => {
+                write!(f, "the file is larger than the scanner's limit of {limit} bytes")
+            }
             Self::StreamLimitExceeded => {
                 f.write_str("clamd refused the stream: INSTREAM size limit exceeded")
             }
@@ -138,9 +137,7 @@ pub(crate) fn parse_instream_reply(raw: &[u8]) -> Result<Verdict, ScanError> {
     let text = String::from_utf8_lossy(raw);
     let text = text.trim_end_matches(['\0', '\n']);
     if text == "INSTREAM size limit exceeded. ERROR" {
-        return Ok(Verdict::NotScanned {
-            reason: NotScannedReason::StreamLimitExceeded,
-        });
+        return Ok(Verdict::NotScanned { reason: NotScannedReason::StreamLimitExceeded });
     }
     if let Some(error) = text.strip_suffix(" ERROR") {
         return Err(ScanError::Clamd(error.to_owned()));
@@ -155,13 +152,9 @@ pub(crate) fn parse_instream_reply(raw: &[u8]) -> Result<Verdict, ScanError> {
     }
     match body.strip_suffix(" FOUND") {
         Some(name) if name.starts_with("Heuristics.Limits.Exceeded") => Ok(Verdict::NotScanned {
-            reason: NotScannedReason::ClamdLimits {
-                detail: name.to_owned(),
-            },
+            reason: NotScannedReason::ClamdLimits { detail: name.to_owned() },
         }),
-        Some(name) if !name.is_empty() => Ok(Verdict::Infected {
-            signature: name.to_owned(),
-        }),
+        Some(name) if !name.is_empty() => Ok(Verdict::Infected { signature: name.to_owned() }),
         _ => Err(ScanError::Protocol(text.to_owned())),
     }
 }
@@ -172,15 +165,10 @@ mod tests {
 
     #[test]
     fn parses_every_reply_form() {
-        assert_eq!(
-            parse_instream_reply(b"stream: OK\0").unwrap(),
-            Verdict::Clean
-        );
+        assert_eq!(parse_instream_reply(b"stream: OK\0").unwrap(), Verdict::Clean);
         assert_eq!(
             parse_instream_reply(b"stream: Eicar-Test-Signature-NDB.UNOFFICIAL FOUND\0").unwrap(),
-            Verdict::Infected {
-                signature: "Eicar-Test-Signature-NDB.UNOFFICIAL".into()
-            }
+            Verdict::Infected { signature: "Eicar-Test-Signature-NDB.UNOFFICIAL".into() }
         );
         assert_eq!(
             parse_instream_reply(b"stream: Heuristics.Limits.Exceeded.MaxFileSize FOUND\0")
@@ -193,35 +181,21 @@ mod tests {
         );
         assert_eq!(
             parse_instream_reply(b"INSTREAM size limit exceeded. ERROR\0").unwrap(),
-            Verdict::NotScanned {
-                reason: NotScannedReason::StreamLimitExceeded
-            }
+            Verdict::NotScanned { reason: NotScannedReason::StreamLimitExceeded }
         );
         assert!(matches!(
             parse_instream_reply(b"Can't allocate memory ERROR\0"),
             Err(ScanError::Clamd(m)) if m == "Can't allocate memory"
         ));
-        for bad in [
-            &b""[..],
-            b"PONG\0",
-            b"stream: \0",
-            b"stream: FOUND\0",
-            b"stream: OKAY\0",
-        ] {
-            assert!(
-                matches!(parse_instream_reply(bad), Err(ScanError::Protocol(_))),
-                "{bad:?}"
-            );
+        for bad in [&b""[..], b"PONG\0", b"stream: \0", b"stream: FOUND\0", b"stream: OKAY\0"] {
+            assert!(matches!(parse_instream_reply(bad), Err(ScanError::Protocol(_))), "{bad:?}");
         }
     }
 
     #[test]
     fn errors_never_become_clean() {
         let errors = [
-            ScanError::Unavailable {
-                address: "x".into(),
-                source: io::ErrorKind::NotFound.into(),
-            },
+            ScanError::Unavailable { address: "x".into(), source: io::ErrorKind::NotFound.into() },
             ScanError::Timeout { stage: "waiting" },
             ScanError::Clamd("x".into()),
             ScanError::Protocol("x".into()),

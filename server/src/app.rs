@@ -59,9 +59,7 @@ pub struct App {
 
 impl std::fmt::Debug for App {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("options", &self.options)
-            .finish_non_exhaustive()
+        f.debug_struct("App").field("options", &self.options).finish_non_exhaustive()
     }
 }
 
@@ -134,11 +132,7 @@ pub struct Download {
 }
 
 fn require_scope(caller: &Caller, scopes: &[&str]) -> Result<()> {
-    if caller.has_any_scope(scopes) {
-        Ok(())
-    } else {
-        Err(ApiError::missing_scope(scopes))
-    }
+    if caller.has_any_scope(scopes) { Ok(()) } else { Err(ApiError::missing_scope(scopes)) }
 }
 
 fn caller_org(caller: &Caller) -> Result<Party> {
@@ -147,17 +141,20 @@ fn caller_org(caller: &Caller) -> Result<Party> {
 
 fn parse_md5(text: &str) -> Result<Md5> {
     if text.len() != 32 {
-        return Err(ApiError::invalid(
+        return Err(ApiError::invalid_field(
+            "Checksum",
             "The checksum, if used, must be a MD5 hash with a length of 32 characters",
         ));
     }
     if text.chars().any(|c| c.is_ascii_uppercase()) {
-        return Err(ApiError::invalid(
+        return Err(ApiError::invalid_field(
+            "Checksum",
             "The checksum, if used, must be a MD5 hash in lower case",
         ));
     }
-    text.parse()
-        .map_err(|_| ApiError::invalid("The checksum, if used, must be a MD5 hash in hex"))
+    text.parse().map_err(|_| {
+        ApiError::invalid_field("Checksum", "The checksum, if used, must be a MD5 hash in hex")
+    })
 }
 
 impl App {
@@ -194,10 +191,7 @@ impl App {
     pub async fn close(&self, deadline: Duration) {
         self.shutdown.cancel();
         self.tasks.close();
-        if tokio::time::timeout(deadline, self.tasks.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(deadline, self.tasks.wait()).await.is_err() {
             tracing::warn!(
                 n_tasks = self.tasks.len(),
                 "background tasks still running at shutdown"
@@ -219,19 +213,13 @@ impl App {
         self.storage
             .upload_offset(&UploadId::from_stored("readiness-probe"))
             .map_err(|e| format!("storage: {e}"))?;
-        self.scanner
-            .version()
-            .await
-            .map_err(|e| format!("scanner: {e}"))
+        self.scanner.version().await.map_err(|e| format!("scanner: {e}"))
     }
 
     /// A transfer the caller takes part in (sender or recipient). Anyone else learns nothing,
     /// not even that it exists: [`ApiError`] 1 (not found).
     fn visible_transfer(&self, org: &Party, id: FileTransferId) -> Result<FileTransfer> {
-        let transfer = self
-            .storage
-            .transfer(id)?
-            .ok_or_else(|| ApiError::altinn(1))?;
+        let transfer = self.storage.transfer(id)?.ok_or_else(|| ApiError::altinn(1))?;
         if transfer.sender == *org || transfer.recipients.contains(org) {
             Ok(transfer)
         } else {
@@ -240,9 +228,7 @@ impl App {
     }
 
     fn resource_of(&self, transfer: &FileTransfer) -> Result<ResourceConfig> {
-        self.storage
-            .resource(&transfer.resource_id)?
-            .ok_or_else(|| ApiError::altinn(25))
+        self.storage.resource(&transfer.resource_id)?.ok_or_else(|| ApiError::altinn(25))
     }
 
     // --- service owners and resources ---
@@ -254,11 +240,7 @@ impl App {
         if name.trim().is_empty() {
             return Err(ApiError::invalid("name is required"));
         }
-        let owner = ServiceOwner {
-            id: org,
-            name,
-            created: self.now(),
-        };
+        let owner = ServiceOwner { id: org, name, created: self.now() };
         match self.storage.create_service_owner(owner).await {
             Err(storage::Error::AlreadyExists(_)) => Err(ApiError::altinn(7002)),
             other => Ok(other?),
@@ -269,9 +251,7 @@ impl App {
     pub fn service_owner(&self, caller: &Caller) -> Result<ServiceOwner> {
         require_scope(caller, &[SCOPE_SERVICE_OWNER])?;
         let org = caller_org(caller)?;
-        self.storage
-            .service_owner(&org)?
-            .ok_or_else(|| ApiError::altinn(7004))
+        self.storage.service_owner(&org)?.ok_or_else(|| ApiError::altinn(7004))
     }
 
     /// Creates or changes a resource the caller owns.
@@ -315,10 +295,7 @@ impl App {
         require_scope(caller, &[SCOPE_SERVICE_OWNER])?;
         let org = caller_org(caller)?;
         let id = ResourceId::parse_bare(id).map_err(|e| ApiError::invalid(e.to_string()))?;
-        let resource = self
-            .storage
-            .resource(&id)?
-            .ok_or_else(|| ApiError::altinn(25))?;
+        let resource = self.storage.resource(&id)?.ok_or_else(|| ApiError::altinn(25))?;
         if resource.service_owner != org {
             return Err(ApiError::altinn(6));
         }
@@ -336,62 +313,74 @@ impl App {
         require_scope(caller, &[SCOPE_WRITE])?;
         let n_name = req.file_name.chars().count();
         if n_name == 0 || n_name > 255 {
-            return Err(ApiError::invalid(
+            return Err(ApiError::invalid_field(
+                "FileName",
                 "FileName must be between 1 and 255 characters",
             ));
         }
-        let resource_id = ResourceId::parse(&req.resource_id)
-            .map_err(|_| ApiError::invalid("Invalid Resource identifier format"))?;
+        let resource_id = ResourceId::parse(&req.resource_id).map_err(|_| {
+            ApiError::invalid_field("ResourceId", "Invalid Resource identifier format")
+        })?;
         let n_ref = req.senders_file_transfer_reference.chars().count();
         if n_ref == 0 || n_ref > 4096 {
-            return Err(ApiError::invalid(
+            return Err(ApiError::invalid_field(
+                "SendersFileTransferReference",
                 "SendersFileTransferReference must be between 1 and 4096 characters",
             ));
         }
-        let sender = Party::parse(&req.sender).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let sender = Party::parse(&req.sender)
+            .map_err(|e| ApiError::invalid_field("Sender", e.to_string()))?;
         if req.recipients.is_empty() {
-            return Err(ApiError::invalid("One or more recipients are required"));
+            return Err(ApiError::invalid_field(
+                "Recipients",
+                "One or more recipients are required",
+            ));
         }
         let mut recipients = Vec::with_capacity(req.recipients.len());
         for r in &req.recipients {
             let party = Party::parse(r).map_err(|_| {
-                ApiError::invalid("Each recipient should be on the form countrycode:organizationnumber (e.g. 0192:910753614) or urn:altinn:organization:identifier-no:organizationnumber")
+                ApiError::invalid_field("Recipients", "Each recipient should be on the form countrycode:organizationnumber (e.g. 0192:910753614) or urn:altinn:organization:identifier-no:organizationnumber")
             })?;
             if !recipients.contains(&party) {
                 recipients.push(party);
             }
         }
         if req.property_list.len() > 10 {
-            return Err(ApiError::invalid(
+            return Err(ApiError::invalid_field(
+                "PropertyList",
                 "PropertyList can contain at most 10 properties",
             ));
         }
         for (key, value) in &req.property_list {
             let (k, v) = (key.chars().count(), value.chars().count());
             if k > 50 {
-                return Err(ApiError::invalid(format!(
-                    "PropertyList Key can not be longer than 50. Length:{k}, KeyValue:{key}"
-                )));
+                return Err(ApiError::invalid_field(
+                    "PropertyList",
+                    format!(
+                        "PropertyList Key can not be longer than 50. Length:{k}, KeyValue:{key}"
+                    ),
+                ));
             }
             if v > 3000 {
-                return Err(ApiError::invalid(format!(
-                    "PropertyList Value can not be longer than 3000. Length:{v}, Value:{value}"
-                )));
+                return Err(ApiError::invalid_field(
+                    "PropertyList",
+                    format!(
+                        "PropertyList Value can not be longer than 3000. Length:{v}, Value:{value}"
+                    ),
+                ));
             }
         }
-        let declared_checksum = req
-            .checksum
-            .as_deref()
-            .filter(|c| !c.trim().is_empty())
-            .map(parse_md5)
-            .transpose()?;
+        let declared_checksum =
+            req.checksum.as_deref().filter(|c| !c.trim().is_empty()).map(parse_md5).transpose()?;
         let declared_blake3 = req
             .blake3
             .as_deref()
             .filter(|c| !c.trim().is_empty())
             .map(|c| c.to_ascii_lowercase().parse::<Digest>())
             .transpose()
-            .map_err(|_| ApiError::invalid("blake3, if used, must be 64 hex characters"))?;
+            .map_err(|_| {
+                ApiError::invalid_field("Blake3", "blake3, if used, must be 64 hex characters")
+            })?;
 
         // Rights, in Altinn's order (§4.1): the caller acts for the sender, the resource exists
         // and has an owner, the sender may send, the options are allowed, the recipients may
@@ -400,15 +389,8 @@ impl App {
         if org != sender {
             return Err(ApiError::altinn(6));
         }
-        let resource = self
-            .storage
-            .resource(&resource_id)?
-            .ok_or_else(|| ApiError::altinn(25))?;
-        if self
-            .storage
-            .service_owner(&resource.service_owner)?
-            .is_none()
-        {
+        let resource = self.storage.resource(&resource_id)?.ok_or_else(|| ApiError::altinn(25))?;
+        if self.storage.service_owner(&resource.service_owner)?.is_none() {
             return Err(ApiError::altinn(2));
         }
         if !resource.may_send(&sender) {
@@ -420,9 +402,7 @@ impl App {
         if !recipients.iter().all(|r| resource.may_receive(r)) {
             return Err(ApiError::altinn(28));
         }
-        resource
-            .check_required_party(&sender, &recipients)
-            .map_err(ApiError::altinn)?;
+        resource.check_required_party(&sender, &recipients).map_err(ApiError::altinn)?;
 
         let new = NewFileTransfer {
             resource_id,
@@ -450,16 +430,13 @@ impl App {
             Some(key) => {
                 let hash = *blake3::hash(format!("{new:?}").as_bytes()).as_bytes();
                 let key = format!("{org}/{key}");
-                match self
-                    .storage
-                    .insert_transfer_idempotent(transfer, key, hash)
-                    .await
-                {
+                match self.storage.insert_transfer_idempotent(transfer, key, hash).await {
                     Err(storage::Error::AlreadyExists(_)) => Err(ApiError {
                         kind: crate::error::Kind::AlreadyExists,
                         code: None,
                         message: "this idempotency key was used with a different request".into(),
                         http_status: 409,
+                        field: None,
                     }),
                     other => Ok(other?),
                 }
@@ -486,10 +463,7 @@ impl App {
         if transfer.sender != org {
             return Err(ApiError::altinn(6));
         }
-        let committed = self
-            .storage
-            .upload_offset(&UploadId::for_transfer(id))?
-            .unwrap_or(0);
+        let committed = self.storage.upload_offset(&UploadId::for_transfer(id))?.unwrap_or(0);
         let committed = match transfer.content {
             Some(content) => content.size,
             None => committed,
@@ -521,16 +495,12 @@ impl App {
         ) {
             return Err(ApiError::altinn(4));
         }
-        let limit = resource
-            .max_upload_size(transfer.use_virus_scan)
-            .min(self.options.global_max_upload);
+        let limit =
+            resource.max_upload_size(transfer.use_virus_scan).min(self.options.global_max_upload);
         if declared_length.is_some_and(|n| n > limit) {
             return Err(too_large(limit));
         }
-        let upload = self
-            .storage
-            .open_upload(UploadId::for_transfer(id), self.now())
-            .await?;
+        let upload = self.storage.open_upload(UploadId::for_transfer(id), self.now()).await?;
         if offset != upload.offset() {
             return Err(ApiError {
                 kind: crate::error::Kind::FailedPrecondition,
@@ -540,6 +510,7 @@ impl App {
                     upload.offset()
                 ),
                 http_status: 409,
+                field: None,
             });
         }
         // The scanner and the MD5 follow the upload from its first byte (a resumed upload's
@@ -550,9 +521,7 @@ impl App {
             self.spawn(async move {
                 match tail {
                     Ok(tail) => scanner.scan(TailSource(tail)).await,
-                    Err(e) => Err(scanner::ScanError::Source(std::io::Error::other(
-                        e.to_string(),
-                    ))),
+                    Err(e) => Err(scanner::ScanError::Source(std::io::Error::other(e.to_string()))),
                 }
             })
         });
@@ -599,28 +568,15 @@ impl App {
         if !ranged || self.debounce_download(id, &org) {
             let at = self.now();
             let who = org.clone();
-            self.storage
-                .update_transfer(id, move |t| Ok(t.record_download(&who, at)?))
-                .await?;
+            self.storage.update_transfer(id, move |t| Ok(t.record_download(&who, at)?)).await?;
         }
-        let range = self
-            .storage
-            .read_blob(&content.blake3, offset, length)
-            .await?;
-        Ok(Download {
-            file_name: transfer.file_name,
-            content,
-            offset,
-            range,
-        })
+        let range = self.storage.read_blob(&content.blake3, offset, length).await?;
+        Ok(Download { file_name: transfer.file_name, content, offset, range })
     }
 
     /// Whether this ranged download should record `DownloadStarted` (once per window).
     fn debounce_download(&self, id: FileTransferId, org: &Party) -> bool {
-        let mut seen = self
-            .download_debounce
-            .lock()
-            .expect("debounce map poisoned");
+        let mut seen = self.download_debounce.lock().expect("debounce map poisoned");
         let now = Instant::now();
         seen.retain(|_, at| now.duration_since(*at) < DOWNLOAD_DEBOUNCE);
         match seen.entry((id, org.clone())) {
@@ -648,10 +604,8 @@ impl App {
             return Err(ApiError::altinn(6));
         }
         let at = self.now();
-        let (_, outcome) = self
-            .storage
-            .update_transfer(id, move |t| Ok(t.confirm_download(&org, at)?))
-            .await?;
+        let (_, outcome) =
+            self.storage.update_transfer(id, move |t| Ok(t.confirm_download(&org, at)?)).await?;
         Ok(outcome)
     }
 
@@ -708,12 +662,8 @@ impl App {
             };
             if let Some(wanted) = q.recipient_status {
                 // Latest by time (Altinn's search rule, unlike the overview's highest).
-                let latest = t
-                    .recipient_history
-                    .iter()
-                    .rev()
-                    .find(|e| e.recipient == org)
-                    .map(|e| e.status);
+                let latest =
+                    t.recipient_history.iter().rev().find(|e| e.recipient == org).map(|e| e.status);
                 if latest != Some(wanted) {
                     continue;
                 }
@@ -734,13 +684,7 @@ impl App {
         }
         if let Some(token) = q.page_token.as_deref().filter(|t| !t.is_empty()) {
             let cursor = parse_page_token(token)?;
-            hits.retain(|hit| {
-                if q.order_ascending {
-                    *hit > cursor
-                } else {
-                    *hit < cursor
-                }
-            });
+            hits.retain(|hit| if q.order_ascending { *hit > cursor } else { *hit < cursor });
         }
         let page_size = q.page_size.filter(|n| *n > 0).unwrap_or(100).min(100);
         let next = (hits.len() > page_size).then(|| {
@@ -801,9 +745,7 @@ pub struct UploadSession {
 
 impl std::fmt::Debug for UploadSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UploadSession")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("UploadSession").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -821,10 +763,7 @@ impl UploadSession {
     /// Takes a chunk. Returns a newly committed offset to acknowledge, if a checkpoint happened.
     /// Exceeding the size limit cuts the upload off and keeps nothing.
     pub async fn write(&mut self, chunk: Bytes) -> Result<Option<u64>> {
-        let upload = self
-            .upload
-            .as_mut()
-            .ok_or_else(|| ApiError::invalid("the upload is over"))?;
+        let upload = self.upload.as_mut().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         if chunk.is_empty() {
             return Ok(None);
         }
@@ -834,10 +773,7 @@ impl UploadSession {
         }
         if !self.started {
             let at = self.app.now();
-            self.app
-                .storage
-                .update_transfer(self.id, move |t| Ok(t.start_upload(at)?))
-                .await?;
+            self.app.storage.update_transfer(self.id, move |t| Ok(t.start_upload(at)?)).await?;
             self.started = true;
         }
         self.since_checkpoint += chunk.len() as u64;
@@ -851,10 +787,7 @@ impl UploadSession {
     /// Makes everything received durable; returns the committed offset.
     pub async fn checkpoint(&mut self) -> Result<u64> {
         let at = self.app.now();
-        let upload = self
-            .upload
-            .as_mut()
-            .ok_or_else(|| ApiError::invalid("the upload is over"))?;
+        let upload = self.upload.as_mut().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         self.since_checkpoint = 0;
         Ok(upload.checkpoint(at).await?)
     }
@@ -865,12 +798,7 @@ impl UploadSession {
         }
         self.md5 = None;
         drop(self.upload.take());
-        if let Err(e) = self
-            .app
-            .storage
-            .abort_upload(&UploadId::for_transfer(self.id))
-            .await
-        {
+        if let Err(e) = self.app.storage.abort_upload(&UploadId::for_transfer(self.id)).await {
             tracing::warn!(transfer = %self.id, error = %e, "discarding an upload failed");
         }
     }
@@ -878,10 +806,7 @@ impl UploadSession {
     /// The client finished sending: completes the upload, checks checksums, and hands the scan
     /// to a background task that publishes (or fails) the transfer.
     pub async fn finish(mut self) -> Result<UploadResult> {
-        let upload = self
-            .upload
-            .take()
-            .ok_or_else(|| ApiError::invalid("the upload is over"))?;
+        let upload = self.upload.take().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         if let Some(declared) = self.declared_length.filter(|n| *n != upload.offset()) {
             // Keep what arrived: the client can resume and send the rest.
             return Err(ApiError::invalid(format!(
@@ -890,10 +815,7 @@ impl UploadSession {
             )));
         }
         let app = self.app.clone();
-        let (transfer, outcome) = app
-            .storage
-            .complete_upload(self.id, upload, app.now())
-            .await?;
+        let (transfer, outcome) = app.storage.complete_upload(self.id, upload, app.now()).await?;
         let md5 = self.md5.take().expect("finish runs once").finish().await;
         let transfer = match md5 {
             Ok(md5) => app.storage.record_md5(self.id, md5, app.now()).await?,
@@ -922,9 +844,7 @@ impl UploadSession {
             app.spawn(async move {
                 let app = task_app;
                 let first = scan.await.unwrap_or_else(|e| {
-                    Err(scanner::ScanError::Source(std::io::Error::other(
-                        e.to_string(),
-                    )))
+                    Err(scanner::ScanError::Source(std::io::Error::other(e.to_string())))
                 });
                 scan::finish_scan(app, id, Some(first)).await;
             });

@@ -143,20 +143,14 @@ impl Authenticator {
     /// Validates the value of an `authorization` header/metadata entry.
     pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let token = authorization
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
+            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
-            return Err(AuthError::Invalid(format!(
-                "algorithm {:?} is not accepted",
-                header.alg
-            )));
+            return Err(AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
         }
         let mut last_error = "no trusted issuer matches".to_owned();
         for (issuer, keys) in &self.keys {
@@ -250,10 +244,8 @@ impl DevKey {
     /// A token for `org` with `scopes`, valid for `ttl` (negative `ttl_secs` make expired tokens
     /// for tests).
     pub fn mint(&self, org: &Party, scopes: &[&str], ttl_secs: i64) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_secs() as i64;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs()
+            as i64;
         let claims = serde_json::json!({
             "iss": DEV_ISSUER,
             "iat": now,

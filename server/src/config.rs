@@ -75,10 +75,7 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            leeway_secs: default_leeway(),
-            issuers: Vec::new(),
-        }
+        Self { leeway_secs: default_leeway(), issuers: Vec::new() }
     }
 }
 
@@ -93,9 +90,7 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self {
-            max_upload_bytes: default_max_upload(),
-        }
+        Self { max_upload_bytes: default_max_upload() }
     }
 }
 
@@ -156,10 +151,7 @@ impl Config {
 
     /// The parsed clamd address.
     pub fn clamd_address(&self) -> anyhow::Result<ClamdAddress> {
-        self.clamd
-            .address
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))
+        self.clamd.address.parse().map_err(|e: String| anyhow::anyhow!(e))
     }
 
     /// Token leeway.

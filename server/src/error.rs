@@ -42,26 +42,25 @@ pub struct ApiError {
     pub message: String,
     /// The HTTP status Altinn uses for this error.
     pub http_status: u16,
+    /// For validation errors: the request field at fault (Altinn's `errors` key).
+    pub field: Option<&'static str>,
 }
 
 impl ApiError {
     /// An Altinn error by number, with Altinn's message and status.
     pub fn altinn(code: u16) -> Self {
         let (kind, http_status, message) = altinn_error(code);
-        Self {
-            kind,
-            code: Some(code),
-            message: message.to_owned(),
-            http_status,
-        }
+        Self { kind, code: Some(code), message: message.to_owned(), http_status, field: None }
     }
 
     /// An Altinn error with a more specific message.
     pub fn altinn_with(code: u16, message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-            ..Self::altinn(code)
-        }
+        Self { message: message.into(), ..Self::altinn(code) }
+    }
+
+    /// A validation failure of one request field.
+    pub fn invalid_field(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field: Some(field), ..Self::invalid(message) }
     }
 
     /// A validation failure without an Altinn number.
@@ -71,6 +70,7 @@ impl ApiError {
             code: None,
             message: message.into(),
             http_status: 400,
+            field: None,
         }
     }
 
@@ -81,6 +81,7 @@ impl ApiError {
             code: None,
             message: message.into(),
             http_status: 401,
+            field: None,
         }
     }
 
@@ -91,6 +92,7 @@ impl ApiError {
             code: None,
             message: format!("the token lacks the scope {}", scopes.join(" or ")),
             http_status: 403,
+            field: None,
         }
     }
 
@@ -101,6 +103,7 @@ impl ApiError {
             code: None,
             message: message.into(),
             http_status: 503,
+            field: None,
         }
     }
 
@@ -112,6 +115,7 @@ impl ApiError {
             code: None,
             message: "internal error; see the server log".into(),
             http_status: 500,
+            field: None,
         }
     }
 
@@ -126,11 +130,9 @@ fn altinn_error(code: u16) -> (Kind, u16, &'static str) {
     use Kind::*;
     match code {
         1 => (NotFound, 404, "The requested file transfer was not found"),
-        2 => (
-            FailedPrecondition,
-            400,
-            "Service owner needs to be configured to use the broker API",
-        ),
+        2 => {
+            (FailedPrecondition, 400, "Service owner needs to be configured to use the broker API")
+        }
         3 => (FailedPrecondition, 400, "No file uploaded yet"),
         4 => (
             FailedPrecondition,
@@ -168,31 +170,19 @@ fn altinn_error(code: u16) -> (Kind, u16, &'static str) {
             "A file transfer can only be confirmed to be downloaded when it is published. See file transfer status.",
         ),
         16 => (InvalidArgument, 400, "File size exceeds maximum"),
-        19 => (
-            FailedPrecondition,
-            400,
-            "Cannot confirm before the files have been downloaded",
-        ),
+        19 => (FailedPrecondition, 400, "Cannot confirm before the files have been downloaded"),
         20 => (
             InvalidArgument,
             400,
             "In order to use file transfers without virus scan the service resource needs to be approved by Altinn. Please contact us @ Slack.",
         ),
-        21 => (
-            Unavailable,
-            503,
-            "Storage provider is not ready yet. Please try again later.",
-        ),
+        21 => (Unavailable, 503, "Storage provider is not ready yet. Please try again later."),
         24 => (
             FailedPrecondition,
             400,
             "The service owner associated with the resource has not been configured.",
         ),
-        25 => (
-            FailedPrecondition,
-            400,
-            "The resource has not been configured.",
-        ),
+        25 => (FailedPrecondition, 400, "The resource has not been configured."),
         26 => (
             InvalidArgument,
             400,
@@ -203,21 +193,11 @@ fn altinn_error(code: u16) -> (Kind, u16, &'static str) {
             400,
             "When required party is specified and the required party is not the sender, the number of recipients can only be one.",
         ),
-        28 => (
-            InvalidArgument,
-            400,
-            "All recipients need to be in the access list of the resource.",
-        ),
-        29 => (
-            OutOfRange,
-            416,
-            "The requested byte range is not satisfiable.",
-        ),
-        7001 => (
-            InvalidArgument,
-            400,
-            "Caller organization id could not be determined",
-        ),
+        28 => {
+            (InvalidArgument, 400, "All recipients need to be in the access list of the resource.")
+        }
+        29 => (OutOfRange, 416, "The requested byte range is not satisfiable."),
+        7001 => (InvalidArgument, 400, "Caller organization id could not be determined"),
         7002 => (AlreadyExists, 409, "Service owner already exists"),
         7004 => (NotFound, 404, "Service owner not found"),
         _ => (Internal, 500, "Error"),
@@ -237,6 +217,7 @@ impl From<storage::Error> for ApiError {
                         code: None,
                         message: other.to_string(),
                         http_status: 409,
+                        field: None,
                     },
                 },
             },

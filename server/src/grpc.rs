@@ -20,10 +20,7 @@ use crate::error::ApiError;
 const DOWNLOAD_CHUNK: usize = 1024 * 1024;
 
 fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Status> {
-    let header = request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
+    let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
     app.auth.authenticate(header).map_err(|e| match e {
         AuthError::Missing => ApiError::unauthenticated("a bearer token is required").into(),
         AuthError::Invalid(reason) => {
@@ -33,8 +30,7 @@ fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Status> {
 }
 
 fn transfer_id(text: &str) -> Result<FileTransferId, Status> {
-    text.parse()
-        .map_err(|e: IdError| ApiError::invalid(e.to_string()).into())
+    text.parse().map_err(|e: IdError| ApiError::invalid(e.to_string()).into())
 }
 
 fn ts(t: Timestamp) -> prost_types::Timestamp {
@@ -80,9 +76,7 @@ pub fn overview(t: &FileTransfer) -> pb::FileTransferOverview {
         .recipients
         .iter()
         .map(|r| {
-            let status = t
-                .recipient_status(r)
-                .unwrap_or(RecipientFileTransferStatus::Initialized);
+            let status = t.recipient_status(r).unwrap_or(RecipientFileTransferStatus::Initialized);
             let changed = t
                 .recipient_history
                 .iter()
@@ -158,9 +152,7 @@ impl FileTransferService for FileTransferApi {
             blake3: r.blake3,
         };
         let id = self.app.initialize(&caller, req).await?;
-        Ok(Response::new(pb::InitializeFileTransferResponse {
-            file_transfer_id: id.to_string(),
-        }))
+        Ok(Response::new(pb::InitializeFileTransferResponse { file_transfer_id: id.to_string() }))
     }
 
     type UploadStream = ReceiverStream<Result<pb::UploadResponse, Status>>;
@@ -178,10 +170,7 @@ impl FileTransferService for FileTransferApi {
             _ => return Err(ApiError::invalid("the first upload message must be `start`").into()),
         };
         let id = transfer_id(&start.file_transfer_id)?;
-        let mut session = self
-            .app
-            .begin_upload(&caller, id, start.offset, start.length)
-            .await?;
+        let mut session = self.app.begin_upload(&caller, id, start.offset, start.length).await?;
         let (tx, rx) = mpsc::channel(16);
         let app = self.app.clone();
         self.app.spawn(async move {
@@ -404,10 +393,7 @@ impl FileTransferService for FileTransferApi {
         let query = SearchQuery {
             resource_id: r.resource_id,
             status: r.status.map(status_from_proto).transpose()?,
-            recipient_status: r
-                .recipient_status
-                .map(recipient_status_from_proto)
-                .transpose()?,
+            recipient_status: r.recipient_status.map(recipient_status_from_proto).transpose()?,
             from: r.from.as_ref().map(from_ts),
             to: r.to.as_ref().map(from_ts),
             order_ascending: r.order_ascending,
@@ -475,12 +461,7 @@ pub fn resource_to_proto(r: &ResourceConfig) -> pb::Resource {
         approved_for_disabled_virus_scan: r.approved_for_disabled_virus_scan,
         access: Some(pb::AccessRules {
             senders: r.access.senders.iter().map(ToString::to_string).collect(),
-            recipients: r
-                .access
-                .recipients
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            recipients: r.access.recipients.iter().map(ToString::to_string).collect(),
         }),
     }
 }
@@ -492,9 +473,7 @@ impl ResourceService for ResourceApi {
         request: Request<pb::RegisterServiceOwnerRequest>,
     ) -> Result<Response<pb::RegisterServiceOwnerResponse>, Status> {
         let caller = caller(&self.app, &request)?;
-        self.app
-            .register_service_owner(&caller, request.into_inner().name)
-            .await?;
+        self.app.register_service_owner(&caller, request.into_inner().name).await?;
         Ok(Response::new(pb::RegisterServiceOwnerResponse {}))
     }
 
@@ -504,10 +483,7 @@ impl ResourceService for ResourceApi {
     ) -> Result<Response<pb::ServiceOwner>, Status> {
         let caller = caller(&self.app, &request)?;
         let owner = self.app.service_owner(&caller)?;
-        Ok(Response::new(pb::ServiceOwner {
-            id: owner.id.to_string(),
-            name: owner.name,
-        }))
+        Ok(Response::new(pb::ServiceOwner { id: owner.id.to_string(), name: owner.name }))
     }
 
     async fn put_resource(
@@ -542,9 +518,7 @@ impl ResourceService for ResourceApi {
                 })
                 .transpose()?,
         };
-        self.app
-            .put_resource(&caller, &r.resource_id, update)
-            .await?;
+        self.app.put_resource(&caller, &r.resource_id, update).await?;
         Ok(Response::new(pb::PutResourceResponse {}))
     }
 

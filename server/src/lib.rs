@@ -40,11 +40,8 @@ pub const MAX_MESSAGE: usize = 2 * 1024 * 1024;
 /// Opens storage, keys and scanner as `config` says.
 pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
     let storage = Storage::open(StorageOptions::new(&config.data_dir)).await?;
-    let dev_key = if config.dev {
-        Some(auth::DevKey::load_or_create(&config.data_dir)?)
-    } else {
-        None
-    };
+    let dev_key =
+        if config.dev { Some(auth::DevKey::load_or_create(&config.data_dir)?) } else { None };
     let authenticator =
         auth::Authenticator::load(&config.auth.issuers, dev_key.as_ref(), config.leeway())?;
     let mut clamd_options = ClamdOptions::new(config.clamd_address()?);
@@ -53,12 +50,7 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
         global_max_upload: config.limits.max_upload_bytes,
         scan_retry_max: Duration::from_secs(config.clamd.retry_max_secs),
     };
-    Ok(Arc::new(App::new(
-        storage,
-        Clamd::new(clamd_options),
-        authenticator,
-        options,
-    )))
+    Ok(Arc::new(App::new(storage, Clamd::new(clamd_options), authenticator, options)))
 }
 
 /// Runs the server on `listener` until `shutdown` completes. In-flight uploads stay resumable:
@@ -78,12 +70,8 @@ pub async fn run(
     app.resume_pending().await?;
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<FileTransferServiceServer<grpc::FileTransferApi>>()
-        .await;
-    health
-        .set_serving::<ResourceServiceServer<grpc::ResourceApi>>()
-        .await;
+    health.set_serving::<FileTransferServiceServer<grpc::FileTransferApi>>().await;
+    health.set_serving::<ResourceServiceServer<grpc::ResourceApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -100,9 +88,7 @@ pub async fn run(
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .add_service(ResourceServiceServer::new(grpc::ResourceApi::new(
-            app.clone(),
-        )))
+        .add_service(ResourceServiceServer::new(grpc::ResourceApi::new(app.clone())))
         .add_service(health_service)
         .add_service(reflection);
 

@@ -7,11 +7,7 @@ use clap::{Parser, Subcommand};
 use server::Config;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "ferry",
-    version,
-    about = "Ferry: a managed file transfer broker"
-)]
+#[command(name = "ferry", version, about = "Ferry: a managed file transfer broker")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,21 +17,10 @@ struct Cli {
 #[derive(Debug, clap::Args)]
 struct Conn {
     /// Server URL.
-    #[arg(
-        long,
-        env = "FERRY_SERVER",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "FERRY_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
     server: String,
     /// Bearer token (e.g. from `ferry token`).
-    #[arg(
-        long,
-        env = "FERRY_TOKEN",
-        default_value = "",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "FERRY_TOKEN", default_value = "", hide_env_values = true, global = true)]
     token: String,
 }
 
@@ -220,21 +205,13 @@ struct Progress {
 impl Progress {
     fn new(total: u64) -> Self {
         use std::io::IsTerminal as _;
-        Self {
-            total,
-            started: std::time::Instant::now(),
-            tty: std::io::stderr().is_terminal(),
-        }
+        Self { total, started: std::time::Instant::now(), tty: std::io::stderr().is_terminal() }
     }
 
     fn update(&mut self, done: u64) {
         if self.tty {
             let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-            let pct = if self.total == 0 {
-                100.0
-            } else {
-                done as f64 * 100.0 / self.total as f64
-            };
+            let pct = if self.total == 0 { 100.0 } else { done as f64 * 100.0 / self.total as f64 };
             eprint!(
                 "\r{done}/{} bytes durable ({pct:.0}%), {:.1} MiB/s   ",
                 self.total,
@@ -260,14 +237,7 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
         Command::Resource { command, conn } => {
             let c = conn.client()?;
             match command {
-                ResourceCommand::Put {
-                    id,
-                    max_size,
-                    ttl,
-                    grace,
-                    senders,
-                    recipients,
-                } => {
+                ResourceCommand::Put { id, max_size, ttl, grace, senders, recipients } => {
                     let access =
                         (senders.is_some() || recipients.is_some()).then(|| pb::AccessRules {
                             senders: senders
@@ -295,15 +265,7 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
                 ResourceCommand::Get { id } => show(c.resource(&id).await.map_err(fail)?),
             }
         }
-        Command::Send {
-            file,
-            resource,
-            to,
-            sender,
-            reference,
-            resume,
-            conn,
-        } => {
+        Command::Send { file, resource, to, sender, reference, resume, conn } => {
             let c = conn.client()?;
             let id = match resume {
                 Some(id) => id,
@@ -331,9 +293,7 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             let total = std::fs::metadata(&file)?.len();
             let mut progress = Progress::new(total);
             let started = std::time::Instant::now();
-            let result = c
-                .upload_file(&id, &file, &mut |done| progress.update(done))
-                .await?;
+            let result = c.upload_file(&id, &file, &mut |done| progress.update(done)).await?;
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
                 "\nuploaded {} bytes in {secs:.2} s ({:.1} MiB/s): {:?} {}",
@@ -365,11 +325,7 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             );
         }
         Command::Confirm { id, conn } => conn.client()?.confirm(&id).await.map_err(fail)?,
-        Command::Search {
-            resource,
-            role,
-            conn,
-        } => {
+        Command::Search { resource, role, conn } => {
             let c = conn.client()?;
             let role = match role.as_deref() {
                 Some("sender") => pb::Role::Sender,
@@ -411,13 +367,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Serve {
-            config,
-            data_dir,
-            clamd,
-            listen,
-            dev,
-        } => {
+        Command::Serve { config, data_dir, clamd, listen, dev } => {
             let mut config = Config::load(config.as_deref())?;
             if let Some(d) = data_dir {
                 config.data_dir = d;
@@ -432,12 +382,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.listen).await?;
             server::run(config, listener, shutdown_signal()).await
         }
-        Command::Token {
-            data_dir,
-            org,
-            scopes,
-            ttl,
-        } => {
+        Command::Token { data_dir, org, scopes, ttl } => {
             let org = storage::model::Party::parse_lenient(&org)?;
             let key = server::auth::DevKey::load_or_create(&data_dir)?;
             let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();

@@ -73,9 +73,9 @@ pub async fn finish_scan(app: Arc<App>, id: FileTransferId, first: Option<ScanRe
             let outcome = match verdict {
                 Verdict::Clean => ScanOutcome::Clean,
                 Verdict::Infected { signature } => ScanOutcome::Infected { signature },
-                Verdict::NotScanned { reason } => ScanOutcome::Unscannable {
-                    reason: reason.to_string(),
-                },
+                Verdict::NotScanned { reason } => {
+                    ScanOutcome::Unscannable { reason: reason.to_string() }
+                }
             };
             tracing::info!(transfer = %id, ?outcome, "scan finished");
             let at = app.now();
@@ -91,9 +91,7 @@ pub async fn finish_scan(app: Arc<App>, id: FileTransferId, first: Option<ScanRe
             }
             return;
         }
-        let Verdict::NotScanned { reason } = verdict else {
-            unreachable!("settled above")
-        };
+        let Verdict::NotScanned { reason } = verdict else { unreachable!("settled above") };
         if !reason.is_transient() {
             hard_failures += 1;
             if hard_failures >= MAX_HARD_FAILURES {
@@ -102,12 +100,7 @@ pub async fn finish_scan(app: Arc<App>, id: FileTransferId, first: Option<ScanRe
                 let _ = app
                     .storage
                     .update_transfer(id, move |t| {
-                        Ok(t.record_scan(
-                            &ScanOutcome::Unscannable {
-                                reason: reason.clone(),
-                            },
-                            at,
-                        )?)
+                        Ok(t.record_scan(&ScanOutcome::Unscannable { reason: reason.clone() }, at)?)
                     })
                     .await;
                 return;

@@ -37,11 +37,7 @@ pub(crate) struct BlobStore {
 
 impl BlobStore {
     pub(crate) fn open(root: &Path, sync: bool) -> io::Result<Self> {
-        let store = Self {
-            blobs: root.join("blobs"),
-            tmp: root.join("tmp"),
-            sync,
-        };
+        let store = Self { blobs: root.join("blobs"), tmp: root.join("tmp"), sync };
         fs::create_dir_all(&store.blobs)?;
         fs::create_dir_all(&store.tmp)?;
         Ok(store)
@@ -101,11 +97,7 @@ impl BlobStore {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.sync {
-            fs::File::open(dir)?.sync_all()
-        } else {
-            Ok(())
-        }
+        if self.sync { fs::File::open(dir)?.sync_all() } else { Ok(()) }
     }
 
     /// Deletes a blob file. Missing is fine: removal is idempotent.

@@ -146,10 +146,7 @@ mod tests {
         assert_eq!(d.to_hex().parse::<Digest>().unwrap(), d);
         let m = Md5::of(b"");
         assert_eq!(m.to_hex(), "d41d8cd98f00b204e9800998ecf8427e");
-        assert_eq!(
-            "D41D8CD98F00B204E9800998ECF8427E".parse::<Md5>().unwrap(),
-            m
-        );
+        assert_eq!("D41D8CD98F00B204E9800998ECF8427E".parse::<Md5>().unwrap(), m);
         assert!("d41d8cd98f00b204e9800998ecf8427".parse::<Md5>().is_err());
         assert!("g41d8cd98f00b204e9800998ecf8427e".parse::<Md5>().is_err());
     }

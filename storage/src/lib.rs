@@ -66,12 +66,7 @@ pub struct StorageOptions {
 impl StorageOptions {
     /// Durable defaults for a data directory.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self {
-            root: root.into(),
-            sync: true,
-            max_batch: 512,
-            sweep_orphan_blobs: true,
-        }
+        Self { root: root.into(), sync: true, max_batch: 512, sweep_orphan_blobs: true }
     }
 }
 
@@ -118,10 +113,7 @@ impl Storage {
         let index = tokio::task::spawn_blocking(move || {
             Index::open(
                 &index_path,
-                IndexOptions {
-                    sync: options.sync,
-                    max_batch: options.max_batch,
-                },
+                IndexOptions { sync: options.sync, max_batch: options.max_batch },
             )
         })
         .await
@@ -135,17 +127,13 @@ impl Storage {
                 root: options.root,
                 blobs,
                 index,
-                locks: (0..N_LOCK_STRIPES)
-                    .map(|_| tokio::sync::Mutex::new(()))
-                    .collect(),
+                locks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 live_uploads: Default::default(),
                 recovery: Recovery::default(),
             }),
         };
         let recovery = storage.recover(options.sweep_orphan_blobs).await?;
-        Arc::get_mut(&mut storage.inner)
-            .expect("not shared yet")
-            .recovery = recovery;
+        Arc::get_mut(&mut storage.inner).expect("not shared yet").recovery = recovery;
         if recovery != Recovery::default() {
             tracing::info!(?recovery, "storage recovered");
         }
@@ -159,10 +147,7 @@ impl Storage {
             if !self.inner.blobs.temp_path(&record.temp_name).exists() {
                 tracing::warn!(upload = %id, "upload's temporary is gone; forgetting the upload");
                 let id = id.clone();
-                self.inner
-                    .index
-                    .write(move |txn| ops::remove_upload(txn, &id))
-                    .await?;
+                self.inner.index.write(move |txn| ops::remove_upload(txn, &id)).await?;
                 recovery.uploads_dropped += 1;
             }
         }
@@ -179,13 +164,8 @@ impl Storage {
         if sweep_orphans {
             let blobs = self.inner.blobs.clone();
             let on_disk = blocking(move || blobs.list(), "listing blobs").await?;
-            let known: HashSet<Digest> = self
-                .inner
-                .index
-                .read(ops::all_blobs)?
-                .into_iter()
-                .map(|(d, _)| d)
-                .collect();
+            let known: HashSet<Digest> =
+                self.inner.index.read(ops::all_blobs)?.into_iter().map(|(d, _)| d).collect();
             for digest in on_disk.into_iter().filter(|d| !known.contains(d)) {
                 let _guard = self.lock(&digest).await;
                 if self.blob(&digest)?.is_none() {
@@ -221,19 +201,14 @@ impl Storage {
     }
 
     async fn lock(&self, digest: &Digest) -> tokio::sync::MutexGuard<'_, ()> {
-        self.inner.locks[usize::from(digest.as_bytes()[0])]
-            .lock()
-            .await
+        self.inner.locks[usize::from(digest.as_bytes()[0])].lock().await
     }
 
     // --- service owners and resources ---
 
     /// Registers a service owner; [`Error::AlreadyExists`] if it is registered.
     pub async fn create_service_owner(&self, owner: ServiceOwner) -> Result<()> {
-        self.inner
-            .index
-            .write(move |txn| ops::insert_service_owner(txn, &owner))
-            .await
+        self.inner.index.write(move |txn| ops::insert_service_owner(txn, &owner)).await
     }
 
     /// A registered service owner.
@@ -255,9 +230,7 @@ impl Storage {
                 let current = ops::get_resource(&txn.open_table(index::tables::RESOURCES)?, &id)?;
                 let next = f(current)?;
                 if next.id != id {
-                    return Err(Error::Corrupt(
-                        "a resource update changed the resource id".into(),
-                    ));
+                    return Err(Error::Corrupt("a resource update changed the resource id".into()));
                 }
                 ops::put_resource(txn, &next)?;
                 Ok(next)
@@ -276,10 +249,7 @@ impl Storage {
 
     /// Stores a new transfer with its histories and search entries.
     pub async fn insert_transfer(&self, transfer: FileTransfer) -> Result<()> {
-        self.inner
-            .index
-            .write(move |txn| ops::insert_transfer(txn, &transfer).map(drop))
-            .await
+        self.inner.index.write(move |txn| ops::insert_transfer(txn, &transfer).map(drop)).await
     }
 
     /// Stores a new transfer under a client idempotency key: the same key with the same request
@@ -304,9 +274,7 @@ impl Storage {
 
     /// A transfer with its histories.
     pub fn transfer(&self, id: FileTransferId) -> Result<Option<FileTransfer>> {
-        self.inner
-            .index
-            .read(|txn| ops::load_transfer_read(txn, id))
+        self.inner.index.read(|txn| ops::load_transfer_read(txn, id))
     }
 
     /// Loads a transfer, applies `f` and stores the result, all in one transaction: the status
@@ -345,9 +313,7 @@ impl Storage {
         to: Timestamp,
         limit: usize,
     ) -> Result<Vec<FileTransferId>> {
-        self.inner
-            .index
-            .read(|txn| ops::transfers_by_resource(txn, resource, from, to, limit))
+        self.inner.index.read(|txn| ops::transfers_by_resource(txn, resource, from, to, limit))
     }
 
     /// Transfers `party` sent (`as_recipient = false`) or received, created in `[from, to)`.
@@ -370,46 +336,30 @@ impl Storage {
     pub async fn blob_writer(&self) -> Result<BlobIngest> {
         let path = self.inner.blobs.temp_path(&BlobStore::new_temp_name());
         let sync = self.inner.blobs.sync();
-        let writer = blocking(
-            move || BlobWriter::create(path, false, sync),
-            "creating a temporary",
-        )
-        .await?;
+        let writer =
+            blocking(move || BlobWriter::create(path, false, sync), "creating a temporary").await?;
         Ok(BlobIngest { writer })
     }
 
     /// Finishes a one-shot write and stores the blob with one standalone reference (identical
     /// content is stored once; its count goes up).
     pub async fn add_blob(&self, ingest: BlobIngest) -> Result<StoredContent> {
-        let finished = ingest
-            .writer
-            .finish()
-            .await
-            .map_err(Error::io("finishing a blob"))?;
+        let finished = ingest.writer.finish().await.map_err(Error::io("finishing a blob"))?;
         let content = finished.content;
-        self.place_and_reference(finished, move |txn| ops::blob_incref(txn, &content))
-            .await?;
+        self.place_and_reference(finished, move |txn| ops::blob_incref(txn, &content)).await?;
         Ok(content)
     }
 
     /// The MD5 of a stored blob: recorded, or computed from the file and recorded now.
     pub async fn blob_md5(&self, digest: &Digest) -> Result<Md5> {
-        let record = self
-            .blob(digest)?
-            .ok_or_else(|| Error::NotFound(format!("blob {digest}")))?;
+        let record = self.blob(digest)?.ok_or_else(|| Error::NotFound(format!("blob {digest}")))?;
         if let Some(md5) = record.md5 {
             return Ok(md5);
         }
         let range = self.read_blob(digest, 0, None).await?;
-        let md5 = Md5Follower::read(range)
-            .finish()
-            .await
-            .map_err(Error::io("hashing a blob"))?;
+        let md5 = Md5Follower::read(range).finish().await.map_err(Error::io("hashing a blob"))?;
         let digest = *digest;
-        self.inner
-            .index
-            .write(move |txn| ops::set_blob_md5(txn, &digest, md5))
-            .await?;
+        self.inner.index.write(move |txn| ops::set_blob_md5(txn, &digest, md5)).await?;
         Ok(md5)
     }
 
@@ -443,11 +393,7 @@ impl Storage {
 
     /// Drops a standalone reference taken by [`Storage::add_blob`]; the file goes with the last.
     pub async fn release_blob(&self, digest: Digest) -> Result<()> {
-        let last = self
-            .inner
-            .index
-            .write(move |txn| ops::blob_decref(txn, &digest))
-            .await?;
+        let last = self.inner.index.write(move |txn| ops::blob_decref(txn, &digest)).await?;
         if last {
             self.collect(vec![digest]).await?;
         }
@@ -473,11 +419,7 @@ impl Storage {
     ) -> Result<BlobRange> {
         let blobs = self.inner.blobs.clone();
         let digest = *digest;
-        blocking(
-            move || blobs.open_range(&digest, offset, len),
-            "opening a blob",
-        )
-        .await
+        blocking(move || blobs.open_range(&digest, offset, len), "opening a blob").await
     }
 
     /// Re-hashes a blob's file and compares it with its digest.
@@ -510,10 +452,7 @@ impl Storage {
         // leaves it unclaimed, and start-up sweeps it.)
         blob::remove_if_exists(&temp_path).map_err(Error::io("removing a temporary"))?;
         if self.blob(&digest)?.is_none() {
-            self.inner
-                .blobs
-                .remove(&digest)
-                .map_err(Error::io("removing an unreferenced blob"))?;
+            self.inner.blobs.remove(&digest).map_err(Error::io("removing an unreferenced blob"))?;
         }
         result
     }
@@ -523,16 +462,12 @@ impl Storage {
         for digest in digests {
             let _guard = self.lock(&digest).await;
             if self.blob(&digest)?.is_none() {
-                self.inner
-                    .blobs
-                    .remove(&digest)
-                    .map_err(Error::io("deleting a blob"))?;
+                self.inner.blobs.remove(&digest).map_err(Error::io("deleting a blob"))?;
             }
             self.inner
                 .index
                 .write(move |txn| {
-                    txn.open_table(index::tables::BLOB_GC)?
-                        .remove(digest.as_bytes().as_slice())?;
+                    txn.open_table(index::tables::BLOB_GC)?.remove(digest.as_bytes().as_slice())?;
                     Ok(())
                 })
                 .await?;
@@ -546,9 +481,7 @@ impl Storage {
         let mut problems = Vec::new();
         let mut holders: std::collections::HashMap<Digest, u64> = Default::default();
         for id in self.inner.index.read(ops::all_transfer_ids)? {
-            let transfer = self
-                .transfer(id)?
-                .ok_or_else(|| Error::NotFound(id.to_string()))?;
+            let transfer = self.transfer(id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
             if let Some(content) = transfer.content.filter(|_| transfer.holds_blob()) {
                 *holders.entry(content.blake3).or_default() += 1;
             }
@@ -567,9 +500,7 @@ impl Storage {
             }
         }
         for (digest, n) in holders {
-            problems.push(format!(
-                "{n} transfers hold blob {digest}, which has no record"
-            ));
+            problems.push(format!("{n} transfers hold blob {digest}, which has no record"));
         }
         Ok(problems)
     }
@@ -584,10 +515,7 @@ pub struct BlobIngest {
 impl BlobIngest {
     /// Appends a chunk.
     pub async fn write(&mut self, chunk: bytes::Bytes) -> Result<()> {
-        self.writer
-            .write(chunk)
-            .await
-            .map_err(Error::io("writing a blob"))
+        self.writer.write(chunk).await.map_err(Error::io("writing a blob"))
     }
 
     /// Bytes written so far.
@@ -597,9 +525,7 @@ impl BlobIngest {
 
     /// A reader that follows the bytes as they are written (for [`Md5Follower::follow`]).
     pub fn tail(&self) -> Result<BlobTail> {
-        self.writer
-            .tail()
-            .map_err(Error::io("opening a blob for reading"))
+        self.writer.tail().map_err(Error::io("opening a blob for reading"))
     }
 
     /// Whether nothing was written yet.
@@ -614,10 +540,7 @@ async fn blocking<T: Send + 'static>(
 ) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Io {
-            context,
-            source: std::io::Error::other(e),
-        })?
+        .map_err(|e| Error::Io { context, source: std::io::Error::other(e) })?
         .map_err(Error::io(context))
 }
 

@@ -48,9 +48,7 @@ impl Md5Follower {
     }
 
     fn spawn(f: impl Future<Output = io::Result<Md5>> + Send + 'static) -> Self {
-        Self {
-            task: tokio::spawn(f),
-        }
+        Self { task: tokio::spawn(f) }
     }
 
     /// Whether the MD5 is ready.

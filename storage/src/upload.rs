@@ -34,18 +34,11 @@ struct LiveClaim {
 
 impl LiveClaim {
     fn take(storage: &Storage, id: &UploadId) -> Result<Self> {
-        let mut live = storage
-            .inner
-            .live_uploads
-            .lock()
-            .expect("live upload set poisoned");
+        let mut live = storage.inner.live_uploads.lock().expect("live upload set poisoned");
         if !live.insert(id.clone()) {
             return Err(Error::AlreadyExists(format!("a writer for upload {id}")));
         }
-        Ok(Self {
-            storage: storage.clone(),
-            id: id.clone(),
-        })
+        Ok(Self { storage: storage.clone(), id: id.clone() })
     }
 }
 
@@ -80,39 +73,21 @@ impl Storage {
             None => {
                 let temp_name = BlobStore::new_temp_name();
                 let path = self.blob_store().temp_path(&temp_name);
-                let writer = blocking(
-                    move || BlobWriter::create(path, true, sync),
-                    "creating an upload",
-                )
-                .await?;
-                let record = UploadRecord {
-                    temp_name,
-                    committed: 0,
-                    created: at,
-                    updated: at,
-                };
+                let writer =
+                    blocking(move || BlobWriter::create(path, true, sync), "creating an upload")
+                        .await?;
+                let record = UploadRecord { temp_name, committed: 0, created: at, updated: at };
                 let key = id.clone();
-                self.index()
-                    .write(move |txn| ops::put_upload(txn, &key, &record))
-                    .await?;
+                self.index().write(move |txn| ops::put_upload(txn, &key, &record)).await?;
                 (writer, 0)
             }
         };
-        Ok(Upload {
-            storage: self.clone(),
-            id,
-            writer,
-            committed,
-            _claim: claim,
-        })
+        Ok(Upload { storage: self.clone(), id, writer, committed, _claim: claim })
     }
 
     /// The durable offset of an upload in progress, if there is one.
     pub fn upload_offset(&self, id: &UploadId) -> Result<Option<u64>> {
-        Ok(self
-            .index()
-            .read(|txn| ops::get_upload(txn, id))?
-            .map(|r| r.committed))
+        Ok(self.index().read(|txn| ops::get_upload(txn, id))?.map(|r| r.committed))
     }
 
     /// Every upload in progress.
@@ -123,17 +98,10 @@ impl Storage {
     /// Forgets an upload and deletes its temporary.
     pub async fn abort_upload(&self, id: &UploadId) -> Result<()> {
         let key = id.clone();
-        let removed = self
-            .index()
-            .write(move |txn| ops::remove_upload(txn, &key))
-            .await?;
+        let removed = self.index().write(move |txn| ops::remove_upload(txn, &key)).await?;
         if let Some(record) = removed {
             let path = self.blob_store().temp_path(&record.temp_name);
-            blocking(
-                move || crate::blob::remove_if_exists(&path),
-                "deleting a temporary",
-            )
-            .await?;
+            blocking(move || crate::blob::remove_if_exists(&path), "deleting a temporary").await?;
         }
         Ok(())
     }
@@ -147,13 +115,8 @@ impl Storage {
         upload: Upload,
         at: Timestamp,
     ) -> Result<(FileTransfer, UploadOutcome)> {
-        let Upload {
-            id, writer, _claim, ..
-        } = upload;
-        let finished = writer
-            .finish()
-            .await
-            .map_err(Error::io("finishing an upload"))?;
+        let Upload { id, writer, _claim, .. } = upload;
+        let finished = writer.finish().await.map_err(Error::io("finishing an upload"))?;
         let content = finished.content;
         let upload_id = id.clone();
         let result = self
@@ -170,9 +133,7 @@ impl Storage {
         if result.is_err() {
             // The temporary is gone (placed, then released): the upload cannot be resumed.
             let key = id.clone();
-            self.index()
-                .write(move |txn| ops::remove_upload(txn, &key).map(drop))
-                .await?;
+            self.index().write(move |txn| ops::remove_upload(txn, &key).map(drop)).await?;
         }
         result
     }
@@ -196,20 +157,13 @@ impl Upload {
 
     /// Appends a chunk.
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.writer
-            .write(chunk)
-            .await
-            .map_err(Error::io("writing an upload"))
+        self.writer.write(chunk).await.map_err(Error::io("writing an upload"))
     }
 
     /// Makes everything written durable and records it as the committed offset, which is
     /// returned. Acknowledge bytes to a client only after this.
     pub async fn checkpoint(&mut self, at: Timestamp) -> Result<u64> {
-        let offset = self
-            .writer
-            .sync_data()
-            .await
-            .map_err(Error::io("syncing an upload"))?;
+        let offset = self.writer.sync_data().await.map_err(Error::io("syncing an upload"))?;
         if offset == self.committed {
             return Ok(offset);
         }
@@ -236,8 +190,6 @@ impl Upload {
     /// pipelined scanner consumes it. It ends when the upload completes and fails if the
     /// upload is dropped unfinished.
     pub fn tail(&self) -> Result<BlobTail> {
-        self.writer
-            .tail()
-            .map_err(Error::io("opening an upload for reading"))
+        self.writer.tail().map_err(Error::io("opening an upload for reading"))
     }
 }

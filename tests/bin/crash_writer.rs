@@ -51,16 +51,12 @@ async fn worker(storage: Storage, seed: u64) -> anyhow::Result<()> {
         let id = FileTransferId::new_random();
         let t = FileTransfer::initialize(id, new, Timestamp::now(), Duration::from_secs(3600));
         storage.insert_transfer(t).await?;
-        storage
-            .update_transfer(id, |t| Ok(t.start_upload(Timestamp::now())?))
-            .await?;
+        storage.update_transfer(id, |t| Ok(t.start_upload(Timestamp::now())?)).await?;
         // A few content seeds repeat, so identical content is uploaded concurrently.
         let size = (next() % (3 * 1024 * 1024)) as usize;
         let data = payload(next() % 6, size);
         let upload_id = UploadId::for_transfer(id);
-        let mut upload = storage
-            .open_upload(upload_id.clone(), Timestamp::now())
-            .await?;
+        let mut upload = storage.open_upload(upload_id.clone(), Timestamp::now()).await?;
         let abandon = next() % 5 == 0;
         for chunk in data.chunks(200_000) {
             upload.write(Bytes::copy_from_slice(chunk)).await?;
@@ -73,16 +69,12 @@ async fn worker(storage: Storage, seed: u64) -> anyhow::Result<()> {
         if abandon {
             continue;
         }
-        let (t, _) = storage
-            .complete_upload(id, upload, Timestamp::now())
-            .await?;
+        let (t, _) = storage.complete_upload(id, upload, Timestamp::now()).await?;
         say(format!("ack {id} {}", t.content.expect("completed").blake3));
         published.push(id);
         if published.len() > 3 && next() % 2 == 0 {
             let victim = published.remove((next() % published.len() as u64) as usize);
-            storage
-                .update_transfer(victim, |t| Ok(t.purge(Timestamp::now())?))
-                .await?;
+            storage.update_transfer(victim, |t| Ok(t.purge(Timestamp::now())?)).await?;
             say(format!("purged {victim}"));
         }
     }
@@ -94,9 +86,8 @@ async fn main() -> anyhow::Result<()> {
     let dir = args.next().expect("data dir");
     let seed: u64 = args.next().expect("seed").parse()?;
     let storage = Storage::open(StorageOptions::new(dir)).await?;
-    let workers: Vec<_> = (0..4)
-        .map(|i| tokio::spawn(worker(storage.clone(), seed * 16 + i + 1)))
-        .collect();
+    let workers: Vec<_> =
+        (0..4).map(|i| tokio::spawn(worker(storage.clone(), seed * 16 + i + 1))).collect();
     for w in workers {
         w.await??;
     }

@@ -29,11 +29,7 @@ fn files_under(dir: &std::path::Path) -> usize {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                files_under(&e.path())
-            } else {
-                1
-            }
+            if e.file_type().unwrap().is_dir() { files_under(&e.path()) } else { 1 }
         })
         .sum()
 }
@@ -49,19 +45,9 @@ async fn blobs_round_trip_at_interesting_sizes() {
         assert_eq!(content.blake3, Digest::of(&data), "size {size}");
         assert_eq!(content.md5, Some(Md5::of(&data)), "size {size}");
         // Recorded on demand for blobs written without a follower.
-        assert_eq!(
-            storage.blob_md5(&content.blake3).await.unwrap(),
-            Md5::of(&data)
-        );
-        assert_eq!(
-            storage.blob(&content.blake3).unwrap().unwrap().md5,
-            Some(Md5::of(&data))
-        );
-        assert_eq!(
-            read_all(&storage, &content.blake3, 0, None).await,
-            data,
-            "size {size}"
-        );
+        assert_eq!(storage.blob_md5(&content.blake3).await.unwrap(), Md5::of(&data));
+        assert_eq!(storage.blob(&content.blake3).unwrap().unwrap().md5, Some(Md5::of(&data)));
+        assert_eq!(read_all(&storage, &content.blake3, 0, None).await, data, "size {size}");
         // Ranges: a middle slice, a tail, and a length past the end (clamped).
         if size > 2 {
             let (a, b) = (size / 3, size / 3 + size / 2);
@@ -70,20 +56,9 @@ async fn blobs_round_trip_at_interesting_sizes() {
             let got = read_all(&storage, &content.blake3, b as u64, Some(u64::MAX)).await;
             assert_eq!(got, &data[b..]);
         }
-        assert_eq!(
-            read_all(&storage, &content.blake3, size as u64, None).await,
-            Vec::<u8>::new()
-        );
-        assert!(
-            storage
-                .read_blob(&content.blake3, size as u64 + 1, None)
-                .await
-                .is_err()
-        );
-        assert_eq!(
-            storage.verify_blob(&content.blake3).await.unwrap(),
-            Verification::Intact
-        );
+        assert_eq!(read_all(&storage, &content.blake3, size as u64, None).await, Vec::<u8>::new());
+        assert!(storage.read_blob(&content.blake3, size as u64 + 1, None).await.is_err());
+        assert_eq!(storage.verify_blob(&content.blake3).await.unwrap(), Verification::Intact);
     }
 }
 
@@ -106,23 +81,12 @@ async fn identical_content_written_concurrently_is_stored_once() {
     assert!(digests.iter().all(|d| *d == digests[0]));
     let digest = digests[0];
     assert_eq!(storage.blob(&digest).unwrap().unwrap().refs, 8);
-    assert_eq!(
-        files_under(&dir.path().join("blobs")),
-        1,
-        "content stored more than once"
-    );
-    assert_eq!(
-        files_under(&dir.path().join("tmp")),
-        0,
-        "temporaries left behind"
-    );
+    assert_eq!(files_under(&dir.path().join("blobs")), 1, "content stored more than once");
+    assert_eq!(files_under(&dir.path().join("tmp")), 0, "temporaries left behind");
 
     // The file goes with the last reference, not before.
     for i in 0..8 {
-        assert!(
-            storage.blob_path(&digest).exists(),
-            "deleted after {i} releases"
-        );
+        assert!(storage.blob_path(&digest).exists(), "deleted after {i} releases");
         storage.release_blob(digest).await.unwrap();
     }
     assert!(storage.blob(&digest).unwrap().is_none());
@@ -146,20 +110,14 @@ async fn verification_catches_a_flipped_byte() {
     let problems = storage.check_consistency().await.unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(
-        storage.verify_blob(&content.blake3).await.unwrap(),
-        Verification::Missing
-    );
+    assert_eq!(storage.verify_blob(&content.blake3).await.unwrap(), Verification::Missing);
 }
 
 #[tokio::test]
 async fn an_abandoned_write_leaves_nothing_behind() {
     let (dir, storage) = temp_storage().await;
     let mut ingest = storage.blob_writer().await.unwrap();
-    ingest
-        .write(Bytes::from(payload(1, 3 * CHUNK)))
-        .await
-        .unwrap();
+    ingest.write(Bytes::from(payload(1, 3 * CHUNK))).await.unwrap();
     assert_eq!(files_under(&dir.path().join("tmp")), 1);
     drop(ingest);
     assert_eq!(files_under(&dir.path().join("tmp")), 0);

@@ -24,38 +24,25 @@ fn run_and_kill(dir: &std::path::Path, seed: u64, run_for: Duration, acked: &mut
         .expect("spawn crash-writer");
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-            .collect::<Vec<_>>()
+        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
     });
     std::thread::sleep(run_for);
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "crash-writer stopped by itself"
-    );
+    assert!(child.try_wait().unwrap().is_none(), "crash-writer stopped by itself");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let lines = reader.join().unwrap();
-    assert!(
-        !lines.is_empty(),
-        "crash-writer acknowledged nothing in {run_for:?}"
-    );
+    assert!(!lines.is_empty(), "crash-writer acknowledged nothing in {run_for:?}");
     for line in lines {
         let parts: Vec<_> = line.split(' ').collect();
         match parts.as_slice() {
             ["ack", id, digest] => {
-                acked
-                    .published
-                    .insert(id.parse().unwrap(), digest.parse().unwrap());
+                acked.published.insert(id.parse().unwrap(), digest.parse().unwrap());
             }
             ["purged", id] => {
                 acked.purged.insert(id.parse().unwrap());
             }
             ["partial", id, offset] => {
-                acked
-                    .partial
-                    .insert((*id).to_owned(), offset.parse().unwrap());
+                acked.partial.insert((*id).to_owned(), offset.parse().unwrap());
             }
             _ => panic!("unexpected line from crash-writer: {line:?}"),
         }
@@ -67,16 +54,9 @@ async fn a_writer_killed_mid_write_leaves_a_consistent_store() {
     let dir = tempfile::tempdir().unwrap();
     let mut acked = Acknowledged::default();
     for (round, millis) in [450u64, 800, 300, 650].into_iter().enumerate() {
-        run_and_kill(
-            dir.path(),
-            round as u64,
-            Duration::from_millis(millis),
-            &mut acked,
-        );
+        run_and_kill(dir.path(), round as u64, Duration::from_millis(millis), &mut acked);
 
-        let storage = Storage::open(StorageOptions::new(dir.path()))
-            .await
-            .unwrap();
+        let storage = Storage::open(StorageOptions::new(dir.path())).await.unwrap();
         // Nothing half-written is visible, and the index agrees with the files.
         let problems = storage.check_consistency().await.unwrap();
         assert!(problems.is_empty(), "round {round}: {problems:?}");
@@ -90,23 +70,12 @@ async fn a_writer_killed_mid_write_leaves_a_consistent_store() {
             );
         }
         let on_disk = walk(&dir.path().join("blobs"));
-        let recorded: HashSet<_> = storage
-            .blobs()
-            .unwrap()
-            .into_iter()
-            .map(|(d, _)| d)
-            .collect();
-        assert_eq!(
-            on_disk, recorded,
-            "round {round}: blob files and records differ"
-        );
+        let recorded: HashSet<_> = storage.blobs().unwrap().into_iter().map(|(d, _)| d).collect();
+        assert_eq!(on_disk, recorded, "round {round}: blob files and records differ");
 
         // Everything acknowledged survived.
         for (id, digest) in &acked.published {
-            let t = storage
-                .transfer(*id)
-                .unwrap()
-                .unwrap_or_else(|| panic!("acked {id} lost"));
+            let t = storage.transfer(*id).unwrap().unwrap_or_else(|| panic!("acked {id} lost"));
             assert_eq!(t.content.unwrap().blake3, *digest);
             // An acknowledged purge must have happened; an unacknowledged one (committed just
             // before the kill, its line never printed) may have.
@@ -115,18 +84,12 @@ async fn a_writer_killed_mid_write_leaves_a_consistent_store() {
                 assert_eq!(status, FileTransferStatus::Purged, "round {round}: {id}");
             } else {
                 assert!(
-                    matches!(
-                        status,
-                        FileTransferStatus::Published | FileTransferStatus::Purged
-                    ),
+                    matches!(status, FileTransferStatus::Published | FileTransferStatus::Purged),
                     "round {round}: acked {id} is {status}"
                 );
             }
             if status == FileTransferStatus::Published {
-                assert!(
-                    storage.blob_path(digest).exists(),
-                    "round {round}: blob of {id} missing"
-                );
+                assert!(storage.blob_path(digest).exists(), "round {round}: blob of {id} missing");
             }
         }
         for (upload, offset) in &acked.partial {
@@ -134,21 +97,15 @@ async fn a_writer_killed_mid_write_leaves_a_consistent_store() {
             let durable = storage.upload_offset(&id).unwrap();
             // Either still in progress with at least the acked offset, or completed since.
             let transfer: FileTransferId = upload.parse().unwrap();
-            let completed = storage
-                .transfer(transfer)
-                .unwrap()
-                .is_some_and(|t| t.content.is_some());
+            let completed =
+                storage.transfer(transfer).unwrap().is_some_and(|t| t.content.is_some());
             assert!(
                 completed || durable.is_some_and(|d| d >= *offset),
                 "round {round}: upload {upload} acked at {offset}, now {durable:?}"
             );
         }
     }
-    assert!(
-        acked.published.len() > 4,
-        "too little work to be a test: {}",
-        acked.published.len()
-    );
+    assert!(acked.published.len() > 4, "too little work to be a test: {}", acked.published.len());
 }
 
 fn walk(dir: &std::path::Path) -> HashSet<Digest> {

@@ -14,11 +14,7 @@ const R1: &str = "986252932";
 const R2: &str = "910000003";
 const OUTSIDER: &str = "910000004";
 const NOT_LISTED: &str = "910000006";
-const ALL: &[&str] = &[
-    "altinn:broker.write",
-    "altinn:broker.read",
-    "altinn:serviceowner",
-];
+const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
 
 fn p(org: &str) -> String {
     format!("0192:{org}")
@@ -91,18 +87,13 @@ impl World {
     }
 
     async fn upload(&self, id: &str, data: &[u8]) -> Result<pb::UploadResult, tonic::Status> {
-        let chunks: Vec<Bytes> = data
-            .chunks(256 * 1024)
-            .map(Bytes::copy_from_slice)
-            .collect();
+        let chunks: Vec<Bytes> = data.chunks(256 * 1024).map(Bytes::copy_from_slice).collect();
         let mut chunks = chunks.into_iter();
         let next = move || {
             let chunk = chunks.next();
             async move { Ok(chunk) }
         };
-        self.sender
-            .upload_once(id, 0, Some(data.len() as u64), next, &mut |_| {})
-            .await
+        self.sender.upload_once(id, 0, Some(data.len() as u64), next, &mut |_| {}).await
     }
 
     async fn wait_for(&self, id: &str, status: pb::FileTransferStatus) -> pb::FileTransferOverview {
@@ -127,9 +118,7 @@ async fn two_recipients_download_and_confirm_to_all_confirmed() {
     let clamd = TestClamd::start();
     let w = World::new(&clamd).await;
     let data = payload(1, 3 * 1024 * 1024 + 11);
-    let id = w
-        .initialize(&[R1, R2], Some(storage::Md5::of(&data).to_hex()))
-        .await;
+    let id = w.initialize(&[R1, R2], Some(storage::Md5::of(&data).to_hex())).await;
     let result = w.upload(&id, &data).await.unwrap();
     assert_eq!(result.size, data.len() as u64);
     assert_eq!(result.blake3, storage::Digest::of(&data).to_hex());
@@ -152,11 +141,8 @@ async fn two_recipients_download_and_confirm_to_all_confirmed() {
     // Confirming again is a no-op success (Altinn answers 400 here).
     w.r1.confirm(&id).await.unwrap();
     let details = w.sender.details(&id).await.unwrap();
-    let statuses: Vec<i32> = details
-        .file_transfer_status_history
-        .iter()
-        .map(|e| e.file_transfer_status)
-        .collect();
+    let statuses: Vec<i32> =
+        details.file_transfer_status_history.iter().map(|e| e.file_transfer_status).collect();
     use pb::FileTransferStatus as S;
     assert_eq!(
         statuses,
@@ -181,20 +167,14 @@ async fn eicar_inside_a_larger_file_fails_the_transfer_and_leaves_no_blob() {
     w.upload(&id, &data).await.unwrap();
     let failed = w.wait_for(&id, pb::FileTransferStatus::Failed).await;
     assert!(
-        failed
-            .file_transfer_status_text
-            .contains("Eicar-Test-Signature"),
+        failed.file_transfer_status_text.contains("Eicar-Test-Signature"),
         "{}",
         failed.file_transfer_status_text
     );
     let err = w.r1.download_range(&id, 0, None).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00007"));
-    assert_eq!(
-        w.server.files_in("blobs"),
-        0,
-        "the infected file is still stored"
-    );
+    assert_eq!(w.server.files_in("blobs"), 0, "the infected file is still stored");
     assert_eq!(w.server.files_in("tmp"), 0);
 }
 
@@ -228,29 +208,18 @@ async fn an_upload_resumes_after_the_connection_is_cut() {
             })
             .await
     });
-    let acked = acked_rx
-        .recv()
-        .await
-        .expect("an acknowledgement before the cut");
+    let acked = acked_rx.recv().await.expect("an acknowledgement before the cut");
     attempt.abort();
     let _ = attempt.await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let status = w.sender.upload_status(&id).await.unwrap();
-    assert!(
-        status.committed_offset >= acked,
-        "{} < {acked}",
-        status.committed_offset
-    );
+    assert!(status.committed_offset >= acked, "{} < {acked}", status.committed_offset);
     assert!(status.committed_offset < data.len() as u64);
 
     // The client resumes from the committed offset.
     let path = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(path.path(), &data).unwrap();
-    let result = w
-        .sender
-        .upload_file(&id, path.path(), &mut |_| {})
-        .await
-        .unwrap();
+    let result = w.sender.upload_file(&id, path.path(), &mut |_| {}).await.unwrap();
     assert_eq!(result.blake3, storage::Digest::of(&data).to_hex());
     assert_eq!(result.checksum, storage::Md5::of(&data).to_hex());
     w.wait_for(&id, pb::FileTransferStatus::Published).await;
@@ -286,21 +255,12 @@ async fn an_upload_resumes_after_a_server_restart() {
             })
             .await
     });
-    let acked = acked_rx
-        .recv()
-        .await
-        .expect("an acknowledgement before the restart");
+    let acked = acked_rx.recv().await.expect("an acknowledgement before the restart");
     attempt.abort();
     let _ = attempt.await;
 
     // Restart the server on the same port and data directory.
-    let World {
-        mut server,
-        sender,
-        r1,
-        _dir,
-        ..
-    } = w;
+    let World { mut server, sender, r1, _dir, .. } = w;
     let port = server.addr.port();
     server.stop().await;
     let server =
@@ -320,10 +280,7 @@ async fn an_upload_resumes_after_a_server_restart() {
     assert!(status.committed_offset >= acked);
     let path = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(path.path(), &data).unwrap();
-    let result = sender
-        .upload_file(&id, path.path(), &mut |_| {})
-        .await
-        .unwrap();
+    let result = sender.upload_file(&id, path.path(), &mut |_| {}).await.unwrap();
     assert_eq!(result.blake3, storage::Digest::of(&data).to_hex());
     let deadline = Instant::now() + Duration::from_secs(60);
     while sender.overview(&id).await.unwrap().file_transfer_status
@@ -342,50 +299,27 @@ async fn the_size_limit_cuts_an_upload_without_a_declared_length() {
     let clamd = TestClamd::start();
     let w = World::with(
         &clamd,
-        pb::PutResourceRequest {
-            max_file_transfer_size: Some(1024 * 1024),
-            ..Default::default()
-        },
+        pb::PutResourceRequest { max_file_transfer_size: Some(1024 * 1024), ..Default::default() },
     )
     .await;
     let id = w.initialize(&[R1], None).await;
     let data = payload(5, 3 * 1024 * 1024);
-    let mut chunks = data
-        .chunks(256 * 1024)
-        .map(Bytes::copy_from_slice)
-        .collect::<Vec<_>>()
-        .into_iter();
+    let mut chunks =
+        data.chunks(256 * 1024).map(Bytes::copy_from_slice).collect::<Vec<_>>().into_iter();
     let next = move || {
         let chunk = chunks.next();
         async move { Ok(chunk) }
     };
-    let err = w
-        .sender
-        .upload_once(&id, 0, None, next, &mut |_| {})
-        .await
-        .unwrap_err();
+    let err = w.sender.upload_once(&id, 0, None, next, &mut |_| {}).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00016"));
-    assert_eq!(
-        w.sender.upload_status(&id).await.unwrap().committed_offset,
-        0
-    );
-    assert_eq!(
-        w.server.files_in("tmp"),
-        0,
-        "bytes past the limit were kept"
-    );
+    assert_eq!(w.sender.upload_status(&id).await.unwrap().committed_offset, 0);
+    assert_eq!(w.server.files_in("tmp"), 0, "bytes past the limit were kept");
     assert_eq!(w.server.files_in("blobs"), 0);
     // A declared length over the limit is refused before any byte.
     let err = w
         .sender
-        .upload_once(
-            &id,
-            0,
-            Some(2 * 1024 * 1024),
-            || async { Ok(None) },
-            &mut |_| {},
-        )
+        .upload_once(&id, 0, Some(2 * 1024 * 1024), || async { Ok(None) }, &mut |_| {})
         .await
         .unwrap_err();
     assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00016"));
@@ -399,17 +333,12 @@ async fn a_checksum_mismatch_fails_with_error_9() {
     let clamd = TestClamd::start();
     let w = World::new(&clamd).await;
     let data = payload(7, 2 * 1024 * 1024);
-    let id = w
-        .initialize(&[R1], Some(storage::Md5::of(b"something else").to_hex()))
-        .await;
+    let id = w.initialize(&[R1], Some(storage::Md5::of(b"something else").to_hex())).await;
     let err = w.upload(&id, &data).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00009"));
     let overview = w.sender.overview(&id).await.unwrap();
-    assert_eq!(
-        overview.file_transfer_status,
-        pb::FileTransferStatus::Failed as i32
-    );
+    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::Failed as i32);
     assert_eq!(overview.file_transfer_status_text, "Checksum mismatch");
     assert_eq!(w.server.files_in("blobs"), 0);
 }
@@ -424,14 +353,9 @@ async fn a_stopped_clamd_holds_the_transfer_until_it_returns() {
     w.upload(&id, &data).await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let overview = w.sender.overview(&id).await.unwrap();
-    assert_eq!(
-        overview.file_transfer_status,
-        pb::FileTransferStatus::UploadProcessing as i32
-    );
+    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::UploadProcessing as i32);
     assert!(
-        overview
-            .file_transfer_status_text
-            .contains("Waiting for the malware scanner"),
+        overview.file_transfer_status_text.contains("Waiting for the malware scanner"),
         "{}",
         overview.file_transfer_status_text
     );
@@ -469,20 +393,11 @@ async fn ranged_downloads_record_one_download_started() {
     w.upload(&id, &data).await.unwrap();
     w.wait_for(&id, pb::FileTransferStatus::Published).await;
     let (header, part) = w.r1.download_range(&id, 1000, Some(70_000)).await.unwrap();
-    assert_eq!(
-        (header.offset, header.length, header.file_size),
-        (1000, 70_000, data.len() as u64)
-    );
+    assert_eq!((header.offset, header.length, header.file_size), (1000, 70_000, data.len() as u64));
     assert!(part == data[1000..71_000]);
-    let (_, tail) =
-        w.r1.download_range(&id, 3 * 1024 * 1024 - 5, None)
-            .await
-            .unwrap();
+    let (_, tail) = w.r1.download_range(&id, 3 * 1024 * 1024 - 5, None).await.unwrap();
     assert!(tail == data[data.len() - 5..]);
-    let err =
-        w.r1.download_range(&id, data.len() as u64 + 1, None)
-            .await
-            .unwrap_err();
+    let err = w.r1.download_range(&id, data.len() as u64 + 1, None).await.unwrap_err();
     assert_eq!(err.code(), Code::OutOfRange);
     assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00029"));
     let details = w.sender.details(&id).await.unwrap();
@@ -491,10 +406,7 @@ async fn ranged_downloads_record_one_download_started() {
         .iter()
         .filter(|e| e.recipient_file_transfer_status_code == 2)
         .count();
-    assert_eq!(
-        started, 1,
-        "ranged downloads within the window record one DownloadStarted"
-    );
+    assert_eq!(started, 1, "ranged downloads within the window record one DownloadStarted");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -522,10 +434,7 @@ async fn search_pages_past_the_cap_and_filters_by_role() {
         }
         token = page.next_page_token;
     }
-    assert_eq!(
-        seen, ids,
-        "ascending pages give every transfer once, oldest first"
-    );
+    assert_eq!(seen, ids, "ascending pages give every transfer once, oldest first");
     let as_recipient =
         w.r1.search(pb::SearchFileTransfersRequest {
             resource_id: "res".into(),
@@ -562,14 +471,8 @@ async fn an_idempotency_key_returns_the_same_transfer() {
     let first = w.sender.initialize(request.clone()).await.unwrap();
     let again = w.sender.initialize(request.clone()).await.unwrap();
     assert_eq!(first, again);
-    let different = pb::InitializeFileTransferRequest {
-        file_name: "b.txt".into(),
-        ..request
-    };
-    assert_eq!(
-        w.sender.initialize(different).await.unwrap_err().code(),
-        Code::AlreadyExists
-    );
+    let different = pb::InitializeFileTransferRequest { file_name: "b.txt".into(), ..request };
+    assert_eq!(w.sender.initialize(different).await.unwrap_err().code(), Code::AlreadyExists);
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -673,25 +576,14 @@ async fn the_authorization_matrix() {
 
     let unauthenticated = [
         ("no token", s.client("")),
-        (
-            "expired token",
-            s.client(s.dev_key.mint(&party(R1), ALL, -3600)),
-        ),
-        (
-            "wrong issuer",
-            s.client(other_key.mint(&party(R1), ALL, 3600)),
-        ),
+        ("expired token", s.client(s.dev_key.mint(&party(R1), ALL, -3600))),
+        ("wrong issuer", s.client(other_key.mint(&party(R1), ALL, 3600))),
     ];
     for (case, client) in &unauthenticated {
         for rpc in RPCS {
-            let err = call(client, R1, rpc, &id)
-                .await
-                .expect_err(&format!("{case}: {rpc:?} answered"));
-            assert_eq!(
-                err.code(),
-                Code::Unauthenticated,
-                "{case}: {rpc:?}: {err:?}"
-            );
+            let err =
+                call(client, R1, rpc, &id).await.expect_err(&format!("{case}: {rpc:?} answered"));
+            assert_eq!(err.code(), Code::Unauthenticated, "{case}: {rpc:?}: {err:?}");
         }
     }
 
@@ -700,19 +592,14 @@ async fn the_authorization_matrix() {
         let err = call(&wrong_scope, R1, rpc, &id)
             .await
             .expect_err(&format!("wrong scope: {rpc:?} answered"));
-        assert_eq!(
-            err.code(),
-            Code::PermissionDenied,
-            "wrong scope: {rpc:?}: {err:?}"
-        );
+        assert_eq!(err.code(), Code::PermissionDenied, "wrong scope: {rpc:?}: {err:?}");
     }
 
     // A party with no rights, and one with rights on the resource but not part of the transfer:
     // neither learns anything about the transfer, and neither may act on the resource.
-    for (case, client, org) in [
-        ("no rights", &no_rights, NO_RIGHTS),
-        ("not in the transfer", &w.outsider, OUTSIDER),
-    ] {
+    for (case, client, org) in
+        [("no rights", &no_rights, NO_RIGHTS), ("not in the transfer", &w.outsider, OUTSIDER)]
+    {
         for rpc in RPCS {
             let result = call(client, org, rpc, &id).await;
             match rpc {
@@ -724,25 +611,13 @@ async fn the_authorization_matrix() {
                 | Rpc::Details => {
                     let err = result.expect_err(&format!("{case}: {rpc:?} answered"));
                     assert_eq!(err.code(), Code::NotFound, "{case}: {rpc:?}: {err:?}");
-                    assert_eq!(
-                        altinn_code(&err).as_deref(),
-                        Some("BRO-00001"),
-                        "{case}: {rpc:?}"
-                    );
+                    assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00001"), "{case}: {rpc:?}");
                 }
                 Rpc::Search => assert_eq!(result.unwrap(), 0, "{case}: search showed transfers"),
                 Rpc::Initialize | Rpc::PutResource | Rpc::GetResource => {
                     let err = result.expect_err(&format!("{case}: {rpc:?} answered"));
-                    assert_eq!(
-                        err.code(),
-                        Code::PermissionDenied,
-                        "{case}: {rpc:?}: {err:?}"
-                    );
-                    assert_eq!(
-                        altinn_code(&err).as_deref(),
-                        Some("BRO-00006"),
-                        "{case}: {rpc:?}"
-                    );
+                    assert_eq!(err.code(), Code::PermissionDenied, "{case}: {rpc:?}: {err:?}");
+                    assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00006"), "{case}: {rpc:?}");
                 }
                 // Acting on one's own service owner registration is not a right on this data.
                 Rpc::RegisterServiceOwner | Rpc::GetServiceOwner => {}
@@ -753,23 +628,13 @@ async fn the_authorization_matrix() {
     // A recipient may not act as the sender, nor a sender as a recipient.
     let err = call(&w.r1, R1, Rpc::Upload, &id).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
-    let err = call(&w.sender, SENDER, Rpc::Download, &id)
-        .await
-        .unwrap_err();
+    let err = call(&w.sender, SENDER, Rpc::Download, &id).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
     // And nothing above changed the transfer.
     let overview = w.sender.overview(&id).await.unwrap();
+    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::Published as i32);
     assert_eq!(
-        overview.file_transfer_status,
-        pb::FileTransferStatus::Published as i32
-    );
-    assert_eq!(
-        w.sender
-            .details(&id)
-            .await
-            .unwrap()
-            .recipient_file_transfer_status_history
-            .len(),
+        w.sender.details(&id).await.unwrap().recipient_file_transfer_status_history.len(),
         1
     );
 }
@@ -779,10 +644,7 @@ async fn initialize_validates_like_altinn() {
     let clamd = TestClamd::start();
     let w = World::with(
         &clamd,
-        pb::PutResourceRequest {
-            required_party: Some(OWNER.into()),
-            ..Default::default()
-        },
+        pb::PutResourceRequest { required_party: Some(OWNER.into()), ..Default::default() },
     )
     .await;
     let base = pb::InitializeFileTransferRequest {
@@ -800,55 +662,37 @@ async fn initialize_validates_like_altinn() {
     let many_props = (0..11).map(|i| (format!("k{i}"), "v".to_owned())).collect();
     let cases: Vec<(pb::InitializeFileTransferRequest, Code, Option<&str>, &str)> = vec![
         (
-            pb::InitializeFileTransferRequest {
-                file_name: String::new(),
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { file_name: String::new(), ..base.clone() },
             Code::InvalidArgument,
             None,
             "FileName",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                resource_id: "a:b".into(),
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { resource_id: "a:b".into(), ..base.clone() },
             Code::InvalidArgument,
             None,
             "Invalid Resource identifier format",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                sender: "910753614".into(),
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { sender: "910753614".into(), ..base.clone() },
             Code::InvalidArgument,
             None,
             "Organization numbers should be on the form",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                recipients: vec![],
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { recipients: vec![], ..base.clone() },
             Code::InvalidArgument,
             None,
             "One or more recipients are required",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                recipients: vec!["x".into()],
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { recipients: vec!["x".into()], ..base.clone() },
             Code::InvalidArgument,
             None,
             "Each recipient should be on the form",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                property_list: many_props,
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { property_list: many_props, ..base.clone() },
             Code::InvalidArgument,
             None,
             "PropertyList can contain at most 10 properties",
@@ -872,10 +716,7 @@ async fn initialize_validates_like_altinn() {
             "PropertyList Value can not be longer than 3000",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                checksum: Some("abc".into()),
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { checksum: Some("abc".into()), ..base.clone() },
             Code::InvalidArgument,
             None,
             "length of 32 characters",
@@ -890,55 +731,37 @@ async fn initialize_validates_like_altinn() {
             "in lower case",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                disable_virus_scan: Some(true),
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { disable_virus_scan: Some(true), ..base.clone() },
             Code::InvalidArgument,
             Some("BRO-00020"),
             "approved",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                recipients: vec![p(NOT_LISTED)],
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { recipients: vec![p(NOT_LISTED)], ..base.clone() },
             Code::InvalidArgument,
             Some("BRO-00028"),
             "access list",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                recipients: vec![p(R1)],
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { recipients: vec![p(R1)], ..base.clone() },
             Code::InvalidArgument,
             Some("BRO-00026"),
             "service owner party",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                recipients: vec![p(OWNER), p(R1)],
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { recipients: vec![p(OWNER), p(R1)], ..base.clone() },
             Code::InvalidArgument,
             Some("BRO-00027"),
             "only be one",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                resource_id: "unknown".into(),
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { resource_id: "unknown".into(), ..base.clone() },
             Code::FailedPrecondition,
             Some("BRO-00025"),
             "not been configured",
         ),
         (
-            pb::InitializeFileTransferRequest {
-                sender: p(R1),
-                ..base.clone()
-            },
+            pb::InitializeFileTransferRequest { sender: p(R1), ..base.clone() },
             Code::PermissionDenied,
             Some("BRO-00006"),
             "bearer token",
@@ -970,18 +793,10 @@ async fn a_declared_blake3_that_does_not_match_fails_with_error_9() {
         blake3: Some(blake3),
         ..Default::default()
     };
-    let bad = w
-        .sender
-        .initialize(request(storage::Digest::of(b"other").to_hex()))
-        .await
-        .unwrap();
+    let bad = w.sender.initialize(request(storage::Digest::of(b"other").to_hex())).await.unwrap();
     let err = w.upload(&bad, &data).await.unwrap_err();
     assert_eq!(altinn_code(&err).as_deref(), Some("BRO-00009"));
-    let good = w
-        .sender
-        .initialize(request(storage::Digest::of(&data).to_hex()))
-        .await
-        .unwrap();
+    let good = w.sender.initialize(request(storage::Digest::of(&data).to_hex())).await.unwrap();
     w.upload(&good, &data).await.unwrap();
     w.wait_for(&good, pb::FileTransferStatus::Published).await;
 }
@@ -993,8 +808,7 @@ async fn search_filters_by_status_and_time_like_altinn() {
     let first = w.initialize(&[R1], None).await;
     let published = w.initialize(&[R1], None).await;
     w.upload(&published, &payload(13, 1000)).await.unwrap();
-    w.wait_for(&published, pb::FileTransferStatus::Published)
-        .await;
+    w.wait_for(&published, pb::FileTransferStatus::Published).await;
     let created_first = w.sender.overview(&first).await.unwrap().created.unwrap();
     let search =
         |status: Option<pb::FileTransferStatus>, from, to| pb::SearchFileTransfersRequest {
@@ -1014,26 +828,15 @@ async fn search_filters_by_status_and_time_like_altinn() {
     assert_eq!(found, vec![published.clone()]);
     let found = ids(w
         .sender
-        .search(search(
-            Some(pb::FileTransferStatus::Initialized),
-            None,
-            None,
-        ))
+        .search(search(Some(pb::FileTransferStatus::Initialized), None, None))
         .await
         .unwrap());
     assert_eq!(found, vec![first.clone()]);
     // Only `from`: strictly after; both: inclusive.
-    let found = ids(w
-        .sender
-        .search(search(None, Some(created_first), None))
-        .await
-        .unwrap());
+    let found = ids(w.sender.search(search(None, Some(created_first), None)).await.unwrap());
     assert_eq!(found, vec![published.clone()]);
-    let found = ids(w
-        .sender
-        .search(search(None, Some(created_first), Some(created_first)))
-        .await
-        .unwrap());
+    let found =
+        ids(w.sender.search(search(None, Some(created_first), Some(created_first))).await.unwrap());
     assert_eq!(found, vec![first.clone()]);
     // Newest first by default.
     let found = ids(w.sender.search(search(None, None, None)).await.unwrap());
@@ -1044,12 +847,5 @@ async fn search_filters_by_status_and_time_like_altinn() {
         recipient_status: Some(pb::RecipientFileTransferStatus::Initialized as i32),
         ..Default::default()
     };
-    assert_eq!(
-        w.r1.search(initialized)
-            .await
-            .unwrap()
-            .file_transfer_ids
-            .len(),
-        2
-    );
+    assert_eq!(w.r1.search(initialized).await.unwrap().file_transfer_ids.len(), 2);
 }

@@ -13,14 +13,9 @@ async fn a_frozen_clamd_never_blocks_the_upload() {
     let (_dir, storage) = temp_storage().await;
     let t = new_transfer("res", 1, &[2], true);
     storage.insert_transfer(t.clone()).await.unwrap();
-    storage
-        .update_transfer(t.id, |t| Ok(t.start_upload(Timestamp::now())?))
-        .await
-        .unwrap();
-    let mut upload = storage
-        .open_upload(UploadId::for_transfer(t.id), Timestamp::now())
-        .await
-        .unwrap();
+    storage.update_transfer(t.id, |t| Ok(t.start_upload(Timestamp::now())?)).await.unwrap();
+    let mut upload =
+        storage.open_upload(UploadId::for_transfer(t.id), Timestamp::now()).await.unwrap();
 
     let mut data = payload(31, 24 * 1024 * 1024);
     let at = data.len() - 100_000;
@@ -43,14 +38,8 @@ async fn a_frozen_clamd_never_blocks_the_upload() {
         .await
         .expect("the upload stalled behind a frozen clamd");
     assert_eq!(committed, data.len() as u64);
-    assert!(
-        !scan.is_finished(),
-        "the scan cannot have finished while clamd was frozen"
-    );
-    let (transfer, _) = storage
-        .complete_upload(t.id, upload, Timestamp::now())
-        .await
-        .unwrap();
+    assert!(!scan.is_finished(), "the scan cannot have finished while clamd was frozen");
+    let (transfer, _) = storage.complete_upload(t.id, upload, Timestamp::now()).await.unwrap();
 
     clamd.resume();
     let verdict = scan.await.unwrap().unwrap();
@@ -64,14 +53,9 @@ async fn a_scan_running_beside_the_upload_sees_every_byte() {
     let (_dir, storage) = temp_storage().await;
     let t = new_transfer("res", 1, &[2], true);
     storage.insert_transfer(t.clone()).await.unwrap();
-    storage
-        .update_transfer(t.id, |t| Ok(t.start_upload(Timestamp::now())?))
-        .await
-        .unwrap();
-    let mut upload = storage
-        .open_upload(UploadId::for_transfer(t.id), Timestamp::now())
-        .await
-        .unwrap();
+    storage.update_transfer(t.id, |t| Ok(t.start_upload(Timestamp::now())?)).await.unwrap();
+    let mut upload =
+        storage.open_upload(UploadId::for_transfer(t.id), Timestamp::now()).await.unwrap();
     let client = clamd.client();
     let tail = TailSource(upload.tail().unwrap());
     let scan = tokio::spawn(async move { client.scan(tail).await });
@@ -80,10 +64,7 @@ async fn a_scan_running_beside_the_upload_sees_every_byte() {
         upload.write(chunk).await.unwrap();
     }
     // Completing the upload ends the tail; the scan then gets its verdict.
-    storage
-        .complete_upload(t.id, upload, Timestamp::now())
-        .await
-        .unwrap();
+    storage.complete_upload(t.id, upload, Timestamp::now()).await.unwrap();
     assert_eq!(scan.await.unwrap().unwrap(), Verdict::Clean);
 }
 
@@ -96,10 +77,7 @@ async fn an_abandoned_upload_is_never_scanned_clean() {
     let client = clamd.client();
     let tail = TailSource(upload.tail().unwrap());
     let scan = tokio::spawn(async move { client.scan(tail).await });
-    upload
-        .write(Bytes::from(payload(33, 2 * 1024 * 1024)))
-        .await
-        .unwrap();
+    upload.write(Bytes::from(payload(33, 2 * 1024 * 1024))).await.unwrap();
     drop(upload); // the client went away mid-upload
     let result = scan.await.unwrap();
     assert!(matches!(result, Err(ScanError::Source(_))), "{result:?}");

@@ -26,19 +26,13 @@ async fn ping_and_version() {
 
 #[tokio::test]
 async fn clamd_is_reachable_over_tcp_too() {
-    let clamd = TestClamd::start_with(ClamdLimits {
-        tcp: true,
-        ..Default::default()
-    });
+    let clamd = TestClamd::start_with(ClamdLimits { tcp: true, ..Default::default() });
     let address = clamd.tcp_address().unwrap();
     let client = scanner::Clamd::new(scanner::ClamdOptions::new(address));
     client.ping().await.unwrap();
     assert!(client.version().await.unwrap().starts_with("ClamAV "));
     assert_eicar(&client.scan(Bytes::from(eicar())).await.unwrap());
-    let verdict = client
-        .scan(Bytes::from(payload(9, 3 * 1024 * 1024)))
-        .await
-        .unwrap();
+    let verdict = client.scan(Bytes::from(payload(9, 3 * 1024 * 1024))).await.unwrap();
     assert_eq!(verdict, Verdict::Clean);
 }
 
@@ -62,11 +56,7 @@ async fn eicar_buried_in_20_mib_of_random_data_is_found() {
 #[tokio::test]
 async fn fifty_mib_of_random_data_is_clean() {
     let clamd = TestClamd::start();
-    let verdict = clamd
-        .client()
-        .scan(Bytes::from(payload(2, 50 * 1024 * 1024)))
-        .await
-        .unwrap();
+    let verdict = clamd.client().scan(Bytes::from(payload(2, 50 * 1024 * 1024))).await.unwrap();
     assert_eq!(verdict, Verdict::Clean);
 }
 
@@ -74,21 +64,13 @@ async fn fifty_mib_of_random_data_is_clean() {
 async fn a_stream_over_ferrys_limit_is_never_clean() {
     let clamd = TestClamd::start();
     let client = clamd.client_with(|o| o.max_stream_len = 1024 * 1024);
-    let verdict = client
-        .scan(Bytes::from(payload(3, 3 * 1024 * 1024)))
-        .await
-        .unwrap();
+    let verdict = client.scan(Bytes::from(payload(3, 3 * 1024 * 1024))).await.unwrap();
     assert_eq!(
         verdict,
-        Verdict::NotScanned {
-            reason: NotScannedReason::TooLarge { limit: 1024 * 1024 }
-        }
+        Verdict::NotScanned { reason: NotScannedReason::TooLarge { limit: 1024 * 1024 } }
     );
     // At the limit exactly, it is scanned.
-    let verdict = client
-        .scan(Bytes::from(payload(3, 1024 * 1024)))
-        .await
-        .unwrap();
+    let verdict = client.scan(Bytes::from(payload(3, 1024 * 1024))).await.unwrap();
     assert_eq!(verdict, Verdict::Clean);
 }
 
@@ -96,21 +78,9 @@ async fn a_stream_over_ferrys_limit_is_never_clean() {
 async fn a_stream_over_clamds_stream_limit_is_never_clean() {
     // clamd replies "INSTREAM size limit exceeded. ERROR" and closes; we see a broken pipe while
     // sending and must still read that reply.
-    let clamd = TestClamd::start_with(ClamdLimits {
-        stream_max: "1M",
-        ..Default::default()
-    });
-    let verdict = clamd
-        .client()
-        .scan(Bytes::from(payload(4, 8 * 1024 * 1024)))
-        .await
-        .unwrap();
-    assert_eq!(
-        verdict,
-        Verdict::NotScanned {
-            reason: NotScannedReason::StreamLimitExceeded
-        }
-    );
+    let clamd = TestClamd::start_with(ClamdLimits { stream_max: "1M", ..Default::default() });
+    let verdict = clamd.client().scan(Bytes::from(payload(4, 8 * 1024 * 1024))).await.unwrap();
+    assert_eq!(verdict, Verdict::NotScanned { reason: NotScannedReason::StreamLimitExceeded });
 }
 
 #[tokio::test]
@@ -123,15 +93,9 @@ async fn a_file_over_clamds_scan_limits_is_never_clean() {
         max_scan: "1M",
         ..Default::default()
     });
-    let verdict = clamd
-        .client()
-        .scan(Bytes::from(payload(5, 3 * 1024 * 1024)))
-        .await
-        .unwrap();
+    let verdict = clamd.client().scan(Bytes::from(payload(5, 3 * 1024 * 1024))).await.unwrap();
     match verdict {
-        Verdict::NotScanned {
-            reason: NotScannedReason::ClamdLimits { detail },
-        } => {
+        Verdict::NotScanned { reason: NotScannedReason::ClamdLimits { detail } } => {
             assert!(detail.starts_with("Heuristics.Limits.Exceeded"), "{detail}");
         }
         other => panic!("over-limit file not flagged: {other:?}"),
@@ -144,15 +108,9 @@ async fn a_stopped_clamd_gives_a_typed_error() {
     let client = clamd.client();
     client.ping().await.unwrap();
     clamd.stop();
-    assert!(matches!(
-        client.ping().await,
-        Err(ScanError::Unavailable { .. })
-    ));
+    assert!(matches!(client.ping().await, Err(ScanError::Unavailable { .. })));
     let result = client.scan(Bytes::from(eicar())).await;
-    assert!(
-        matches!(result, Err(ScanError::Unavailable { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(ScanError::Unavailable { .. })), "{result:?}");
     let verdict = Verdict::from_result(result);
     assert!(!verdict.is_clean());
     assert!(matches!(verdict, Verdict::NotScanned { reason } if reason.is_transient()));
@@ -179,10 +137,7 @@ async fn a_clamd_that_never_answers_times_out() {
         ..scanner::ClamdOptions::new(scanner::ClamdAddress::Unix(path))
     });
     let result = client.scan(Bytes::from(payload(6, 100_000))).await;
-    assert!(
-        matches!(result, Err(ScanError::Timeout { .. })),
-        "{result:?}"
-    );
+    assert!(matches!(result, Err(ScanError::Timeout { .. })), "{result:?}");
 }
 
 #[tokio::test]
@@ -191,9 +146,7 @@ async fn a_failing_source_fails_the_scan() {
     let (tx, source) = ChannelSource::new(4);
     tokio::spawn(async move {
         tx.send(Ok(Bytes::from(payload(7, 300_000)))).await.unwrap();
-        tx.send(Err(std::io::Error::other("upload dropped")))
-            .await
-            .unwrap();
+        tx.send(Err(std::io::Error::other("upload dropped"))).await.unwrap();
     });
     let result = clamd.client().scan(source).await;
     assert!(matches!(result, Err(ScanError::Source(_))), "{result:?}");

@@ -12,10 +12,7 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     let status = response.split(' ').nth(1).unwrap().parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
     (status, body)
 }
 
@@ -39,9 +36,7 @@ async fn the_server_reports_readiness_of_storage_and_scanner() {
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("scanner"), "{body}");
     assert_eq!(get(addr, "/health").await.0, 200);
-    tokio::time::timeout(Duration::from_secs(10), server.stop())
-        .await
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server.stop()).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -57,17 +52,12 @@ async fn grpc_health_and_reflection_answer_on_the_same_port() {
     let clamd = TestClamd::start();
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
-    let channel = tonic::transport::Endpoint::from_shared(server.url())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(server.url()).unwrap().connect().await.unwrap();
 
     let mut health = HealthClient::new(channel.clone());
     let status = health
-        .check(HealthCheckRequest {
-            service: "ferry.v1.FileTransferService".into(),
-        })
+        .check(HealthCheckRequest { service: "ferry.v1.FileTransferService".into() })
         .await
         .unwrap()
         .into_inner()
@@ -89,12 +79,6 @@ async fn grpc_health_and_reflection_answer_on_the_same_port() {
         panic!("unexpected reflection answer: {response:?}");
     };
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(
-        names.contains(&"ferry.v1.FileTransferService".to_owned()),
-        "{names:?}"
-    );
-    assert!(
-        names.contains(&"ferry.v1.ResourceService".to_owned()),
-        "{names:?}"
-    );
+    assert!(names.contains(&"ferry.v1.FileTransferService".to_owned()), "{names:?}");
+    assert!(names.contains(&"ferry.v1.ResourceService".to_owned()), "{names:?}");
 }

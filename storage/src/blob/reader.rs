@@ -30,12 +30,7 @@ impl BlobRange {
             ));
         }
         let end = len.map_or(size, |len| offset.saturating_add(len).min(size));
-        Ok(Self {
-            file: Arc::new(file),
-            pos: offset,
-            end,
-            size,
-        })
+        Ok(Self { file: Arc::new(file), pos: offset, end, size })
     }
 
     /// The whole blob's size.
@@ -83,9 +78,5 @@ pub(super) fn verify(path: &Path, expected: &Digest) -> io::Result<Verification>
     let mut hasher = blake3::Hasher::new();
     hasher.update_reader(file)?;
     let actual = Digest::from(hasher.finalize());
-    Ok(if actual == *expected {
-        Verification::Intact
-    } else {
-        Verification::Corrupt { actual }
-    })
+    Ok(if actual == *expected { Verification::Intact } else { Verification::Corrupt { actual } })
 }

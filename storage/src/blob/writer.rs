@@ -58,10 +58,7 @@ struct Progress {
 /// BLAKE3, inline for small blobs, on its own thread for large ones.
 enum HashPipe {
     Inline(Box<blake3::Hasher>),
-    Threaded {
-        tx: SyncSender<Bytes>,
-        handle: JoinHandle<blake3::Hasher>,
-    },
+    Threaded { tx: SyncSender<Bytes>, handle: JoinHandle<blake3::Hasher> },
 }
 
 impl HashPipe {
@@ -74,9 +71,8 @@ impl HashPipe {
             Self::Inline(hasher) => {
                 let mut hasher = std::mem::take(&mut **hasher);
                 let (tx, rx) = sync_channel::<Bytes>(HASH_QUEUE_DEPTH);
-                let handle = std::thread::Builder::new()
-                    .name("ferry-blake3".into())
-                    .spawn(move || {
+                let handle =
+                    std::thread::Builder::new().name("ferry-blake3".into()).spawn(move || {
                         for chunk in rx {
                             hasher.update(&chunk);
                         }
@@ -114,11 +110,7 @@ struct WriterState {
 
 impl WriterState {
     fn new(file: File, hasher: blake3::Hasher, len: u64) -> Self {
-        Self {
-            file,
-            hash: HashPipe::Inline(Box::new(hasher)),
-            len,
-        }
+        Self { file, hash: HashPipe::Inline(Box::new(hasher)), len }
     }
 
     fn write(&mut self, chunk: &Bytes) -> io::Result<()> {
@@ -152,10 +144,7 @@ impl std::fmt::Debug for BlobWriter {
 impl BlobWriter {
     /// Creates a new, empty temporary file at `path` (blocking).
     pub(crate) fn create(path: PathBuf, keep_on_drop: bool, sync: bool) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
         Ok(Self::from_state(
             WriterState::new(file, blake3::Hasher::new(), 0),
             path,
@@ -207,18 +196,8 @@ impl BlobWriter {
     }
 
     fn from_state(state: WriterState, temp_path: PathBuf, keep_on_drop: bool, sync: bool) -> Self {
-        let (progress, _) = watch::channel(Progress {
-            written: state.len,
-            state: TailState::Open,
-        });
-        Self {
-            state: Some(state),
-            temp_path,
-            progress,
-            keep_on_drop,
-            sync,
-            finished: false,
-        }
+        let (progress, _) = watch::channel(Progress { written: state.len, state: TailState::Open });
+        Self { state: Some(state), temp_path, progress, keep_on_drop, sync, finished: false }
     }
 
     /// Bytes written so far.
@@ -285,21 +264,14 @@ impl BlobWriter {
         .map_err(io::Error::other)??;
         self.finished = true;
         self.progress.send_modify(|p| p.state = TailState::Finished);
-        Ok(FinishedBlob {
-            temp_path: self.temp_path.clone(),
-            content,
-        })
+        Ok(FinishedBlob { temp_path: self.temp_path.clone(), content })
     }
 
     /// A reader that follows the bytes as they are written: the pipelined scanner reads the
     /// upload through it while it arrives, at its own pace, without holding anything in memory.
     pub(crate) fn tail(&self) -> io::Result<BlobTail> {
         let file = File::open(&self.temp_path)?;
-        Ok(BlobTail {
-            file: Arc::new(file),
-            pos: 0,
-            progress: self.progress.subscribe(),
-        })
+        Ok(BlobTail { file: Arc::new(file), pos: 0, progress: self.progress.subscribe() })
     }
 }
 

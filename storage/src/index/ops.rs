@@ -58,10 +58,7 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(BY_PARTY)?;
     txn.open_table(IDEMPOTENCY)?;
     let mut meta = txn.open_table(META)?;
-    let stored = meta
-        .get("schema_version")?
-        .map(|v| decode::<u32>(v.value()))
-        .transpose()?;
+    let stored = meta.get("schema_version")?.map(|v| decode::<u32>(v.value())).transpose()?;
     match stored {
         None => {
             meta.insert("schema_version", encode(&SCHEMA_VERSION)?.as_slice())?;
@@ -92,15 +89,11 @@ pub(crate) fn get_service_owner(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     party: &Party,
 ) -> Result<Option<ServiceOwner>> {
-    table
-        .get(party.org_number())?
-        .map(|v| decode(v.value()))
-        .transpose()
+    table.get(party.org_number())?.map(|v| decode(v.value())).transpose()
 }
 
 pub(crate) fn put_resource(txn: &WriteTransaction, resource: &ResourceConfig) -> Result<()> {
-    txn.open_table(RESOURCES)?
-        .insert(resource.id.as_str(), encode(resource)?.as_slice())?;
+    txn.open_table(RESOURCES)?.insert(resource.id.as_str(), encode(resource)?.as_slice())?;
     Ok(())
 }
 
@@ -108,10 +101,7 @@ pub(crate) fn get_resource(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
     id: &ResourceId,
 ) -> Result<Option<ResourceConfig>> {
-    table
-        .get(id.as_str())?
-        .map(|v| decode(v.value()))
-        .transpose()
+    table.get(id.as_str())?.map(|v| decode(v.value())).transpose()
 }
 
 // --- transfers ---
@@ -125,11 +115,7 @@ pub(crate) struct Stored {
 }
 
 impl Stored {
-    pub(crate) const NOTHING: Self = Self {
-        n_status: 0,
-        n_recipient: 0,
-        held: None,
-    };
+    pub(crate) const NOTHING: Self = Self { n_status: 0, n_recipient: 0, held: None };
 
     pub(crate) fn of(transfer: &FileTransfer) -> Self {
         Self {
@@ -144,20 +130,12 @@ pub(crate) fn insert_transfer(
     txn: &WriteTransaction,
     transfer: &FileTransfer,
 ) -> Result<Vec<Digest>> {
-    if txn
-        .open_table(TRANSFERS)?
-        .get(transfer.id.as_u128())?
-        .is_some()
-    {
-        return Err(Error::AlreadyExists(format!(
-            "file transfer {}",
-            transfer.id
-        )));
+    if txn.open_table(TRANSFERS)?.get(transfer.id.as_u128())?.is_some() {
+        return Err(Error::AlreadyExists(format!("file transfer {}", transfer.id)));
     }
     let id = transfer.id.as_u128();
     let created = transfer.created.as_unix_micros();
-    txn.open_table(BY_RESOURCE)?
-        .insert((transfer.resource_id.as_str(), created, id), ())?;
+    txn.open_table(BY_RESOURCE)?.insert((transfer.resource_id.as_str(), created, id), ())?;
     let mut by_party = txn.open_table(BY_PARTY)?;
     by_party.insert((transfer.sender.org_number(), 0u8, created, id), ())?;
     for recipient in &transfer.recipients {
@@ -177,15 +155,13 @@ pub(crate) fn insert_transfer_idempotent(
     let existing = {
         let table = txn.open_table(IDEMPOTENCY)?;
         let value = table.get(key)?;
-        value
-            .map(|v| decode::<([u8; 32], FileTransferId)>(v.value()))
-            .transpose()?
+        value.map(|v| decode::<([u8; 32], FileTransferId)>(v.value())).transpose()?
     };
     match existing {
         Some((hash, id)) if hash == request_hash => Ok(id),
-        Some(_) => Err(Error::AlreadyExists(format!(
-            "idempotency key {key:?} with a different request"
-        ))),
+        Some(_) => {
+            Err(Error::AlreadyExists(format!("idempotency key {key:?} with a different request")))
+        }
         None => {
             insert_transfer(txn, transfer)?;
             txn.open_table(IDEMPOTENCY)?
@@ -203,22 +179,9 @@ pub(crate) fn save_transfer(
     before: Stored,
 ) -> Result<Vec<Digest>> {
     let id = transfer.id.as_u128();
-    txn.open_table(TRANSFERS)?
-        .insert(id, encode(transfer)?.as_slice())?;
-    append_rows(
-        txn,
-        STATUS_HISTORY,
-        id,
-        &transfer.status_history,
-        before.n_status,
-    )?;
-    append_rows(
-        txn,
-        RECIPIENT_HISTORY,
-        id,
-        &transfer.recipient_history,
-        before.n_recipient,
-    )?;
+    txn.open_table(TRANSFERS)?.insert(id, encode(transfer)?.as_slice())?;
+    append_rows(txn, STATUS_HISTORY, id, &transfer.status_history, before.n_status)?;
+    append_rows(txn, RECIPIENT_HISTORY, id, &transfer.recipient_history, before.n_recipient)?;
     let after = Stored::of(transfer).held;
     let mut released = Vec::new();
     match (before.held, after) {
@@ -230,10 +193,7 @@ pub(crate) fn save_transfer(
             }
         }
         (Some(a), Some(b)) if a.blake3 != b.blake3 => {
-            return Err(Error::Corrupt(format!(
-                "transfer {} changed its content",
-                transfer.id
-            )));
+            return Err(Error::Corrupt(format!("transfer {} changed its content", transfer.id)));
         }
         _ => {}
     }
@@ -273,9 +233,7 @@ pub(crate) fn load_transfer(
     transfer.status_history = read_rows::<StatusEntry>(status, key)?;
     transfer.recipient_history = read_rows::<RecipientStatusEntry>(recipients, key)?;
     if transfer.status_history.is_empty() {
-        return Err(Error::Corrupt(format!(
-            "transfer {id} has no status history"
-        )));
+        return Err(Error::Corrupt(format!("transfer {id} has no status history")));
     }
     Ok(Some(transfer))
 }
@@ -358,21 +316,13 @@ pub(crate) fn transfers_by_party(
 pub(crate) fn blob_incref(txn: &WriteTransaction, content: &StoredContent) -> Result<()> {
     let mut blobs = txn.open_table(BLOBS)?;
     let key = content.blake3.as_bytes().as_slice();
-    let record = match blobs
-        .get(key)?
-        .map(|v| decode::<BlobRecord>(v.value()))
-        .transpose()?
-    {
+    let record = match blobs.get(key)?.map(|v| decode::<BlobRecord>(v.value())).transpose()? {
         Some(mut record) => {
             record.refs += 1;
             record.md5 = record.md5.or(content.md5);
             record
         }
-        None => BlobRecord {
-            size: content.size,
-            md5: content.md5,
-            refs: 1,
-        },
+        None => BlobRecord { size: content.size, md5: content.md5, refs: 1 },
     };
     blobs.insert(key, encode(&record)?.as_slice())?;
     drop(blobs);
@@ -385,14 +335,9 @@ pub(crate) fn blob_incref(txn: &WriteTransaction, content: &StoredContent) -> Re
 pub(crate) fn blob_decref(txn: &WriteTransaction, digest: &Digest) -> Result<bool> {
     let mut blobs = txn.open_table(BLOBS)?;
     let key = digest.as_bytes().as_slice();
-    let Some(mut record) = blobs
-        .get(key)?
-        .map(|v| decode::<BlobRecord>(v.value()))
-        .transpose()?
+    let Some(mut record) = blobs.get(key)?.map(|v| decode::<BlobRecord>(v.value())).transpose()?
     else {
-        return Err(Error::Corrupt(format!(
-            "released blob {digest} has no record"
-        )));
+        return Err(Error::Corrupt(format!("released blob {digest} has no record")));
     };
     record.refs -= 1;
     if record.refs > 0 {
@@ -409,10 +354,7 @@ pub(crate) fn blob_decref(txn: &WriteTransaction, digest: &Digest) -> Result<boo
 pub(crate) fn set_blob_md5(txn: &WriteTransaction, digest: &Digest, md5: Md5) -> Result<()> {
     let mut blobs = txn.open_table(BLOBS)?;
     let key = digest.as_bytes().as_slice();
-    let record = blobs
-        .get(key)?
-        .map(|v| decode::<BlobRecord>(v.value()))
-        .transpose()?;
+    let record = blobs.get(key)?.map(|v| decode::<BlobRecord>(v.value())).transpose()?;
     if let Some(mut record) = record {
         record.md5 = Some(md5);
         blobs.insert(key, encode(&record)?.as_slice())?;
@@ -422,10 +364,7 @@ pub(crate) fn set_blob_md5(txn: &WriteTransaction, digest: &Digest, md5: Md5) ->
 
 pub(crate) fn get_blob(txn: &ReadTransaction, digest: &Digest) -> Result<Option<BlobRecord>> {
     let table = txn.open_table(BLOBS)?;
-    table
-        .get(digest.as_bytes().as_slice())?
-        .map(|v| decode(v.value()))
-        .transpose()
+    table.get(digest.as_bytes().as_slice())?.map(|v| decode(v.value())).transpose()
 }
 
 pub(crate) fn all_blobs(txn: &ReadTransaction) -> Result<Vec<(Digest, BlobRecord)>> {
@@ -447,10 +386,8 @@ pub(crate) fn pending_gc(txn: &ReadTransaction) -> Result<Vec<Digest>> {
     let mut out = Vec::new();
     for entry in table.iter()? {
         let (key, ()) = (entry?.0, ());
-        let bytes: [u8; 32] = key
-            .value()
-            .try_into()
-            .map_err(|_| Error::Corrupt("gc key is not 32 bytes".into()))?;
+        let bytes: [u8; 32] =
+            key.value().try_into().map_err(|_| Error::Corrupt("gc key is not 32 bytes".into()))?;
         out.push(Digest::from_bytes(bytes));
     }
     Ok(out)
@@ -470,10 +407,7 @@ pub(crate) fn all_transfer_ids(txn: &ReadTransaction) -> Result<Vec<FileTransfer
 
 pub(crate) fn get_upload(txn: &ReadTransaction, id: &UploadId) -> Result<Option<UploadRecord>> {
     let table = txn.open_table(UPLOADS)?;
-    table
-        .get(id.as_str())?
-        .map(|v| decode(v.value()))
-        .transpose()
+    table.get(id.as_str())?.map(|v| decode(v.value())).transpose()
 }
 
 pub(crate) fn put_upload(
@@ -481,17 +415,13 @@ pub(crate) fn put_upload(
     id: &UploadId,
     record: &UploadRecord,
 ) -> Result<()> {
-    txn.open_table(UPLOADS)?
-        .insert(id.as_str(), encode(record)?.as_slice())?;
+    txn.open_table(UPLOADS)?.insert(id.as_str(), encode(record)?.as_slice())?;
     Ok(())
 }
 
 pub(crate) fn remove_upload(txn: &WriteTransaction, id: &UploadId) -> Result<Option<UploadRecord>> {
     let mut table = txn.open_table(UPLOADS)?;
-    let removed = table
-        .remove(id.as_str())?
-        .map(|v| decode(v.value()))
-        .transpose()?;
+    let removed = table.remove(id.as_str())?.map(|v| decode(v.value())).transpose()?;
     Ok(removed)
 }
 

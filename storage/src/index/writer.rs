@@ -67,9 +67,7 @@ pub(crate) struct Index {
 
 impl std::fmt::Debug for Index {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index")
-            .field("stats", &self.stats)
-            .finish_non_exhaustive()
+        f.debug_struct("Index").field("stats", &self.stats).finish_non_exhaustive()
     }
 }
 
@@ -87,12 +85,7 @@ impl Index {
                 .spawn(move || run(db, rx, options, stats))
                 .map_err(Error::io("starting the index writer"))?
         };
-        Ok(Self {
-            db,
-            tx: Some(tx),
-            thread: Some(thread),
-            stats,
-        })
+        Ok(Self { db, tx: Some(tx), thread: Some(thread), stats })
     }
 
     /// Runs `job` in the next group commit and returns its result once it is durable.
@@ -104,13 +97,9 @@ impl Index {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |txn| job(txn).map(|v| Box::new(v) as Reply));
         let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        tx.send(Request { job, reply })
-            .await
-            .map_err(|_| Error::Closed)?;
+        tx.send(Request { job, reply }).await.map_err(|_| Error::Closed)?;
         let value = rx.await.map_err(|_| Error::Closed)??;
-        Ok(*value
-            .downcast::<T>()
-            .expect("a write job's reply has the job's type"))
+        Ok(*value.downcast::<T>().expect("a write job's reply has the job's type"))
     }
 
     /// Runs `f` on a consistent snapshot. Reads never wait for the writer.
@@ -162,11 +151,9 @@ fn commit_batch(db: &Database, mut batch: Vec<Request>, sync: bool, stats: &Inde
             Ok(txn) => txn,
             Err(e) => return fail_all(batch, &e.to_string()),
         };
-        if let Err(e) = txn.set_durability(if sync {
-            Durability::Immediate
-        } else {
-            Durability::None
-        }) {
+        if let Err(e) =
+            txn.set_durability(if sync { Durability::Immediate } else { Durability::None })
+        {
             return fail_all(batch, &e.to_string());
         }
         let mut replies = Vec::with_capacity(batch.len());
@@ -209,8 +196,6 @@ fn commit_batch(db: &Database, mut batch: Vec<Request>, sync: bool, stats: &Inde
 fn fail_all(batch: Vec<Request>, message: &str) {
     tracing::error!(error = message, n_jobs = batch.len(), "index commit failed");
     for request in batch {
-        let _ = request
-            .reply
-            .send(Err(Error::Index(message.to_owned().into())));
+        let _ = request.reply.send(Err(Error::Index(message.to_owned().into())));
     }
 }

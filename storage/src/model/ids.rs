@@ -71,9 +71,7 @@ impl FromStr for FileTransferId {
     type Err = IdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| IdError::FileTransferId(s.to_owned()))
+        Uuid::parse_str(s).map(Self).map_err(|_| IdError::FileTransferId(s.to_owned()))
     }
 }
 
@@ -236,10 +234,7 @@ mod tests {
         let b = Party::parse("urn:altinn:organization:identifier-no:910753614").unwrap();
         assert_eq!(a, b);
         assert_eq!(a.to_string(), "0192:910753614");
-        assert_eq!(
-            a.to_urn(),
-            "urn:altinn:organization:identifier-no:910753614"
-        );
+        assert_eq!(a.to_urn(), "urn:altinn:organization:identifier-no:910753614");
         assert_eq!(Party::parse_lenient("910753614").unwrap(), a);
     }
 
@@ -262,12 +257,7 @@ mod tests {
 
     #[test]
     fn resource_ids_strip_the_urn_only_where_asked() {
-        assert_eq!(
-            ResourceId::parse("urn:altinn:resource:abc")
-                .unwrap()
-                .as_str(),
-            "abc"
-        );
+        assert_eq!(ResourceId::parse("urn:altinn:resource:abc").unwrap().as_str(), "abc");
         assert_eq!(ResourceId::parse("abc").unwrap().as_str(), "abc");
         assert!(ResourceId::parse_bare("urn:altinn:resource:abc").is_err());
         assert!(ResourceId::parse("").is_err());

@@ -12,13 +12,8 @@ use crate::digest::{Digest, Md5};
 #[derive(Debug, Clone)]
 enum Op {
     StartUpload,
-    CompleteUpload {
-        matching_checksum: bool,
-        md5_known: bool,
-    },
-    RecordMd5 {
-        matching_checksum: bool,
-    },
+    CompleteUpload { matching_checksum: bool, md5_known: bool },
+    RecordMd5 { matching_checksum: bool },
     Scan(u8),
     Fail,
     Purge,
@@ -66,15 +61,8 @@ fn transfer(n_recipients: usize, scan: bool, declared: bool) -> FileTransfer {
 fn apply(t: &mut FileTransfer, op: &Op, at: Timestamp) -> Result<(), TransferError> {
     match op {
         Op::StartUpload => t.start_upload(at),
-        Op::CompleteUpload {
-            matching_checksum,
-            md5_known,
-        } => {
-            let data: &[u8] = if *matching_checksum {
-                b"content"
-            } else {
-                b"other"
-            };
+        Op::CompleteUpload { matching_checksum, md5_known } => {
+            let data: &[u8] = if *matching_checksum { b"content" } else { b"other" };
             let content = StoredContent {
                 size: data.len() as u64,
                 blake3: Digest::of(data),
@@ -96,12 +84,8 @@ fn apply(t: &mut FileTransfer, op: &Op, at: Timestamp) -> Result<(), TransferErr
         Op::Scan(kind) => {
             let outcome = match kind {
                 0 => ScanOutcome::Clean,
-                1 => ScanOutcome::Infected {
-                    signature: "Eicar".into(),
-                },
-                _ => ScanOutcome::Unscannable {
-                    reason: "too large".into(),
-                },
+                1 => ScanOutcome::Infected { signature: "Eicar".into() },
+                _ => ScanOutcome::Unscannable { reason: "too large".into() },
             };
             t.record_scan(&outcome, at)
         }
@@ -127,10 +111,7 @@ fn check_invariants(t: &FileTransfer, scanned_clean: bool) {
     let reached = |s| history.iter().any(|e| e.status == s);
     if reached(Published) {
         assert!(t.content.is_some(), "published without content");
-        assert!(
-            !t.use_virus_scan || scanned_clean,
-            "published without a clean scan"
-        );
+        assert!(!t.use_virus_scan || scanned_clean, "published without a clean scan");
         if let Some(declared) = t.declared_checksum {
             assert_eq!(
                 Some(declared),
@@ -141,23 +122,15 @@ fn check_invariants(t: &FileTransfer, scanned_clean: bool) {
     }
     if reached(AllConfirmedDownloaded) {
         for r in &t.recipients {
-            assert_eq!(
-                t.recipient_status(r),
-                Some(RecipientFileTransferStatus::DownloadConfirmed)
-            );
+            assert_eq!(t.recipient_status(r), Some(RecipientFileTransferStatus::DownloadConfirmed));
         }
     }
     for r in &t.recipients {
-        let statuses: Vec<_> = t
-            .recipient_history
-            .iter()
-            .filter(|e| &e.recipient == r)
-            .map(|e| e.status)
-            .collect();
+        let statuses: Vec<_> =
+            t.recipient_history.iter().filter(|e| &e.recipient == r).map(|e| e.status).collect();
         assert_eq!(statuses[0], RecipientFileTransferStatus::Initialized);
-        if let Some(first_confirm) = statuses
-            .iter()
-            .position(|s| *s == RecipientFileTransferStatus::DownloadConfirmed)
+        if let Some(first_confirm) =
+            statuses.iter().position(|s| *s == RecipientFileTransferStatus::DownloadConfirmed)
         {
             assert!(
                 statuses[..first_confirm].contains(&RecipientFileTransferStatus::DownloadStarted),
@@ -175,10 +148,7 @@ fn check_invariants(t: &FileTransfer, scanned_clean: bool) {
     }
     assert!(
         !t.holds_blob()
-            || matches!(
-                t.status(),
-                UploadProcessing | Published | AllConfirmedDownloaded
-            )
+            || matches!(t.status(), UploadProcessing | Published | AllConfirmedDownloaded)
     );
 }
 
@@ -223,52 +193,24 @@ fn the_happy_path_reaches_all_confirmed() {
     let mut t = transfer(2, true, true);
     let at = Timestamp::EPOCH;
     t.start_upload(at).unwrap();
-    let content = StoredContent {
-        size: 7,
-        blake3: Digest::of(b"content"),
-        md5: None,
-    };
-    assert_eq!(
-        t.complete_upload(content, at).unwrap(),
-        UploadOutcome::Processing
-    );
-    assert_eq!(
-        t.record_download(&party(0), at),
-        Err(TransferError::NotAvailable)
-    );
+    let content = StoredContent { size: 7, blake3: Digest::of(b"content"), md5: None };
+    assert_eq!(t.complete_upload(content, at).unwrap(), UploadOutcome::Processing);
+    assert_eq!(t.record_download(&party(0), at), Err(TransferError::NotAvailable));
     // Clean, but the declared checksum is not checked yet: still processing.
     t.record_scan(&ScanOutcome::Clean, at).unwrap();
     assert_eq!(t.status(), FileTransferStatus::UploadProcessing);
     t.record_md5(Md5::of(b"content"), at).unwrap();
     assert_eq!(t.status(), FileTransferStatus::Published);
-    assert_eq!(
-        t.confirm_download(&party(0), at),
-        Err(TransferError::ConfirmBeforeDownload)
-    );
+    assert_eq!(t.confirm_download(&party(0), at), Err(TransferError::ConfirmBeforeDownload));
     t.record_download(&party(0), at).unwrap();
-    assert_eq!(
-        t.confirm_download(&party(0), at),
-        Ok(ConfirmOutcome::Confirmed)
-    );
-    assert_eq!(
-        t.confirm_download(&party(0), at),
-        Ok(ConfirmOutcome::AlreadyConfirmed)
-    );
+    assert_eq!(t.confirm_download(&party(0), at), Ok(ConfirmOutcome::Confirmed));
+    assert_eq!(t.confirm_download(&party(0), at), Ok(ConfirmOutcome::AlreadyConfirmed));
     t.record_download(&party(1), at).unwrap();
-    assert_eq!(
-        t.confirm_download(&party(1), at),
-        Ok(ConfirmOutcome::AllConfirmed)
-    );
+    assert_eq!(t.confirm_download(&party(1), at), Ok(ConfirmOutcome::AllConfirmed));
     assert_eq!(t.status(), FileTransferStatus::AllConfirmedDownloaded);
     // Confirming again after everyone confirmed is a no-op, not Altinn's 400.
-    assert_eq!(
-        t.confirm_download(&party(1), at),
-        Ok(ConfirmOutcome::AlreadyConfirmed)
-    );
-    assert_eq!(
-        t.confirm_download(&party(3), at),
-        Err(TransferError::NotARecipient(party(3)))
-    );
+    assert_eq!(t.confirm_download(&party(1), at), Ok(ConfirmOutcome::AlreadyConfirmed));
+    assert_eq!(t.confirm_download(&party(3), at), Err(TransferError::NotARecipient(party(3))));
     assert!(t.holds_blob());
     t.purge(at).unwrap();
     assert!(!t.holds_blob());
@@ -279,37 +221,21 @@ fn the_happy_path_reaches_all_confirmed() {
 fn a_checksum_mismatch_fails_the_transfer() {
     let mut t = transfer(1, false, true);
     t.start_upload(Timestamp::EPOCH).unwrap();
-    let content = StoredContent {
-        size: 5,
-        blake3: Digest::of(b"other"),
-        md5: Some(Md5::of(b"other")),
-    };
-    assert_eq!(
-        t.complete_upload(content, Timestamp::EPOCH),
-        Ok(UploadOutcome::ChecksumMismatch)
-    );
+    let content =
+        StoredContent { size: 5, blake3: Digest::of(b"other"), md5: Some(Md5::of(b"other")) };
+    assert_eq!(t.complete_upload(content, Timestamp::EPOCH), Ok(UploadOutcome::ChecksumMismatch));
     assert_eq!(t.status(), FileTransferStatus::Failed);
     assert_eq!(t.latest_status().display_text(), "Checksum mismatch");
     assert!(!t.holds_blob());
-    assert_eq!(
-        t.start_upload(Timestamp::EPOCH),
-        Err(TransferError::AlreadyUploaded)
-    );
+    assert_eq!(t.start_upload(Timestamp::EPOCH), Err(TransferError::AlreadyUploaded));
 }
 
 #[test]
 fn a_late_md5_that_mismatches_fails_the_transfer() {
     let mut t = transfer(1, false, true);
     t.start_upload(Timestamp::EPOCH).unwrap();
-    let content = StoredContent {
-        size: 5,
-        blake3: Digest::of(b"other"),
-        md5: None,
-    };
-    assert_eq!(
-        t.complete_upload(content, Timestamp::EPOCH),
-        Ok(UploadOutcome::Processing)
-    );
+    let content = StoredContent { size: 5, blake3: Digest::of(b"other"), md5: None };
+    assert_eq!(t.complete_upload(content, Timestamp::EPOCH), Ok(UploadOutcome::Processing));
     assert!(t.holds_blob());
     t.record_md5(Md5::of(b"other"), Timestamp::EPOCH).unwrap();
     assert_eq!(t.status(), FileTransferStatus::Failed);
@@ -325,25 +251,11 @@ fn a_declared_blake3_is_checked_at_completion() {
     let mut t = transfer(1, false, false);
     t.declared_blake3 = Some(Digest::of(b"content"));
     t.start_upload(Timestamp::EPOCH).unwrap();
-    let content = StoredContent {
-        size: 5,
-        blake3: Digest::of(b"other"),
-        md5: None,
-    };
-    assert_eq!(
-        t.complete_upload(content, Timestamp::EPOCH),
-        Ok(UploadOutcome::ChecksumMismatch)
-    );
+    let content = StoredContent { size: 5, blake3: Digest::of(b"other"), md5: None };
+    assert_eq!(t.complete_upload(content, Timestamp::EPOCH), Ok(UploadOutcome::ChecksumMismatch));
     let mut t = transfer(1, false, false);
     t.declared_blake3 = Some(Digest::of(b"content"));
     t.start_upload(Timestamp::EPOCH).unwrap();
-    let content = StoredContent {
-        size: 7,
-        blake3: Digest::of(b"content"),
-        md5: None,
-    };
-    assert_eq!(
-        t.complete_upload(content, Timestamp::EPOCH),
-        Ok(UploadOutcome::Published)
-    );
+    let content = StoredContent { size: 7, blake3: Digest::of(b"content"), md5: None };
+    assert_eq!(t.complete_upload(content, Timestamp::EPOCH), Ok(UploadOutcome::Published));
 }

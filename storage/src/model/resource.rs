@@ -178,14 +178,12 @@ impl ResourceConfig {
 
     /// The effective time to live.
     pub fn time_to_live(&self) -> Duration {
-        self.file_transfer_time_to_live
-            .unwrap_or(Self::DEFAULT_TIME_TO_LIVE)
+        self.file_transfer_time_to_live.unwrap_or(Self::DEFAULT_TIME_TO_LIVE)
     }
 
     /// The effective grace period.
     pub fn grace_period(&self) -> Duration {
-        self.purge_file_transfer_grace_period
-            .unwrap_or(Self::DEFAULT_GRACE_PERIOD)
+        self.purge_file_transfer_grace_period.unwrap_or(Self::DEFAULT_GRACE_PERIOD)
     }
 
     /// The largest upload a transfer on this resource may carry.
@@ -244,9 +242,7 @@ impl ResourceConfig {
         let edition_code = update
             .external_service_edition_code_legacy
             .or(self.external_service_edition_code_legacy);
-        let shim = update
-            .use_manifest_file_shim
-            .or(self.use_manifest_file_shim);
+        let shim = update.use_manifest_file_shim.or(self.use_manifest_file_shim);
         if shim == Some(true)
             && (service_code.as_deref().is_none_or(str::is_empty)
                 || edition_code.is_none_or(|c| c == 0))
@@ -321,20 +317,8 @@ mod tests {
     #[test]
     fn each_invalid_field_gives_its_altinn_error_and_changes_nothing() {
         let cases: Vec<(ResourceUpdate, u16)> = vec![
-            (
-                ResourceUpdate {
-                    max_file_transfer_size: Some(-1),
-                    ..Default::default()
-                },
-                11,
-            ),
-            (
-                ResourceUpdate {
-                    max_file_transfer_size: Some(0),
-                    ..Default::default()
-                },
-                12,
-            ),
+            (ResourceUpdate { max_file_transfer_size: Some(-1), ..Default::default() }, 11),
+            (ResourceUpdate { max_file_transfer_size: Some(0), ..Default::default() }, 12),
             (
                 ResourceUpdate {
                     max_file_transfer_size: Some(50_000_000_001),
@@ -370,20 +354,8 @@ mod tests {
                 },
                 18,
             ),
-            (
-                ResourceUpdate {
-                    max_file_transfer_size: Some(i64::MAX),
-                    ..Default::default()
-                },
-                22,
-            ),
-            (
-                ResourceUpdate {
-                    use_manifest_file_shim: Some(true),
-                    ..Default::default()
-                },
-                23,
-            ),
+            (ResourceUpdate { max_file_transfer_size: Some(i64::MAX), ..Default::default() }, 22),
+            (ResourceUpdate { use_manifest_file_shim: Some(true), ..Default::default() }, 23),
         ];
         for (update, code) in cases {
             let mut r = resource();
@@ -430,23 +402,11 @@ mod tests {
         let other = Party::parse("0192:986252932").unwrap();
         let third = Party::parse("0192:910753614").unwrap();
         let mut r = resource();
-        assert_eq!(
-            r.check_required_party(&other, std::slice::from_ref(&third)),
-            Ok(())
-        );
+        assert_eq!(r.check_required_party(&other, std::slice::from_ref(&third)), Ok(()));
         r.required_party = Some(owner.clone());
-        assert_eq!(
-            r.check_required_party(&owner, &[other.clone(), third.clone()]),
-            Ok(())
-        );
-        assert_eq!(
-            r.check_required_party(&other, std::slice::from_ref(&owner)),
-            Ok(())
-        );
-        assert_eq!(
-            r.check_required_party(&other, std::slice::from_ref(&third)),
-            Err(26)
-        );
+        assert_eq!(r.check_required_party(&owner, &[other.clone(), third.clone()]), Ok(()));
+        assert_eq!(r.check_required_party(&other, std::slice::from_ref(&owner)), Ok(()));
+        assert_eq!(r.check_required_party(&other, std::slice::from_ref(&third)), Err(26));
         assert_eq!(r.check_required_party(&other, &[owner, third]), Err(27));
     }
 }
@@ -459,18 +419,12 @@ mod access_tests {
     fn the_owner_may_always_send_and_receive_and_lists_add_others() {
         let owner = Party::parse("0192:991825827").unwrap();
         let other = Party::parse("0192:986252932").unwrap();
-        let mut r = ResourceConfig::new(
-            ResourceId::parse("r").unwrap(),
-            owner.clone(),
-            Timestamp::EPOCH,
-        );
+        let mut r =
+            ResourceConfig::new(ResourceId::parse("r").unwrap(), owner.clone(), Timestamp::EPOCH);
         assert!(r.may_send(&owner) && r.may_receive(&owner));
         assert!(!r.may_send(&other) && !r.may_receive(&other));
         r.apply(ResourceUpdate {
-            access: Some(AccessRules {
-                senders: vec![other.clone()],
-                recipients: vec![],
-            }),
+            access: Some(AccessRules { senders: vec![other.clone()], recipients: vec![] }),
             ..Default::default()
         })
         .unwrap();

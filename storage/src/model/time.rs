@@ -41,6 +41,98 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// RFC 3339 in UTC with microseconds, e.g. `2026-11-22T00:30:00.123456+00:00` (the form
+    /// .NET's `DateTimeOffset` prints, which Altinn clients parse).
+    pub fn to_rfc3339(&self) -> String {
+        let secs = self.0.div_euclid(1_000_000);
+        let micros = self.0.rem_euclid(1_000_000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+00:00",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+
+    /// Parses RFC 3339 / ISO 8601 date-times with an offset (`Z` or `±HH:MM`), optional
+    /// fraction; a bare date-time without offset is read as UTC, and a bare date as midnight UTC.
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let text = text.trim();
+        let (date, rest) = text.split_at(text.find(['T', 't', ' ']).unwrap_or(text.len()));
+        let mut parts = date.split('-');
+        let y: i64 = parts.next()?.parse().ok()?;
+        let m: i64 = parts.next()?.parse().ok()?;
+        let d: i64 = parts.next()?.parse().ok()?;
+        if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+            return None;
+        }
+        let mut micros = days_from_civil(y, m, d) * 86_400 * 1_000_000;
+        if rest.is_empty() {
+            return Some(Self(micros));
+        }
+        let rest = &rest[1..];
+        let (clock, offset) = match rest.find(['Z', 'z', '+', '-']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let mut hms = clock.split(':');
+        let h: i64 = hms.next()?.parse().ok()?;
+        let mi: i64 = hms.next()?.parse().ok()?;
+        let (s, frac) = match hms.next() {
+            Some(sec) => match sec.split_once('.') {
+                Some((s, f)) => (s.parse::<i64>().ok()?, f),
+                None => (sec.parse().ok()?, ""),
+            },
+            None => (0, ""),
+        };
+        if h > 23 || mi > 59 || s > 60 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let frac_micros: i64 = if frac.is_empty() {
+            0
+        } else {
+            format!("{:0<6}", &frac[..frac.len().min(6)]).parse().ok()?
+        };
+        micros += ((h * 60 + mi) * 60 + s) * 1_000_000 + frac_micros;
+        let offset_secs = match offset {
+            "" | "Z" | "z" => 0,
+            o => {
+                let sign = if o.starts_with('-') { -1 } else { 1 };
+                let (oh, om) = o[1..].split_once(':').unwrap_or((&o[1..], "0"));
+                sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+            }
+        };
+        Some(Self(micros - offset_secs * 1_000_000))
+    }
+}
+
+/// Days since 1970-01-01 → (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 impl From<SystemTime> for Timestamp {
     fn from(t: SystemTime) -> Self {
         match t.duration_since(UNIX_EPOCH) {
@@ -77,9 +169,7 @@ pub fn parse_iso8601_duration(input: &str) -> Option<Duration> {
         let mut text = text;
         let mut next_unit = 0;
         while !text.is_empty() {
-            let end = text
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .unwrap_or(text.len());
+            let end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
             let (number, tail) = text.split_at(end);
             let Some(unit) = tail.chars().next() else {
                 return false;
@@ -115,19 +205,9 @@ pub fn parse_iso8601_duration(input: &str) -> Option<Duration> {
     };
     const SECOND: u128 = 1_000_000;
     const DAY: u128 = 86_400 * SECOND;
-    let date_ok = parse_section(
-        date,
-        &[('Y', 365 * DAY), ('M', 30 * DAY), ('D', DAY)],
-        false,
-    );
+    let date_ok = parse_section(date, &[('Y', 365 * DAY), ('M', 30 * DAY), ('D', DAY)], false);
     let time_ok = time
-        .map(|t| {
-            parse_section(
-                t,
-                &[('H', 3600 * SECOND), ('M', 60 * SECOND), ('S', SECOND)],
-                true,
-            )
-        })
+        .map(|t| parse_section(t, &[('H', 3600 * SECOND), ('M', 60 * SECOND), ('S', SECOND)], true))
         .unwrap_or(true);
     if !date_ok || !time_ok || n_parts == 0 {
         return None;
@@ -155,16 +235,27 @@ mod tests {
             ("PT0S", 0),
             ("P365D", 365 * D),
         ] {
-            assert_eq!(
-                parse_iso8601_duration(text),
-                Some(Duration::from_secs(secs)),
-                "{text}"
-            );
+            assert_eq!(parse_iso8601_duration(text), Some(Duration::from_secs(secs)), "{text}");
         }
+        assert_eq!(parse_iso8601_duration("PT1.5S"), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn rfc3339_round_trips_and_reads_offsets() {
+        let t = Timestamp::from_unix_micros(1_795_307_400_123_456);
+        let text = t.to_rfc3339();
+        assert_eq!(text, "2026-11-22T00:30:00.123456+00:00");
+        assert_eq!(Timestamp::parse_rfc3339(&text), Some(t));
+        assert_eq!(Timestamp::parse_rfc3339("2026-11-22T01:30:00.123456+01:00"), Some(t));
         assert_eq!(
-            parse_iso8601_duration("PT1.5S"),
-            Some(Duration::from_millis(1500))
+            Timestamp::parse_rfc3339("2026-11-22T00:30:00Z"),
+            Some(Timestamp::from_unix_micros(1_795_307_400_000_000))
         );
+        assert_eq!(Timestamp::parse_rfc3339("1970-01-01"), Some(Timestamp::EPOCH));
+        assert_eq!(Timestamp::EPOCH.to_rfc3339(), "1970-01-01T00:00:00.000000+00:00");
+        for bad in ["", "2026-13-01", "yesterday", "2026-11-22T25:00:00Z"] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

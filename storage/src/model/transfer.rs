@@ -139,13 +139,9 @@ impl RecipientFileTransferStatus {
 
     /// The status with Altinn id `id`.
     pub fn from_id(id: u8) -> Option<Self> {
-        [
-            Self::Initialized,
-            Self::DownloadStarted,
-            Self::DownloadConfirmed,
-        ]
-        .get(usize::from(id))
-        .copied()
+        [Self::Initialized, Self::DownloadStarted, Self::DownloadConfirmed]
+            .get(usize::from(id))
+            .copied()
     }
 
     /// Altinn's external name.
@@ -428,26 +424,17 @@ impl FileTransfer {
 
     /// The current status row.
     pub fn latest_status(&self) -> &StatusEntry {
-        self.status_history
-            .last()
-            .expect("a transfer's status history is never empty")
+        self.status_history.last().expect("a transfer's status history is never empty")
     }
 
     /// When the transfer was published, if it was.
     pub fn published_at(&self) -> Option<Timestamp> {
-        self.status_history
-            .iter()
-            .find(|e| e.status == FileTransferStatus::Published)
-            .map(|e| e.at)
+        self.status_history.iter().find(|e| e.status == FileTransferStatus::Published).map(|e| e.at)
     }
 
     /// A recipient's current status as Altinn's overview shows it: the highest ever reached.
     pub fn recipient_status(&self, recipient: &Party) -> Option<RecipientFileTransferStatus> {
-        self.recipient_history
-            .iter()
-            .filter(|e| &e.recipient == recipient)
-            .map(|e| e.status)
-            .max()
+        self.recipient_history.iter().filter(|e| &e.recipient == recipient).map(|e| e.status).max()
     }
 
     /// Whether the transfer holds a reference on its blob: it has content and is neither failed
@@ -473,11 +460,7 @@ impl FileTransfer {
         if !from.can_transition_to(to) {
             return Err(TransferError::IllegalTransition { from, to });
         }
-        self.status_history.push(StatusEntry {
-            status: to,
-            text,
-            at,
-        });
+        self.status_history.push(StatusEntry { status: to, text, at });
         Ok(())
     }
 
@@ -525,12 +508,8 @@ impl FileTransfer {
         }
         let previous = self.content.replace(content);
         let outcome = if self.checksum_mismatch() {
-            self.push_status(
-                FileTransferStatus::Failed,
-                Some("Checksum mismatch".into()),
-                at,
-            )
-            .map(|()| UploadOutcome::ChecksumMismatch)
+            self.push_status(FileTransferStatus::Failed, Some("Checksum mismatch".into()), at)
+                .map(|()| UploadOutcome::ChecksumMismatch)
         } else if self.use_virus_scan || self.checksum_pending() {
             self.push_status(FileTransferStatus::UploadProcessing, None, at)
                 .map(|()| UploadOutcome::Processing)
@@ -553,26 +532,16 @@ impl FileTransfer {
         match content.md5 {
             Some(recorded) if recorded == md5 => return Ok(()),
             Some(recorded) => {
-                return Err(TransferError::Md5Conflict {
-                    recorded,
-                    computed: md5,
-                });
+                return Err(TransferError::Md5Conflict { recorded, computed: md5 });
             }
             None => {}
         }
         let before = self.content;
-        self.content = Some(StoredContent {
-            md5: Some(md5),
-            ..content
-        });
+        self.content = Some(StoredContent { md5: Some(md5), ..content });
         let result = if self.status() != FileTransferStatus::UploadProcessing {
             Ok(())
         } else if self.checksum_mismatch() {
-            self.push_status(
-                FileTransferStatus::Failed,
-                Some("Checksum mismatch".into()),
-                at,
-            )
+            self.push_status(FileTransferStatus::Failed, Some("Checksum mismatch".into()), at)
         } else if !self.use_virus_scan || self.scan_passed {
             self.push_status(FileTransferStatus::Published, None, at)
         } else {
@@ -612,16 +581,12 @@ impl FileTransfer {
             }
             ScanOutcome::Infected { signature } => self.push_status(
                 FileTransferStatus::Failed,
-                Some(format!(
-                    "Malware scan failed: Malicious. Extra details: {signature}"
-                )),
+                Some(format!("Malware scan failed: Malicious. Extra details: {signature}")),
                 at,
             ),
             ScanOutcome::Unscannable { reason } => self.push_status(
                 FileTransferStatus::Failed,
-                Some(format!(
-                    "Malware scan failed: NotScanned. Extra details: {reason}"
-                )),
+                Some(format!("Malware scan failed: NotScanned. Extra details: {reason}")),
                 at,
             ),
         }
