@@ -471,12 +471,13 @@ impl App {
         Ok((committed, transfer.status()))
     }
 
-    /// Starts (or resumes) an upload.
+    /// Starts (or resumes) an upload: `offset` is where the client's bytes start (the committed
+    /// offset to resume), or `None` to start over from byte 0.
     pub async fn begin_upload(
         self: &Arc<Self>,
         caller: &Caller,
         id: FileTransferId,
-        offset: u64,
+        offset: Option<u64>,
         declared_length: Option<u64>,
     ) -> Result<UploadSession> {
         require_scope(caller, &[SCOPE_WRITE])?;
@@ -500,7 +501,19 @@ impl App {
         if declared_length.is_some_and(|n| n > limit) {
             return Err(too_large(limit));
         }
-        let upload = self.storage.open_upload(UploadId::for_transfer(id), self.now()).await?;
+        let upload_id = UploadId::for_transfer(id);
+        let mut upload = self.storage.open_upload(upload_id.clone(), self.now()).await?;
+        // `None`: start over (a REST upload sends the whole file), discarding a partial upload.
+        let offset = match offset {
+            Some(offset) => offset,
+            None if upload.offset() == 0 => 0,
+            None => {
+                drop(upload);
+                self.storage.abort_upload(&upload_id).await?;
+                upload = self.storage.open_upload(upload_id, self.now()).await?;
+                0
+            }
+        };
         if offset != upload.offset() {
             return Err(ApiError {
                 kind: crate::error::Kind::FailedPrecondition,
@@ -851,4 +864,38 @@ impl UploadSession {
         }
         Ok(UploadResult { transfer })
     }
+}
+
+/// A recipient's current status as the overview shows it (Altinn: the highest status reached,
+/// with the time it was last entered).
+#[derive(Debug, Clone)]
+pub struct RecipientView {
+    /// The recipient.
+    pub party: Party,
+    /// Its current status.
+    pub status: RecipientFileTransferStatus,
+    /// When it entered that status last.
+    pub changed: Timestamp,
+}
+
+/// The current status of every recipient of `t`.
+pub fn recipient_views(t: &FileTransfer) -> Vec<RecipientView> {
+    t.recipients
+        .iter()
+        .map(|r| {
+            let status = t.recipient_status(r).unwrap_or(RecipientFileTransferStatus::Initialized);
+            let changed = t
+                .recipient_history
+                .iter()
+                .rev()
+                .find(|e| &e.recipient == r && e.status == status)
+                .map_or(t.created, |e| e.at);
+            RecipientView { party: r.clone(), status, changed }
+        })
+        .collect()
+}
+
+/// The `checksum` to show: the file's MD5 once known, else the one the sender declared.
+pub fn checksum_of(t: &FileTransfer) -> Option<Md5> {
+    t.content.and_then(|c| c.md5).or(t.declared_checksum)
 }

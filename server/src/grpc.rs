@@ -72,24 +72,13 @@ fn recipient_status_from_proto(v: i32) -> Result<RecipientFileTransferStatus, St
 /// The overview of a transfer (Altinn `FileTransferOverviewExt`).
 pub fn overview(t: &FileTransfer) -> pb::FileTransferOverview {
     let latest = t.latest_status();
-    let recipients = t
-        .recipients
-        .iter()
-        .map(|r| {
-            let status = t.recipient_status(r).unwrap_or(RecipientFileTransferStatus::Initialized);
-            let changed = t
-                .recipient_history
-                .iter()
-                .rev()
-                .find(|e| &e.recipient == r && e.status == status)
-                .map(|e| e.at)
-                .unwrap_or(t.created);
-            pb::RecipientStatus {
-                recipient: r.to_string(),
-                current_recipient_file_transfer_status_code: recipient_status_to_proto(status),
-                current_recipient_file_transfer_status_text: status.default_text().to_owned(),
-                current_recipient_file_transfer_status_changed: Some(ts(changed)),
-            }
+    let recipients = crate::app::recipient_views(t)
+        .into_iter()
+        .map(|r| pb::RecipientStatus {
+            recipient: r.party.to_string(),
+            current_recipient_file_transfer_status_code: recipient_status_to_proto(r.status),
+            current_recipient_file_transfer_status_text: r.status.default_text().to_owned(),
+            current_recipient_file_transfer_status_changed: Some(ts(r.changed)),
         })
         .collect();
     pb::FileTransferOverview {
@@ -97,12 +86,7 @@ pub fn overview(t: &FileTransfer) -> pb::FileTransferOverview {
         resource_id: t.resource_id.to_string(),
         file_name: t.file_name.clone(),
         senders_file_transfer_reference: t.senders_reference.clone(),
-        checksum: t
-            .content
-            .and_then(|c| c.md5)
-            .or(t.declared_checksum)
-            .map(|m| m.to_hex())
-            .unwrap_or_default(),
+        checksum: crate::app::checksum_of(t).map(|m| m.to_hex()).unwrap_or_default(),
         use_virus_scan: t.use_virus_scan,
         file_transfer_size: t.content.map_or(0, |c| c.size),
         file_transfer_status: status_to_proto(t.status()) as i32,
@@ -170,7 +154,7 @@ impl FileTransferService for FileTransferApi {
             _ => return Err(ApiError::invalid("the first upload message must be `start`").into()),
         };
         let id = transfer_id(&start.file_transfer_id)?;
-        let mut session = self.app.begin_upload(&caller, id, start.offset, start.length).await?;
+        let mut session = self.app.begin_upload(&caller, id, Some(start.offset), start.length).await?;
         let (tx, rx) = mpsc::channel(16);
         let app = self.app.clone();
         self.app.spawn(async move {

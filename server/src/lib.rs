@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod rest;
 pub mod scan;
 
 use std::future::Future;
@@ -81,6 +82,7 @@ pub async fn run(
         Router::new()
             .route("/health", get(|| async { "ok" }))
             .route("/health/ready", get(move || ready(ready_app.clone())))
+            .merge(rest::router(app.clone()))
     };
     let routes = tonic::service::Routes::from(http)
         .add_service(

@@ -1,0 +1,654 @@
+//! The Altinn 3 Broker-compatible REST facade (`/broker/api/v1/...`): thin handlers over the same
+//! use cases as gRPC. Field names, statuses, error bodies and headers follow the contract, so
+//! clients written for Altinn work by changing the base URL and the token issuer.
+//!
+//! - JSON out is camelCase with enums as strings; JSON in matches property names
+//!   case-insensitively (Altinn's Postman collections send PascalCase).
+//! - Errors: RFC 7807 ProblemDetails with `code` (`BRO-000NN`) and `traceId`; field validation
+//!   as ValidationProblemDetails with `errors`; 401 with `WWW-Authenticate: Bearer` and no body
+//!   for a missing or bad token; 403 with no body for a missing scope.
+//! - Every response carries `X-Content-Type-Options: nosniff` and `Cache-Control: no-store`; an
+//!   `Accept` header that allows none of an endpoint's types is refused with 406.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt as _;
+use serde_json::{Map, Value, json};
+use storage::model::*;
+
+use crate::app::{App, InitializeRequest, SearchQuery, checksum_of, recipient_views};
+use crate::auth::{AuthError, Caller};
+use crate::error::{ApiError, Kind};
+
+/// Where the API lives.
+pub const BASE: &str = "/broker/api/v1";
+/// Body bytes gathered before a write to storage: frames from the network are small.
+const UPLOAD_BUFFER: usize = 256 * 1024;
+/// Download body chunk.
+const DOWNLOAD_CHUNK: usize = 256 * 1024;
+
+/// The REST routes, to be merged into the server's router.
+pub fn router(app: Arc<App>) -> Router {
+    let json_api = Router::new()
+        .route("/filetransfer", post(initialize).get(search))
+        .route("/filetransfer/{id}", get(overview))
+        .route("/filetransfer/{id}/details", get(details))
+        .route("/filetransfer/{id}/upload", post(upload))
+        .route("/filetransfer/{id}/confirmdownload", post(confirm))
+        .route("/serviceowner", post(register_service_owner).get(service_owner))
+        .route("/resource/{id}", put(put_resource).get(get_resource))
+        .layer(middleware::from_fn(accept_json));
+    // Download declares no produced type, so no Accept check (as in Altinn).
+    let files = Router::new().route("/filetransfer/{id}/download", get(download));
+    Router::new()
+        .nest(BASE, json_api.merge(files))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(app)
+}
+
+// --- errors ---
+
+fn trace_id() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("00-{}-{}-01", &id[..32], &id[..16])
+}
+
+fn rfc9110(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "https://tools.ietf.org/html/rfc9110#section-15.5.1",
+        401 => "https://tools.ietf.org/html/rfc9110#section-15.5.2",
+        403 => "https://tools.ietf.org/html/rfc9110#section-15.5.4",
+        404 => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+        409 => "https://tools.ietf.org/html/rfc9110#section-15.5.10",
+        416 => "https://tools.ietf.org/html/rfc9110#section-15.5.17",
+        503 => "https://tools.ietf.org/html/rfc9110#section-15.6.4",
+        _ => "https://tools.ietf.org/html/rfc9110#section-15.6.1",
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        match (self.kind, self.code) {
+            (Kind::Unauthenticated, _) => {
+                (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
+            }
+            (Kind::PermissionDenied, None) => StatusCode::FORBIDDEN.into_response(),
+            (Kind::InvalidArgument, None) => {
+                let field = self.field.unwrap_or("request");
+                let body = json!({
+                    "type": rfc9110(StatusCode::BAD_REQUEST),
+                    "title": "One or more validation errors occurred.",
+                    "status": 400,
+                    "errors": { field: [self.message] },
+                    "traceId": trace_id(),
+                });
+                problem(StatusCode::BAD_REQUEST, body)
+            }
+            (_, code) => {
+                let mut body = json!({
+                    "type": rfc9110(status),
+                    "title": status.canonical_reason().unwrap_or("Error"),
+                    "status": status.as_u16(),
+                    "detail": self.message,
+                    "traceId": trace_id(),
+                });
+                if let Some(code) = code {
+                    body["code"] = json!(format!("BRO-{code:05}"));
+                }
+                problem(status, body)
+            }
+        }
+    }
+}
+
+fn problem(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, axum::Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    response
+}
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+
+// --- middleware ---
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// Altinn's Accept check: if an Accept header is present, one of its media types (parameters
+/// ignored) must be `application/json` or `*/*`.
+async fn accept_json(request: Request, next: Next) -> Response {
+    let acceptable = request.headers().get_all(header::ACCEPT).iter().all(|value| {
+        value.to_str().is_ok_and(|v| {
+            v.split(',').any(|media| {
+                let media = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                media == "application/json" || media == "*/*"
+            })
+        })
+    });
+    if request.headers().contains_key(header::ACCEPT) && !acceptable {
+        return (
+            StatusCode::NOT_ACCEPTABLE,
+            "This endpoint does not support the requested Accept header. Supported Accept headers are: application/json",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+// --- request helpers ---
+
+fn caller(app: &App, headers: &HeaderMap) -> Result<Caller> {
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    app.auth.authenticate(value).map_err(|e| match e {
+        AuthError::Missing => ApiError::unauthenticated("a bearer token is required"),
+        AuthError::Invalid(reason) => ApiError::unauthenticated(reason),
+    })
+}
+
+fn transfer_id(text: &str) -> Result<FileTransferId> {
+    // Altinn answers an unknown or malformed id with 404/1.
+    text.parse().map_err(|_| ApiError::altinn(1))
+}
+
+/// A JSON object whose property names are matched case-insensitively.
+struct CiObject(HashMap<String, Value>);
+
+impl CiObject {
+    fn parse(body: &Bytes) -> Result<Self> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::invalid_field("body", format!("The request body is not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(ApiError::invalid_field("body", "The request body must be a JSON object"));
+        };
+        Ok(Self(map.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()))
+    }
+
+    fn get(&self, name: &str) -> Option<&Value> {
+        self.0.get(&name.to_ascii_lowercase()).filter(|v| !v.is_null())
+    }
+
+    fn string(&self, name: &'static str) -> Result<Option<String>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(ApiError::invalid_field(name, format!("The {name} field must be a string."))),
+        }
+    }
+
+    fn required_string(&self, name: &'static str) -> Result<String> {
+        self.string(name)?.ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field is required.")))
+    }
+
+    fn bool(&self, name: &'static str) -> Result<Option<bool>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(*b)),
+            Some(_) => Err(ApiError::invalid_field(name, format!("The {name} field must be true or false."))),
+        }
+    }
+
+    fn int(&self, name: &'static str) -> Result<Option<i64>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field must be an integer."))),
+        }
+    }
+
+    fn strings(&self, name: &'static str) -> Result<Option<Vec<String>>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field must be a list of strings."))),
+            Some(_) => Err(ApiError::invalid_field(name, format!("The {name} field must be a list."))),
+        }
+    }
+
+    fn string_map(&self, name: &'static str) -> Result<BTreeMap<String, String>> {
+        match self.get(name) {
+            None => Ok(BTreeMap::new()),
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect::<Option<_>>()
+                .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} values must be strings."))),
+            Some(_) => Err(ApiError::invalid_field(name, format!("The {name} field must be an object."))),
+        }
+    }
+}
+
+// --- views ---
+
+fn time(t: Timestamp) -> Value {
+    Value::String(t.to_rfc3339())
+}
+
+fn overview_json(t: &FileTransfer, with_published: bool) -> Map<String, Value> {
+    let recipients: Vec<Value> = recipient_views(t)
+        .into_iter()
+        .map(|r| {
+            json!({
+                "recipient": r.party.to_string(),
+                "currentRecipientFileTransferStatusCode": r.status.name(),
+                "currentRecipientFileTransferStatusText": r.status.default_text(),
+                "currentRecipientFileTransferStatusChanged": time(r.changed),
+            })
+        })
+        .collect();
+    let mut view = json!({
+        "fileTransferId": t.id.to_string(),
+        "resourceId": t.resource_id.as_str(),
+        "fileName": t.file_name,
+        "sendersFileTransferReference": t.senders_reference,
+        "checksum": checksum_of(t).map(|m| m.to_hex()),
+        "useVirusScan": t.use_virus_scan,
+        "fileTransferSize": t.content.map_or(0, |c| c.size),
+        "fileTransferStatus": t.status().name(),
+        "fileTransferStatusText": t.status_text(),
+        "fileTransferStatusChanged": time(t.latest_status().at),
+        "created": time(t.created),
+        "expirationTime": time(t.expiration_time),
+        "sender": t.sender.to_string(),
+        "recipients": recipients,
+        "propertyList": t.property_list,
+        // Ferry extension: the content address.
+        "blake3": t.content.map(|c| c.blake3.to_hex()),
+    });
+    if with_published {
+        view["published"] = t.published_at().map_or(Value::Null, time);
+    }
+    match view {
+        Value::Object(map) => map,
+        _ => unreachable!("built as an object"),
+    }
+}
+
+// --- file transfers ---
+
+async fn initialize(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let body = CiObject::parse(&body)?;
+    let request = InitializeRequest {
+        file_name: body.required_string("fileName")?,
+        resource_id: body.required_string("resourceId")?,
+        senders_file_transfer_reference: body.string("sendersFileTransferReference")?.unwrap_or_default(),
+        sender: body.required_string("sender")?,
+        recipients: body
+            .strings("recipients")?
+            .ok_or_else(|| ApiError::invalid_field("Recipients", "One or more recipients are required"))?,
+        property_list: body.string_map("propertyList")?,
+        checksum: body.string("checksum")?,
+        disable_virus_scan: body.bool("disableVirusScan")?.unwrap_or(false),
+        idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        blake3: body.string("blake3")?,
+    };
+    let id = app.initialize(&caller, request).await?;
+    Ok(axum::Json(json!({ "fileTransferId": id.to_string() })).into_response())
+}
+
+async fn upload(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let id = transfer_id(&id)?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut session = app.begin_upload(&caller, id, None, declared).await?;
+    let mut stream = body.into_data_stream();
+    let mut buffer = BytesMut::new();
+    while let Some(frame) = stream.next().await {
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(e) => {
+                // The client went away mid-body: keep what arrived (the gRPC API can resume it).
+                let _ = session.checkpoint().await;
+                return Err(ApiError::invalid_field("body", format!("the upload was interrupted: {e}")));
+            }
+        };
+        buffer.extend_from_slice(&frame);
+        if buffer.len() >= UPLOAD_BUFFER {
+            session.write(buffer.split().freeze()).await?;
+        }
+    }
+    if !buffer.is_empty() {
+        session.write(buffer.freeze()).await?;
+    }
+    session.checkpoint().await?;
+    session.finish().await?;
+    Ok(axum::Json(json!({ "fileTransferId": id.to_string() })).into_response())
+}
+
+async fn overview(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let t = app.transfer(&caller, transfer_id(&id)?)?;
+    Ok(axum::Json(Value::Object(overview_json(&t, true))).into_response())
+}
+
+async fn details(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let t = app.transfer(&caller, transfer_id(&id)?)?;
+    let mut view = overview_json(&t, false);
+    view.insert(
+        "fileTransferStatusHistory".into(),
+        t.status_history
+            .iter()
+            .map(|e| {
+                json!({
+                    "fileTransferStatus": e.status.name(),
+                    "fileTransferStatusText": e.display_text(),
+                    "fileTransferStatusChanged": time(e.at),
+                })
+            })
+            .collect(),
+    );
+    view.insert(
+        "recipientFileTransferStatusHistory".into(),
+        t.recipient_history
+            .iter()
+            .map(|e| {
+                json!({
+                    "recipient": e.recipient.to_string(),
+                    "recipientFileTransferStatusCode": e.status.name(),
+                    "recipientFileTransferStatusText": e.status.default_text(),
+                    "recipientFileTransferStatusChanged": time(e.at),
+                })
+            })
+            .collect(),
+    );
+    Ok(axum::Json(Value::Object(view)).into_response())
+}
+
+async fn confirm(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    app.confirm_download(&caller, transfer_id(&id)?).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn enum_by_name<T: Copy>(text: &str, field: &'static str, all: &[(T, &str)]) -> Result<T> {
+    let by_number = text.parse::<usize>().ok().and_then(|n| all.get(n)).map(|(v, _)| *v);
+    all.iter()
+        .find(|(_, name)| name.eq_ignore_ascii_case(text))
+        .map(|(v, _)| *v)
+        .or(by_number)
+        .ok_or_else(|| ApiError::invalid_field(field, format!("The value '{text}' is not valid.")))
+}
+
+async fn search(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let param = |name: &str| params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
+    let resource_id = param("resourceId")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::invalid_field("resourceId", "The resourceId field is required."))?;
+    let statuses: Vec<(FileTransferStatus, &str)> =
+        FileTransferStatus::ALL.iter().map(|s| (*s, s.name())).collect();
+    let recipient_statuses: Vec<(RecipientFileTransferStatus, &str)> =
+        (0..3).filter_map(RecipientFileTransferStatus::from_id).map(|s| (s, s.name())).collect();
+    let date = |name: &'static str| -> Result<Option<Timestamp>> {
+        param(name)
+            .map(|v| {
+                Timestamp::parse_rfc3339(v)
+                    .ok_or_else(|| ApiError::invalid_field(name, format!("The value '{v}' is not a valid date-time.")))
+            })
+            .transpose()
+    };
+    let query = SearchQuery {
+        resource_id: resource_id.to_owned(),
+        status: param("status").map(|v| enum_by_name(v, "status", &statuses)).transpose()?,
+        recipient_status: param("recipientStatus")
+            .map(|v| enum_by_name(v, "recipientStatus", &recipient_statuses))
+            .transpose()?,
+        from: date("from")?,
+        to: date("to")?,
+        order_ascending: param("orderAscending").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        as_recipient: param("role")
+            .map(|v| enum_by_name(v, "role", &[(false, "Sender"), (true, "Recipient")]))
+            .transpose()?,
+        // Ferry extension: page past Altinn's 100-item cap.
+        page_token: param("continuationToken").map(str::to_owned),
+        page_size: None,
+    };
+    let (ids, next) = app.search(&caller, query)?;
+    let ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let mut response = axum::Json(ids).into_response();
+    if let Some(next) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert("x-continuation-token", next);
+    }
+    Ok(response)
+}
+
+/// A resolved byte range: (first byte, length).
+fn resolve_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>> {
+    let Some(spec) = header.map(str::trim) else { return Ok(None) };
+    let Some(spec) = spec.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes=")).map(|_| &spec[6..]) else {
+        return Ok(None); // other units are ignored
+    };
+    if spec.contains(',') {
+        return Ok(None); // multi-range: the whole file
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return Ok(None) };
+    let (a, b) = (a.trim(), b.trim());
+    let (start, end) = match (a.parse::<u64>().ok(), b.parse::<u64>().ok()) {
+        (Some(start), Some(end)) => (start, end),
+        (Some(start), None) if b.is_empty() => (start, size.saturating_sub(1)),
+        (None, Some(n)) if a.is_empty() => {
+            if n == 0 {
+                return Err(ApiError::altinn(29));
+            }
+            (size.saturating_sub(n), size.saturating_sub(1))
+        }
+        _ => return Ok(None), // malformed: ignored, as Altinn does
+    };
+    if start >= size || end < start {
+        return Err(ApiError::altinn(29));
+    }
+    let end = end.min(size - 1);
+    Ok(Some((start, end - start + 1)))
+}
+
+async fn download(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let id = transfer_id(&id)?;
+    let size = app.transfer(&caller, id)?.content.map_or(0, |c| c.size);
+    let range = resolve_range(headers.get(header::RANGE).and_then(|v| v.to_str().ok()), size)?;
+    let (offset, length) = range.unwrap_or((0, size));
+    let download = app.download(&caller, id, offset, Some(length)).await?;
+    let status = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
+    let body = futures_util::stream::unfold(download.range, |mut range| async move {
+        match range.next_chunk(DOWNLOAD_CHUNK).await {
+            Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk), range)),
+            Ok(None) => None,
+            Err(e) => Some((Err(e), range)),
+        }
+    });
+    let mut response = Response::new(Body::from_stream(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some((start, len)) = range {
+        let value = format!("bytes {start}-{}/{size}", start + len - 1);
+        h.insert(header::CONTENT_RANGE, HeaderValue::from_str(&value).expect("ascii"));
+    }
+    if let Ok(value) = HeaderValue::from_str(&content_disposition(&download.file_name)) {
+        h.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// `attachment; filename="…"` with an RFC 5987 `filename*` for names outside plain ASCII.
+fn content_disposition(name: &str) -> String {
+    let ascii: String =
+        name.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' }).filter(|c| *c != '"').collect();
+    let mut value = format!("attachment; filename=\"{ascii}\"");
+    if ascii != name {
+        let encoded: String = name
+            .bytes()
+            .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .collect();
+        value.push_str(&format!("; filename*=UTF-8''{encoded}"));
+    }
+    value
+}
+
+// --- service owners and resources ---
+
+async fn register_service_owner(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let name = CiObject::parse(&body)?.required_string("name")?;
+    app.register_service_owner(&caller, name).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn service_owner(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let owner = app.service_owner(&caller)?;
+    // Ferry has no per-owner storage accounts; both kinds of Altinn's are always ready.
+    let provider = |kind: &str| json!({ "type": kind, "deploymentStatus": "Ready", "deploymentEnvironment": "Ferry" });
+    Ok(axum::Json(json!({
+        "name": owner.name,
+        "storageProviders": [provider("AltinnAzure"), provider("AltinnAzureWithoutVirusScan")],
+    }))
+    .into_response())
+}
+
+async fn put_resource(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let body = CiObject::parse(&body)?;
+    let parties = |list: Vec<String>| -> Result<Vec<Party>> {
+        list.iter().map(|p| Party::parse_lenient(p).map_err(|e| ApiError::invalid_field("access", e.to_string()))).collect()
+    };
+    let access = match body.get("access") {
+        None => None,
+        Some(Value::Object(_)) => {
+            let inner = CiObject::parse(&Bytes::from(serde_json::to_vec(body.get("access").unwrap_or(&Value::Null)).unwrap_or_default()))?;
+            Some(AccessRules {
+                senders: parties(inner.strings("senders")?.unwrap_or_default())?,
+                recipients: parties(inner.strings("recipients")?.unwrap_or_default())?,
+            })
+        }
+        Some(_) => return Err(ApiError::invalid_field("access", "The access field must be an object.")),
+    };
+    let update = ResourceUpdate {
+        max_file_transfer_size: body.int("maxFileTransferSize")?,
+        file_transfer_time_to_live: body.string("fileTransferTimeToLive")?,
+        purge_file_transfer_after_all_recipients_confirmed: body.bool("purgeFileTransferAfterAllRecipientsConfirmed")?,
+        purge_file_transfer_grace_period: body.string("purgeFileTransferGracePeriod")?,
+        use_manifest_file_shim: body.bool("useManifestFileShim")?,
+        external_service_code_legacy: body.string("externalServiceCodeLegacy")?,
+        external_service_edition_code_legacy: body
+            .int("externalServiceEditionCodeLegacy")?
+            .map(|n| i32::try_from(n).map_err(|_| ApiError::invalid_field("externalServiceEditionCodeLegacy", "out of range")))
+            .transpose()?,
+        required_party: body
+            .string("requiredParty")?
+            .map(|p| Party::parse_lenient(&p).map_err(|e| ApiError::invalid_field("requiredParty", e.to_string())))
+            .transpose()?,
+        access,
+    };
+    app.put_resource(&caller, &id, update).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// .NET's `TimeSpan.ToString()`: `[d.]hh:mm:ss`, which Altinn's GET resource returns.
+fn dotnet_timespan(d: std::time::Duration) -> String {
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let clock = format!("{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
+    if days > 0 { format!("{days}.{clock}") } else { clock }
+}
+
+async fn get_resource(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let r = app.resource(&caller, &id)?;
+    Ok(axum::Json(json!({
+        "maxFileTransferSize": r.max_file_transfer_size,
+        "fileTransferTimeToLive": dotnet_timespan(r.time_to_live()),
+        "purgeFileTransferAfterAllRecipientsConfirmed": r.purge_file_transfer_after_all_recipients_confirmed,
+        "purgeFileTransferGracePeriod": dotnet_timespan(r.grace_period()),
+        "useManifestFileShim": r.use_manifest_file_shim,
+        "externalServiceCodeLegacy": r.external_service_code_legacy,
+        "externalServiceEditionCodeLegacy": r.external_service_edition_code_legacy,
+        "requiredParty": r.required_party.as_ref().map(|p| p.org_number().to_owned()),
+        // Ferry extension: who may send and receive.
+        "access": {
+            "senders": r.access.senders.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "recipients": r.access.recipients.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        },
+    }))
+    .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_resolve_like_altinn() {
+        let r = |h: &str| resolve_range(Some(h), 100).map_err(|e| e.code);
+        assert_eq!(r("bytes=0-9"), Ok(Some((0, 10))));
+        assert_eq!(r("BYTES=90-"), Ok(Some((90, 10))));
+        assert_eq!(r("bytes=-5"), Ok(Some((95, 5))));
+        assert_eq!(r("bytes=50-1000"), Ok(Some((50, 50))));
+        assert_eq!(r("bytes=100-"), Err(Some(29)));
+        assert_eq!(r("bytes=9-3"), Err(Some(29)));
+        assert_eq!(r("bytes=0-1,5-6"), Ok(None));
+        assert_eq!(r("items=0-1"), Ok(None));
+        assert_eq!(r("bytes=x-y"), Ok(None));
+        assert_eq!(resolve_range(None, 100).unwrap(), None);
+    }
+
+    #[test]
+    fn timespans_print_like_dotnet() {
+        use std::time::Duration;
+        assert_eq!(dotnet_timespan(Duration::from_secs(30 * 86_400)), "30.00:00:00");
+        assert_eq!(dotnet_timespan(Duration::from_secs(7200)), "02:00:00");
+        assert_eq!(dotnet_timespan(Duration::from_secs(90_061)), "1.01:01:01");
+    }
+
+    #[test]
+    fn content_disposition_keeps_ascii_and_encodes_the_rest() {
+        assert_eq!(content_disposition("a b.txt"), "attachment; filename=\"a b.txt\"");
+        assert_eq!(
+            content_disposition("rapport-ø.pdf"),
+            "attachment; filename=\"rapport-_.pdf\"; filename*=UTF-8''rapport-%C3%B8.pdf"
+        );
+    }
+}
