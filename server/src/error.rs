@@ -125,7 +125,8 @@ impl ApiError {
     }
 }
 
-/// Altinn's catalogue (contract §2.5): classification, HTTP status and message.
+/// Altinn's catalogue (contract §2.5): classification, HTTP status and message. Every number
+/// the code uses must be here (a test checks), or it would surface as a 500.
 fn altinn_error(code: u16) -> (Kind, u16, &'static str) {
     use Kind::*;
     match code {
@@ -169,7 +170,36 @@ fn altinn_error(code: u16) -> (Kind, u16, &'static str) {
             400,
             "A file transfer can only be confirmed to be downloaded when it is published. See file transfer status.",
         ),
+        11 => (InvalidArgument, 400, "Max file transfer size cannot be negative"),
+        12 => (InvalidArgument, 400, "Max file transfer size cannot be zero"),
+        13 => (
+            InvalidArgument,
+            400,
+            "Max file transfer size cannot be set higher than 50GB in production unless the resource has been pre-approved for disabled virus scan. Contact us @ Slack.",
+        ),
+        14 => (
+            InvalidArgument,
+            400,
+            "Invalid file transfer time to live format. Should follow ISO8601 standard for duration. Example: 'P30D' for 30 days.",
+        ),
+        15 => (InvalidArgument, 400, "Time to live cannot exceed 365 days"),
         16 => (InvalidArgument, 400, "File size exceeds maximum"),
+        17 => (
+            InvalidArgument,
+            400,
+            "Invalid grace period format. Should follow ISO8601 standard for duration. Example: 'PT2H' for 2 hours.",
+        ),
+        18 => (InvalidArgument, 400, "Grace period cannot exceed 24 hours"),
+        22 => (
+            InvalidArgument,
+            400,
+            "Max file transfer size cannot be set higher than 100GB in production because it has not yet been tested for it. Contact us @ Slack if you need it.",
+        ),
+        23 => (
+            InvalidArgument,
+            400,
+            "In order to use manifest file shim you need to provide external service code and edition code",
+        ),
         19 => (FailedPrecondition, 400, "Cannot confirm before the files have been downloaded"),
         20 => (
             InvalidArgument,
@@ -261,4 +291,29 @@ impl From<ApiError> for Status {
 /// Reads the Altinn error code (`BRO-000NN`) from a status, if it carries one.
 pub fn altinn_code_of(status: &Status) -> Option<String> {
     status.get_details_error_info().map(|info| info.reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_altinn_number_in_use_is_in_the_catalogue() {
+        let used = [
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
+            25, 26, 27, 28, 29, 7001, 7002, 7004,
+        ];
+        for code in used {
+            let (kind, status, message) = altinn_error(code);
+            assert!(kind != Kind::Internal || code == 8, "{code} is not catalogued");
+            assert!(status >= 400 && message != "Error", "{code}");
+        }
+        // Resource errors come from the model with the same numbers.
+        use storage::model::ResourceError as R;
+        for e in [R::TimeToLiveCannotExceed365Days, R::NeedServiceCodeForManifestShim] {
+            let api = ApiError::from(storage::Error::Resource(e));
+            assert_eq!(api.http_status, 400);
+            assert_eq!(api.code, Some(e.code()));
+        }
+    }
 }

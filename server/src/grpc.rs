@@ -154,7 +154,8 @@ impl FileTransferService for FileTransferApi {
             _ => return Err(ApiError::invalid("the first upload message must be `start`").into()),
         };
         let id = transfer_id(&start.file_transfer_id)?;
-        let mut session = self.app.begin_upload(&caller, id, Some(start.offset), start.length).await?;
+        let mut session =
+            self.app.begin_upload(&caller, id, Some(start.offset), start.length).await?;
         let (tx, rx) = mpsc::channel(16);
         let app = self.app.clone();
         self.app.spawn(async move {

@@ -77,7 +77,8 @@ fn rfc9110(status: StatusCode) -> &'static str {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match (self.kind, self.code) {
             (Kind::Unauthenticated, _) => {
                 (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
@@ -172,8 +173,9 @@ struct CiObject(HashMap<String, Value>);
 
 impl CiObject {
     fn parse(body: &Bytes) -> Result<Self> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|e| ApiError::invalid_field("body", format!("The request body is not valid JSON: {e}")))?;
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            ApiError::invalid_field("body", format!("The request body is not valid JSON: {e}"))
+        })?;
         let Value::Object(map) = value else {
             return Err(ApiError::invalid_field("body", "The request body must be a JSON object"));
         };
@@ -188,29 +190,34 @@ impl CiObject {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(ApiError::invalid_field(name, format!("The {name} field must be a string."))),
+            Some(_) => {
+                Err(ApiError::invalid_field(name, format!("The {name} field must be a string.")))
+            }
         }
     }
 
     fn required_string(&self, name: &'static str) -> Result<String> {
-        self.string(name)?.ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field is required.")))
+        self.string(name)?
+            .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field is required.")))
     }
 
     fn bool(&self, name: &'static str) -> Result<Option<bool>> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(ApiError::invalid_field(name, format!("The {name} field must be true or false."))),
+            Some(_) => Err(ApiError::invalid_field(
+                name,
+                format!("The {name} field must be true or false."),
+            )),
         }
     }
 
     fn int(&self, name: &'static str) -> Result<Option<i64>> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field must be an integer."))),
+            Some(v) => v.as_i64().map(Some).ok_or_else(|| {
+                ApiError::invalid_field(name, format!("The {name} field must be an integer."))
+            }),
         }
     }
 
@@ -222,8 +229,15 @@ impl CiObject {
                 .map(|v| v.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
                 .map(Some)
-                .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field must be a list of strings."))),
-            Some(_) => Err(ApiError::invalid_field(name, format!("The {name} field must be a list."))),
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        name,
+                        format!("The {name} field must be a list of strings."),
+                    )
+                }),
+            Some(_) => {
+                Err(ApiError::invalid_field(name, format!("The {name} field must be a list.")))
+            }
         }
     }
 
@@ -234,8 +248,12 @@ impl CiObject {
                 .iter()
                 .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
                 .collect::<Option<_>>()
-                .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} values must be strings."))),
-            Some(_) => Err(ApiError::invalid_field(name, format!("The {name} field must be an object."))),
+                .ok_or_else(|| {
+                    ApiError::invalid_field(name, format!("The {name} values must be strings."))
+                }),
+            Some(_) => {
+                Err(ApiError::invalid_field(name, format!("The {name} field must be an object.")))
+            }
         }
     }
 }
@@ -288,21 +306,30 @@ fn overview_json(t: &FileTransfer, with_published: bool) -> Map<String, Value> {
 
 // --- file transfers ---
 
-async fn initialize(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response> {
+async fn initialize(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
     let caller = caller(&app, &headers)?;
     let body = CiObject::parse(&body)?;
     let request = InitializeRequest {
         file_name: body.required_string("fileName")?,
         resource_id: body.required_string("resourceId")?,
-        senders_file_transfer_reference: body.string("sendersFileTransferReference")?.unwrap_or_default(),
+        senders_file_transfer_reference: body
+            .string("sendersFileTransferReference")?
+            .unwrap_or_default(),
         sender: body.required_string("sender")?,
-        recipients: body
-            .strings("recipients")?
-            .ok_or_else(|| ApiError::invalid_field("Recipients", "One or more recipients are required"))?,
+        recipients: body.strings("recipients")?.ok_or_else(|| {
+            ApiError::invalid_field("Recipients", "One or more recipients are required")
+        })?,
         property_list: body.string_map("propertyList")?,
         checksum: body.string("checksum")?,
         disable_virus_scan: body.bool("disableVirusScan")?.unwrap_or(false),
-        idempotency_key: headers.get("idempotency-key").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        idempotency_key: headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         blake3: body.string("blake3")?,
     };
     let id = app.initialize(&caller, request).await?;
@@ -330,7 +357,10 @@ async fn upload(
             Err(e) => {
                 // The client went away mid-body: keep what arrived (the gRPC API can resume it).
                 let _ = session.checkpoint().await;
-                return Err(ApiError::invalid_field("body", format!("the upload was interrupted: {e}")));
+                return Err(ApiError::invalid_field(
+                    "body",
+                    format!("the upload was interrupted: {e}"),
+                ));
             }
         };
         buffer.extend_from_slice(&frame);
@@ -346,13 +376,21 @@ async fn upload(
     Ok(axum::Json(json!({ "fileTransferId": id.to_string() })).into_response())
 }
 
-async fn overview(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+async fn overview(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
     let caller = caller(&app, &headers)?;
     let t = app.transfer(&caller, transfer_id(&id)?)?;
     Ok(axum::Json(Value::Object(overview_json(&t, true))).into_response())
 }
 
-async fn details(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+async fn details(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
     let caller = caller(&app, &headers)?;
     let t = app.transfer(&caller, transfer_id(&id)?)?;
     let mut view = overview_json(&t, false);
@@ -386,7 +424,11 @@ async fn details(State(app): State<Arc<App>>, Path(id): Path<String>, headers: H
     Ok(axum::Json(Value::Object(view)).into_response())
 }
 
-async fn confirm(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+async fn confirm(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
     let caller = caller(&app, &headers)?;
     app.confirm_download(&caller, transfer_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -407,10 +449,12 @@ async fn search(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response> {
     let caller = caller(&app, &headers)?;
-    let param = |name: &str| params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str());
-    let resource_id = param("resourceId")
-        .filter(|v| !v.is_empty())
-        .ok_or_else(|| ApiError::invalid_field("resourceId", "The resourceId field is required."))?;
+    let param = |name: &str| {
+        params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    };
+    let resource_id = param("resourceId").filter(|v| !v.is_empty()).ok_or_else(|| {
+        ApiError::invalid_field("resourceId", "The resourceId field is required.")
+    })?;
     let statuses: Vec<(FileTransferStatus, &str)> =
         FileTransferStatus::ALL.iter().map(|s| (*s, s.name())).collect();
     let recipient_statuses: Vec<(RecipientFileTransferStatus, &str)> =
@@ -418,8 +462,12 @@ async fn search(
     let date = |name: &'static str| -> Result<Option<Timestamp>> {
         param(name)
             .map(|v| {
-                Timestamp::parse_rfc3339(v)
-                    .ok_or_else(|| ApiError::invalid_field(name, format!("The value '{v}' is not a valid date-time.")))
+                Timestamp::parse_rfc3339(v).ok_or_else(|| {
+                    ApiError::invalid_field(
+                        name,
+                        format!("The value '{v}' is not a valid date-time."),
+                    )
+                })
             })
             .transpose()
     };
@@ -451,7 +499,8 @@ async fn search(
 /// A resolved byte range: (first byte, length).
 fn resolve_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>> {
     let Some(spec) = header.map(str::trim) else { return Ok(None) };
-    let Some(spec) = spec.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes=")).map(|_| &spec[6..]) else {
+    let Some(spec) = spec.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes=")).map(|_| &spec[6..])
+    else {
         return Ok(None); // other units are ignored
     };
     if spec.contains(',') {
@@ -477,7 +526,11 @@ fn resolve_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>> 
     Ok(Some((start, end - start + 1)))
 }
 
-async fn download(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+async fn download(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
     let caller = caller(&app, &headers)?;
     let id = transfer_id(&id)?;
     let size = app.transfer(&caller, id)?.content.map_or(0, |c| c.size);
@@ -510,13 +563,22 @@ async fn download(State(app): State<Arc<App>>, Path(id): Path<String>, headers: 
 
 /// `attachment; filename="…"` with an RFC 5987 `filename*` for names outside plain ASCII.
 fn content_disposition(name: &str) -> String {
-    let ascii: String =
-        name.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' }).filter(|c| *c != '"').collect();
+    let ascii: String = name
+        .chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' })
+        .filter(|c| *c != '"')
+        .collect();
     let mut value = format!("attachment; filename=\"{ascii}\"");
     if ascii != name {
         let encoded: String = name
             .bytes()
-            .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
             .collect();
         value.push_str(&format!("; filename*=UTF-8''{encoded}"));
     }
@@ -525,7 +587,11 @@ fn content_disposition(name: &str) -> String {
 
 // --- service owners and resources ---
 
-async fn register_service_owner(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Result<Response> {
+async fn register_service_owner(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response> {
     let caller = caller(&app, &headers)?;
     let name = CiObject::parse(&body)?.required_string("name")?;
     app.register_service_owner(&caller, name).await?;
@@ -553,33 +619,50 @@ async fn put_resource(
     let caller = caller(&app, &headers)?;
     let body = CiObject::parse(&body)?;
     let parties = |list: Vec<String>| -> Result<Vec<Party>> {
-        list.iter().map(|p| Party::parse_lenient(p).map_err(|e| ApiError::invalid_field("access", e.to_string()))).collect()
+        list.iter()
+            .map(|p| {
+                Party::parse_lenient(p)
+                    .map_err(|e| ApiError::invalid_field("access", e.to_string()))
+            })
+            .collect()
     };
     let access = match body.get("access") {
         None => None,
         Some(Value::Object(_)) => {
-            let inner = CiObject::parse(&Bytes::from(serde_json::to_vec(body.get("access").unwrap_or(&Value::Null)).unwrap_or_default()))?;
+            let inner = CiObject::parse(&Bytes::from(
+                serde_json::to_vec(body.get("access").unwrap_or(&Value::Null)).unwrap_or_default(),
+            ))?;
             Some(AccessRules {
                 senders: parties(inner.strings("senders")?.unwrap_or_default())?,
                 recipients: parties(inner.strings("recipients")?.unwrap_or_default())?,
             })
         }
-        Some(_) => return Err(ApiError::invalid_field("access", "The access field must be an object.")),
+        Some(_) => {
+            return Err(ApiError::invalid_field("access", "The access field must be an object."));
+        }
     };
     let update = ResourceUpdate {
         max_file_transfer_size: body.int("maxFileTransferSize")?,
         file_transfer_time_to_live: body.string("fileTransferTimeToLive")?,
-        purge_file_transfer_after_all_recipients_confirmed: body.bool("purgeFileTransferAfterAllRecipientsConfirmed")?,
+        purge_file_transfer_after_all_recipients_confirmed: body
+            .bool("purgeFileTransferAfterAllRecipientsConfirmed")?,
         purge_file_transfer_grace_period: body.string("purgeFileTransferGracePeriod")?,
         use_manifest_file_shim: body.bool("useManifestFileShim")?,
         external_service_code_legacy: body.string("externalServiceCodeLegacy")?,
         external_service_edition_code_legacy: body
             .int("externalServiceEditionCodeLegacy")?
-            .map(|n| i32::try_from(n).map_err(|_| ApiError::invalid_field("externalServiceEditionCodeLegacy", "out of range")))
+            .map(|n| {
+                i32::try_from(n).map_err(|_| {
+                    ApiError::invalid_field("externalServiceEditionCodeLegacy", "out of range")
+                })
+            })
             .transpose()?,
         required_party: body
             .string("requiredParty")?
-            .map(|p| Party::parse_lenient(&p).map_err(|e| ApiError::invalid_field("requiredParty", e.to_string())))
+            .map(|p| {
+                Party::parse_lenient(&p)
+                    .map_err(|e| ApiError::invalid_field("requiredParty", e.to_string()))
+            })
             .transpose()?,
         access,
     };
@@ -595,7 +678,11 @@ fn dotnet_timespan(d: std::time::Duration) -> String {
     if days > 0 { format!("{days}.{clock}") } else { clock }
 }
 
-async fn get_resource(State(app): State<Arc<App>>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response> {
+async fn get_resource(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
     let caller = caller(&app, &headers)?;
     let r = app.resource(&caller, &id)?;
     Ok(axum::Json(json!({

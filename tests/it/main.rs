@@ -14,6 +14,7 @@ mod crash;
 mod grpc;
 mod index;
 mod pipeline;
+mod rest;
 mod resume;
 mod scanner;
 mod server;

@@ -1,0 +1,449 @@
+//! The Altinn-compatible REST API against a real server, with a real HTTP client: the behaviours
+//! of Altinn's own test suite (contract §13.2) that apply.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use integration_tests::{TestClamd, TestServer, payload};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const OWNER: &str = "991825827";
+const SENDER: &str = "910753614";
+const R1: &str = "986252932";
+const R2: &str = "910000003";
+const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
+
+struct Api {
+    server: TestServer,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Api {
+    /// A server with an owner, and resource `res` (SENDER sends; R1 and R2 receive).
+    async fn new(clamd: &TestClamd) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
+        let api = Self { server, http: reqwest::Client::new(), _dir: dir };
+        let owner = api.token(OWNER);
+        let r = api
+            .send(reqwest::Method::POST, "/serviceowner", &owner, Some(json!({ "name": "Owner" })))
+            .await;
+        assert_eq!(r.status(), 200);
+        let body = json!({ "access": { "senders": [SENDER], "recipients": [R1, R2] } });
+        let r = api.send(reqwest::Method::PUT, "/resource/res", &owner, Some(body)).await;
+        assert_eq!(r.status(), 204);
+        api
+    }
+
+    fn token(&self, org: &str) -> String {
+        self.server.token(org, ALL)
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/broker/api/v1{path}", self.server.url())
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> reqwest::Response {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.unwrap()
+    }
+
+    async fn get_json(&self, path: &str, token: &str) -> Value {
+        let r = self.send(reqwest::Method::GET, path, token, None).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
+    /// Initialize with PascalCase names (case-insensitive input, as Altinn's collections send).
+    async fn initialize(&self, extra: Value) -> String {
+        let mut body = json!({
+            "FileName": "report.pdf",
+            "ResourceId": "res",
+            "SendersFileTransferReference": "ref-1",
+            "Sender": format!("0192:{SENDER}"),
+            "Recipients": [format!("0192:{R1}")],
+        });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let r = self
+            .send(reqwest::Method::POST, "/filetransfer", &self.token(SENDER), Some(body))
+            .await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+        r.json::<Value>().await.unwrap()["fileTransferId"].as_str().unwrap().to_owned()
+    }
+
+    /// Streams `data` with chunked transfer encoding (no Content-Length).
+    async fn upload(&self, id: &str, data: &[u8]) -> reqwest::Response {
+        let chunks: Vec<Result<Bytes, std::io::Error>> =
+            data.chunks(100_000).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+        self.http
+            .post(self.url(&format!("/filetransfer/{id}/upload")))
+            .bearer_auth(self.token(SENDER))
+            .header("content-type", "application/octet-stream")
+            .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn wait_for(&self, id: &str, status: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let overview = self.get_json(&format!("/filetransfer/{id}"), &self.token(SENDER)).await;
+            if overview["fileTransferStatus"] == status {
+                return overview;
+            }
+            assert!(Instant::now() < deadline, "stuck: {overview}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn download(&self, id: &str, range: Option<&str>) -> reqwest::Response {
+        let mut request = self
+            .http
+            .get(self.url(&format!("/filetransfer/{id}/download")))
+            .bearer_auth(self.token(R1));
+        if let Some(range) = range {
+            request = request.header("range", range);
+        }
+        request.send().await.unwrap()
+    }
+}
+
+async fn problem(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn normal_flow() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let id = api.initialize(json!({ "PropertyList": { "a": "1", "b": "2" } })).await;
+    let overview = api.get_json(&format!("/filetransfer/{id}"), &api.token(SENDER)).await;
+    assert_eq!(overview["fileTransferStatus"], "Initialized");
+    assert_eq!(overview["published"], Value::Null);
+    assert_eq!(overview["propertyList"]["b"], "2");
+
+    let data = payload(1, 3_000_000);
+    let r = api.upload(&id, &data).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["fileTransferId"], id.as_str());
+    let published = api.wait_for(&id, "Published").await;
+    assert!(published["published"].is_string());
+    assert_eq!(published["fileTransferSize"], 3_000_000);
+    assert_eq!(published["checksum"], storage::Md5::of(&data).to_hex());
+    assert_eq!(published["fileTransferStatusText"], "Ready for download");
+
+    let r = api.download(&id, None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["accept-ranges"], "bytes");
+    assert_eq!(r.headers()["content-disposition"], "attachment; filename=\"report.pdf\"");
+    assert!(r.bytes().await.unwrap() == data);
+    let details = api.get_json(&format!("/filetransfer/{id}/details"), &api.token(R1)).await;
+    assert!(details.get("published").is_none(), "details hide `published`");
+    let codes: Vec<&str> = details["recipientFileTransferStatusHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["recipientFileTransferStatusCode"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["Initialized", "DownloadStarted"]);
+
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/filetransfer/{id}/confirmdownload"),
+            &api.token(R1),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let overview = api.wait_for(&id, "AllConfirmedDownloaded").await;
+    assert_eq!(
+        overview["recipients"][0]["currentRecipientFileTransferStatusCode"],
+        "DownloadConfirmed"
+    );
+    // Re-download after confirmation still works; confirming again is a no-op (Altinn: 400).
+    assert_eq!(api.download(&id, None).await.status(), 200);
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/filetransfer/{id}/confirmdownload"),
+            &api.token(R1),
+            None,
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn problem_details_auth_and_headers() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let missing = "00000000-0000-4000-8000-000000000000";
+    let r = api
+        .send(reqwest::Method::GET, &format!("/filetransfer/{missing}"), &api.token(SENDER), None)
+        .await;
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    let (status, body) = problem(r).await;
+    assert_eq!(status, 404);
+    assert_eq!(body["type"], "https://tools.ietf.org/html/rfc9110#section-15.5.5");
+    assert_eq!(body["title"], "Not Found");
+    assert_eq!(body["status"], 404);
+    assert_eq!(body["detail"], "The requested file transfer was not found");
+    assert_eq!(body["code"], "BRO-00001");
+    assert!(body["traceId"].as_str().is_some_and(|t| !t.is_empty()));
+
+    // No token: 401 with a challenge and no body; wrong scope: 403 without a body.
+    let r = api.http.get(api.url(&format!("/filetransfer/{missing}"))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert!(r.bytes().await.unwrap().is_empty());
+    let wrong = api.server.token(SENDER, &["altinn:serviceowner"]);
+    let r = api.send(reqwest::Method::GET, &format!("/filetransfer/{missing}"), &wrong, None).await;
+    assert_eq!(r.status(), 403);
+    assert!(r.bytes().await.unwrap().is_empty());
+
+    // The Accept check.
+    let accept = |value: Option<&'static str>| {
+        let mut request = api.http.get(api.url("/serviceowner")).bearer_auth(api.token(OWNER));
+        if let Some(value) = value {
+            request = request.header("accept", value);
+        }
+        request.send()
+    };
+    assert_eq!(accept(None).await.unwrap().status(), 200);
+    assert_eq!(accept(Some("application/json")).await.unwrap().status(), 200);
+    assert_eq!(
+        accept(Some("text/html;q=0.9, application/json;q=0.8")).await.unwrap().status(),
+        200
+    );
+    let r = accept(Some("text/html")).await.unwrap();
+    assert_eq!(r.status(), 406);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .starts_with("This endpoint does not support the requested Accept header")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn property_list_limits_are_validation_errors() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let ten: serde_json::Map<String, Value> =
+        (0..10).map(|i| (format!("k{i}"), json!("v"))).collect();
+    api.initialize(json!({ "propertyList": ten })).await;
+    let eleven: serde_json::Map<String, Value> =
+        (0..11).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let cases = [
+        (json!({ "propertyList": eleven }), "PropertyList can contain at most 10 properties"),
+        (
+            json!({ "propertyList": { "k".repeat(54): "v" } }),
+            "PropertyList Key can not be longer than 50",
+        ),
+        (
+            json!({ "propertyList": { "k": "v".repeat(3001) } }),
+            "PropertyList Value can not be longer than 3000",
+        ),
+    ];
+    for (extra, message) in cases {
+        let mut body = json!({
+            "fileName": "a", "resourceId": "res", "sendersFileTransferReference": "r",
+            "sender": format!("0192:{SENDER}"), "recipients": [format!("0192:{R1}")],
+        });
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let r =
+            api.send(reqwest::Method::POST, "/filetransfer", &api.token(SENDER), Some(body)).await;
+        let (status, problem) = problem(r).await;
+        assert_eq!(status, 400);
+        assert_eq!(problem["title"], "One or more validation errors occurred.");
+        assert!(problem["errors"].to_string().contains(message), "{problem}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn range_downloads() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let id = api.initialize(json!({})).await;
+    let data = payload(2, 1_000_000);
+    assert_eq!(api.upload(&id, &data).await.status(), 200);
+    api.wait_for(&id, "Published").await;
+    let len = data.len();
+    let cases: [(&str, u16, Option<String>, std::ops::Range<usize>); 5] = [
+        ("bytes=0-9", 206, Some(format!("bytes 0-9/{len}")), 0..10),
+        ("bytes=999990-", 206, Some(format!("bytes 999990-999999/{len}")), 999_990..len),
+        ("bytes=-20", 206, Some(format!("bytes 999980-999999/{len}")), 999_980..len),
+        ("bytes=500-5000000", 206, Some(format!("bytes 500-999999/{len}")), 500..len),
+        ("bytes=0-1,5-6", 200, None, 0..len),
+    ];
+    for (range, status, content_range, slice) in cases {
+        let r = api.download(&id, Some(range)).await;
+        assert_eq!(r.status(), status, "{range}");
+        assert_eq!(
+            r.headers().get("content-range").map(|v| v.to_str().unwrap().to_owned()),
+            content_range,
+            "{range}"
+        );
+        assert!(r.bytes().await.unwrap() == data[slice], "{range}");
+    }
+    let (status, body) = problem(api.download(&id, Some("bytes=2000000-")).await).await;
+    assert_eq!(status, 416);
+    assert_eq!(body["code"], "BRO-00029");
+    // Many ranged requests record one DownloadStarted (debounced).
+    let details = api.get_json(&format!("/filetransfer/{id}/details"), &api.token(R1)).await;
+    let started = details["recipientFileTransferStatusHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["recipientFileTransferStatusCode"] == "DownloadStarted")
+        .count();
+    assert_eq!(started, 2, "one for the ranged requests, one for the multi-range (whole file)");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn checksums_sizes_and_confirm_rules() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let data = payload(3, 500_000);
+    // A correct declared checksum succeeds and is kept.
+    let id = api.initialize(json!({ "checksum": storage::Md5::of(&data).to_hex() })).await;
+    assert_eq!(api.upload(&id, &data).await.status(), 200);
+    assert_eq!(api.wait_for(&id, "Published").await["checksum"], storage::Md5::of(&data).to_hex());
+    // A wrong one fails with 400/9.
+    let id = api.initialize(json!({ "checksum": storage::Md5::of(b"x").to_hex() })).await;
+    let (status, body) = problem(api.upload(&id, &data).await).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("BRO-00009")));
+    // Confirm before download: 400/19.
+    let id = api.initialize(json!({})).await;
+    assert_eq!(api.upload(&id, &data).await.status(), 200);
+    api.wait_for(&id, "Published").await;
+    let r = api
+        .send(
+            reqwest::Method::POST,
+            &format!("/filetransfer/{id}/confirmdownload"),
+            &api.token(R1),
+            None,
+        )
+        .await;
+    let (status, body) = problem(r).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("BRO-00019")));
+    // Size limit with chunked encoding (no Content-Length): 400/16, nothing kept.
+    let owner = api.token(OWNER);
+    let r = api
+        .send(
+            reqwest::Method::PUT,
+            "/resource/res",
+            &owner,
+            Some(json!({ "maxFileTransferSize": 100_000 })),
+        )
+        .await;
+    assert_eq!(r.status(), 204);
+    let id = api.initialize(json!({})).await;
+    let (status, body) = problem(api.upload(&id, &data).await).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("BRO-00016")));
+    assert_eq!(api.server.files_in("tmp"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn resource_configuration() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let owner = api.token(OWNER);
+    let resource = api.get_json("/resource/res", &owner).await;
+    assert_eq!(resource["fileTransferTimeToLive"], "30.00:00:00");
+    assert_eq!(resource["purgeFileTransferGracePeriod"], "02:00:00");
+    assert_eq!(resource["purgeFileTransferAfterAllRecipientsConfirmed"], true);
+    let put = |body: Value| api.send(reqwest::Method::PUT, "/resource/res", &owner, Some(body));
+    assert_eq!(
+        put(json!({ "FileTransferTimeToLive": "P10D", "PurgeFileTransferGracePeriod": "PT1H" }))
+            .await
+            .status(),
+        204
+    );
+    let resource = api.get_json("/resource/res", &owner).await;
+    assert_eq!(resource["fileTransferTimeToLive"], "10.00:00:00");
+    assert_eq!(resource["purgeFileTransferGracePeriod"], "01:00:00");
+    for (body, code) in [
+        (json!({ "fileTransferTimeToLive": "P366D" }), "BRO-00015"),
+        (json!({ "fileTransferTimeToLive": "ten days" }), "BRO-00014"),
+        (json!({ "purgeFileTransferGracePeriod": "PT25H" }), "BRO-00018"),
+        (json!({ "purgeFileTransferGracePeriod": "P3D" }), "BRO-00018"),
+        (json!({ "maxFileTransferSize": 0 }), "BRO-00012"),
+        (json!({ "maxFileTransferSize": -1 }), "BRO-00011"),
+    ] {
+        let (status, problem) = problem(put(body).await).await;
+        assert_eq!((status.as_u16(), problem["code"].as_str()), (400, Some(code)));
+    }
+    // A sender's token lacks the scope: 403. Another owner: 401/6. Unconfigured: 400/25.
+    let sender = api.server.token(SENDER, &["altinn:broker.write"]);
+    assert_eq!(api.send(reqwest::Method::GET, "/resource/res", &sender, None).await.status(), 403);
+    let other = api.server.token(R2, ALL);
+    let r = api
+        .send(reqwest::Method::POST, "/serviceowner", &other, Some(json!({ "name": "Other" })))
+        .await;
+    assert_eq!(r.status(), 200);
+    let (status, body) =
+        problem(api.send(reqwest::Method::GET, "/resource/res", &other, None).await).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (401, Some("BRO-00006")));
+    let (status, body) =
+        problem(api.send(reqwest::Method::GET, "/resource/nothing", &owner, None).await).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("BRO-00025")));
+    let owner_view = api.get_json("/serviceowner", &owner).await;
+    assert_eq!(owner_view["name"], "Owner");
+    assert_eq!(owner_view["storageProviders"][0]["deploymentStatus"], "Ready");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_and_grpc_see_the_same_transfers() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let grpc_sender = api.server.client(api.token(SENDER));
+    let grpc_r1 = api.server.client(api.token(R1));
+    // Up over REST, down over gRPC.
+    let data = payload(4, 2_000_000);
+    let id = api.initialize(json!({})).await;
+    assert_eq!(api.upload(&id, &data).await.status(), 200);
+    api.wait_for(&id, "Published").await;
+    let (_, back) = grpc_r1.download_range(&id, 0, None).await.unwrap();
+    assert!(back == data);
+    // Up over gRPC, down over REST.
+    let other = payload(5, 1_500_000);
+    let id = grpc_sender
+        .initialize(client::v1::InitializeFileTransferRequest {
+            file_name: "g.bin".into(),
+            resource_id: "res".into(),
+            senders_file_transfer_reference: "g".into(),
+            sender: format!("0192:{SENDER}"),
+            recipients: vec![format!("0192:{R1}")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &other).unwrap();
+    grpc_sender.upload_file(&id, file.path(), &mut |_| {}).await.unwrap();
+    api.wait_for(&id, "Published").await;
+    let r = api.download(&id, None).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == other);
+    // Search over REST finds both, newest first.
+    let found = api.get_json("/filetransfer?resourceId=res", &api.token(SENDER)).await;
+    assert_eq!(found.as_array().unwrap().len(), 2);
+    assert_eq!(found[0], id.as_str());
+}
