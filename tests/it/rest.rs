@@ -447,3 +447,27 @@ async fn rest_and_grpc_see_the_same_transfers() {
     assert_eq!(found.as_array().unwrap().len(), 2);
     assert_eq!(found[0], id.as_str());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_independent_python_client_drives_the_rest_flow() {
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
+    let script = integration_tests::repo_root().join("tests/python/rest_flow.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(server.url())
+        .arg(server.token(OWNER, &["altinn:serviceowner"]))
+        .arg(server.token(SENDER, &["altinn:broker.write", "altinn:broker.read"]))
+        .arg(server.token(R1, &["altinn:broker.read"]))
+        .output()
+        .await
+        .expect("python3 (scripts/test installs `requests`)");
+    assert!(
+        output.status.success(),
+        "the Python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("python REST flow: OK"));
+}
