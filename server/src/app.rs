@@ -55,6 +55,9 @@ pub struct App {
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Every background task (uploads, downloads, scans), awaited at shutdown.
     pub tasks: tokio_util::task::TaskTracker,
+    /// TUS uploads between two PATCH requests: the live session (with its scan and MD5 tails)
+    /// waits here, so a chunk never re-reads what came before.
+    pub(crate) parked: Mutex<HashMap<UploadId, crate::tus::Parked>>,
 }
 
 impl std::fmt::Debug for App {
@@ -169,6 +172,7 @@ impl App {
             download_debounce: Mutex::default(),
             shutdown: tokio_util::sync::CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
+            parked: Mutex::default(),
         }
     }
 
@@ -190,6 +194,9 @@ impl App {
     /// Stops background work and waits for it (at most `deadline`).
     pub async fn close(&self, deadline: Duration) {
         self.shutdown.cancel();
+        // Parked TUS sessions hold the app and tails waiting for bytes: let them go. Their
+        // uploads stay resumable (a parked session is always at a checkpoint).
+        self.parked.lock().expect("parked map").clear();
         self.tasks.close();
         if tokio::time::timeout(deadline, self.tasks.wait()).await.is_err() {
             tracing::warn!(
@@ -547,6 +554,7 @@ impl App {
             declared_length,
             started: transfer.status() == FileTransferStatus::UploadStarted,
             since_checkpoint: 0,
+            auto_checkpoint: true,
             scan,
             md5: Some(md5),
         })
@@ -752,6 +760,7 @@ pub struct UploadSession {
     declared_length: Option<u64>,
     started: bool,
     since_checkpoint: u64,
+    auto_checkpoint: bool,
     scan: Option<JoinHandle<ScanResult>>,
     md5: Option<Md5Follower>,
 }
@@ -791,10 +800,31 @@ impl UploadSession {
         }
         self.since_checkpoint += chunk.len() as u64;
         upload.write(chunk).await?;
-        if self.since_checkpoint >= CHECKPOINT_BYTES {
+        if self.auto_checkpoint && self.since_checkpoint >= CHECKPOINT_BYTES {
             return self.checkpoint().await.map(Some);
         }
         Ok(None)
+    }
+
+    /// The transfer.
+    pub fn transfer_id(&self) -> FileTransferId {
+        self.id
+    }
+
+    /// Whether `write` checkpoints by itself every [`CHECKPOINT_BYTES`]. TUS turns it off while
+    /// a chunk's checksum is unverified: a bad chunk must leave the committed offset unmoved.
+    pub fn set_auto_checkpoint(&mut self, on: bool) {
+        self.auto_checkpoint = on;
+    }
+
+    /// Records `UploadStarted` now (TUS creation), not at the first byte.
+    pub async fn mark_started(&mut self) -> Result<()> {
+        if !self.started {
+            let at = self.app.now();
+            self.app.storage.update_transfer(self.id, move |t| Ok(t.start_upload(at)?)).await?;
+            self.started = true;
+        }
+        Ok(())
     }
 
     /// Makes everything received durable; returns the committed offset.

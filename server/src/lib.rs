@@ -17,6 +17,7 @@ pub mod error;
 pub mod grpc;
 pub mod rest;
 pub mod scan;
+pub mod tus;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -83,6 +84,7 @@ pub async fn run(
             .route("/health", get(|| async { "ok" }))
             .route("/health/ready", get(move || ready(ready_app.clone())))
             .merge(rest::router(app.clone()))
+            .merge(tus::router(app.clone()))
     };
     let routes = tonic::service::Routes::from(http)
         .add_service(

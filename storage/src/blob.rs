@@ -158,6 +158,11 @@ impl BlobStore {
     }
 }
 
+/// Opens a range of any file under the store (temporaries included).
+pub(crate) fn open_path_range(path: &Path, offset: u64, len: Option<u64>) -> io::Result<BlobRange> {
+    BlobRange::open(path, offset, len)
+}
+
 pub(crate) fn remove_if_exists(path: &Path) -> io::Result<()> {
     match fs::remove_file(path) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),

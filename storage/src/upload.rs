@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 
-use crate::blob::{BlobStore, BlobTail, BlobWriter};
+use crate::blob::{BlobRange, BlobStore, BlobTail, BlobWriter};
 use crate::error::{Error, Result};
 use crate::index::ops::{self, UploadRecord};
 use crate::model::{FileTransfer, FileTransferId, Timestamp, UploadId, UploadOutcome};
@@ -76,13 +76,52 @@ impl Storage {
                 let writer =
                     blocking(move || BlobWriter::create(path, true, sync), "creating an upload")
                         .await?;
-                let record = UploadRecord { temp_name, committed: 0, created: at, updated: at };
+                let record = UploadRecord {
+                    temp_name,
+                    committed: 0,
+                    created: at,
+                    updated: at,
+                    length: None,
+                };
                 let key = id.clone();
                 self.index().write(move |txn| ops::put_upload(txn, &key, &record)).await?;
                 (writer, 0)
             }
         };
         Ok(Upload { storage: self.clone(), id, writer, committed, _claim: claim })
+    }
+
+    /// The record of an upload in progress, if there is one.
+    pub fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
+        self.index().read(|txn| ops::get_upload(txn, id))
+    }
+
+    /// Records the total length a client announced for an upload (TUS `Upload-Length`).
+    pub async fn declare_upload_length(&self, id: &UploadId, length: u64) -> Result<()> {
+        let id = id.clone();
+        self.index()
+            .write(move |txn| {
+                let record = {
+                    let table = txn.open_table(crate::index::tables::UPLOADS)?;
+                    let value = redb::ReadableTable::get(&table, id.as_str())?
+                        .ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
+                    ops::decode::<UploadRecord>(value.value())?
+                };
+                ops::put_upload(txn, &id, &UploadRecord { length: Some(length), ..record })
+            })
+            .await
+    }
+
+    /// Reads the committed bytes of an upload in progress (e.g. a finished TUS partial upload
+    /// that is concatenated into the final file).
+    pub async fn read_upload(&self, id: &UploadId) -> Result<BlobRange> {
+        let record = self.upload(id)?.ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
+        let path = self.blob_store().temp_path(&record.temp_name);
+        blocking(
+            move || crate::blob::open_path_range(&path, 0, Some(record.committed)),
+            "reading an upload",
+        )
+        .await
     }
 
     /// The durable offset of an upload in progress, if there is one.

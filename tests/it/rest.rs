@@ -471,3 +471,223 @@ async fn an_independent_python_client_drives_the_rest_flow() {
     );
     assert!(String::from_utf8_lossy(&output.stdout).contains("python REST flow: OK"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_independent_tus_client_uploads_with_an_interruption_and_resumes() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let id = api.initialize(json!({})).await;
+    let data = payload(21, 5 * 1024 * 1024 + 12_345);
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &data).unwrap();
+    let script = integration_tests::repo_root().join("tests/python/tus_flow.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(script)
+        .arg(api.server.url())
+        .arg(api.token(SENDER))
+        .arg(&id)
+        .arg(file.path())
+        .output()
+        .await
+        .expect("python3 (scripts/test installs tuspy)");
+    assert!(
+        output.status.success(),
+        "the TUS client failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let overview = api.wait_for(&id, "Published").await;
+    assert_eq!(overview["checksum"], storage::Md5::of(&data).to_hex());
+    let r = api.download(&id, None).await;
+    assert!(r.bytes().await.unwrap() == data);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_protocol_details() {
+    use base64::Engine as _;
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let id = api.initialize(json!({})).await;
+    let url = format!("{}/broker/api/v1/filetransfer/upload/tus/{id}", api.server.url());
+    let token = api.token(SENDER);
+    let tus = |method: reqwest::Method, url: &str| {
+        api.http.request(method, url).bearer_auth(&token).header("tus-resumable", "1.0.0")
+    };
+    let r =
+        api.http.request(reqwest::Method::OPTIONS, &url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(r.headers()["tus-extension"].to_str().unwrap().contains("concatenation"));
+    assert_eq!(
+        tus(reqwest::Method::POST, &url)
+            .header("upload-defer-length", "1")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+
+    // Two partial uploads, sent in parallel-friendly pieces, then concatenated.
+    let data = payload(22, 3_000_000);
+    let (a, b) = data.split_at(1_234_567);
+    let mut locations = Vec::new();
+    for part in [a, b] {
+        let r = tus(reqwest::Method::POST, &url)
+            .header("upload-concat", "partial")
+            .header("upload-length", part.len().to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.contains(&format!("/{id}/partial/")), "{location}");
+        let part_url = format!("{}{location}", api.server.url());
+        // A chunk with a wrong checksum is refused and leaves the offset where it was.
+        let bad = base64::engine::general_purpose::STANDARD.encode([0u8; 20]);
+        let r = tus(reqwest::Method::PATCH, &part_url)
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", "0")
+            .header("upload-checksum", format!("sha1 {bad}"))
+            .body(part.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 460);
+        let r = tus(reqwest::Method::HEAD, &part_url).send().await.unwrap();
+        assert_eq!(r.headers()["upload-offset"], "0");
+        // A wrong offset conflicts.
+        let r = tus(reqwest::Method::PATCH, &part_url)
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", "5")
+            .body(part.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 409);
+        let r = tus(reqwest::Method::PATCH, &part_url)
+            .header("content-type", "application/offset+octet-stream")
+            .header("upload-offset", "0")
+            .body(part.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(r.headers()["upload-offset"], part.len().to_string());
+        locations.push(part_url);
+    }
+    let overview = api.get_json(&format!("/filetransfer/{id}"), &token).await;
+    assert_eq!(overview["fileTransferStatus"], "UploadStarted");
+    let r = tus(reqwest::Method::POST, &url)
+        .header("upload-concat", format!("final;{}", locations.join(" ")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    api.wait_for(&id, "Published").await;
+    assert!(api.download(&id, None).await.bytes().await.unwrap() == data);
+    assert_eq!(api.server.files_in("tmp"), 0, "partials left behind");
+    // HEAD after completion reports the whole file.
+    let r = tus(reqwest::Method::HEAD, &url).send().await.unwrap();
+    assert_eq!(r.headers()["upload-offset"], data.len().to_string());
+
+    // Termination: the upload goes, the transfer stays UploadStarted.
+    let other = api.initialize(json!({})).await;
+    let other_url = format!("{}/broker/api/v1/filetransfer/upload/tus/{other}", api.server.url());
+    let r =
+        tus(reqwest::Method::POST, &other_url).header("upload-length", "100").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(tus(reqwest::Method::DELETE, &other_url).send().await.unwrap().status(), 204);
+    assert_eq!(tus(reqwest::Method::HEAD, &other_url).send().await.unwrap().status(), 404);
+    let overview = api.get_json(&format!("/filetransfer/{other}"), &token).await;
+    assert_eq!(overview["fileTransferStatus"], "UploadStarted");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_resumes_after_a_dropped_connection_and_a_restart() {
+    let clamd = TestClamd::start();
+    let mut api = Api::new(&clamd).await;
+    let id = api.initialize(json!({})).await;
+    let data = payload(23, 6 * 1024 * 1024);
+    let path = format!("/broker/api/v1/filetransfer/upload/tus/{id}");
+    let token = api.token(SENDER);
+    let url = format!("{}{path}", api.server.url());
+    let r = api
+        .http
+        .post(&url)
+        .bearer_auth(&token)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", data.len().to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    // A PATCH whose body breaks off after 2 MiB: what arrived stays durable.
+    let head: Vec<Result<Bytes, std::io::Error>> = data[..2 * 1024 * 1024]
+        .chunks(256 * 1024)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .chain(std::iter::once(Err(std::io::Error::other("cable pulled"))))
+        .collect();
+    let _ = api
+        .http
+        .patch(&url)
+        .bearer_auth(&token)
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "0")
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(head)))
+        .send()
+        .await;
+    let offset_of = |api: &Api, url: String| {
+        let request = api.http.head(url).bearer_auth(&token).header("tus-resumable", "1.0.0");
+        async move {
+            let r = request.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["upload-offset"].to_str().unwrap().parse::<usize>().unwrap()
+        }
+    };
+    let mut offset = 0;
+    for _ in 0..50 {
+        offset = offset_of(&api, url.clone()).await;
+        if offset > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(offset > 0 && offset <= 2 * 1024 * 1024, "{offset}");
+
+    // Another MiB, then the server restarts.
+    let r = api
+        .http
+        .patch(&url)
+        .bearer_auth(&token)
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", offset.to_string())
+        .body(data[offset..offset + 1024 * 1024].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let offset = offset + 1024 * 1024;
+    let port = api.server.addr.port();
+    api.server.stop().await;
+    api.server =
+        TestServer::start_in(&api.server.data_dir.clone(), &clamd.address(), port, |_| {}).await;
+    let url = format!("{}{path}", api.server.url());
+    assert_eq!(offset_of(&api, url.clone()).await, offset);
+    let r = api
+        .http
+        .patch(&url)
+        .bearer_auth(&token)
+        .header("tus-resumable", "1.0.0")
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", offset.to_string())
+        .body(data[offset..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    api.wait_for(&id, "Published").await;
+    assert!(api.download(&id, None).await.bytes().await.unwrap() == data);
+}

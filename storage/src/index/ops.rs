@@ -42,6 +42,9 @@ pub struct UploadRecord {
     pub created: Timestamp,
     /// When its committed offset last moved.
     pub updated: Timestamp,
+    /// The total length the client announced (TUS `Upload-Length`), if any.
+    #[serde(default)]
+    pub length: Option<u64>,
 }
 
 /// Creates every table and checks the schema version.
