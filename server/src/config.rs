@@ -34,6 +34,19 @@ pub struct Config {
     /// Limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Cross-origin access for browsers (gRPC-Web and REST).
+    #[serde(default)]
+    pub cors: CorsConfig,
+}
+
+/// `[cors]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed to call the API from a browser (e.g. `https://portal.example.no`), or
+    /// `["*"]` for any. Empty (the default): no CORS headers, browsers refuse cross-origin calls.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[clamd]`.

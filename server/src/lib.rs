@@ -99,6 +99,10 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "listening");
     tonic::transport::Server::builder()
         .accept_http1(true)
+        // Browsers: CORS as configured, and gRPC-Web (unary and server streaming) translated to
+        // gRPC; other requests pass through both untouched.
+        .layer(cors_layer(&config.cors))
+        .layer(tonic_web::GrpcWebLayer::new())
         // Larger frames and windows roughly double loopback throughput (platform notes).
         .max_frame_size(Some(1024 * 1024 - 1))
         .initial_stream_window_size(Some(8 * 1024 * 1024))
@@ -128,6 +132,22 @@ pub async fn run(
     drop(app);
     tracing::info!("stopped");
     Ok(())
+}
+
+fn cors_layer(config: &config::CorsConfig) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    let origins: Vec<axum::http::HeaderValue> =
+        config.allowed_origins.iter().filter_map(|o| o.parse().ok()).collect();
+    let layer = CorsLayer::new()
+        .allow_methods(Any)
+        .allow_headers(Any)
+        .expose_headers(Any)
+        .max_age(Duration::from_secs(3600));
+    if config.allowed_origins.iter().any(|o| o == "*") {
+        layer.allow_origin(Any)
+    } else {
+        layer.allow_origin(AllowOrigin::list(origins))
+    }
 }
 
 async fn ready(app: Arc<App>) -> impl IntoResponse {

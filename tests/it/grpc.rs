@@ -849,3 +849,118 @@ async fn search_filters_by_status_and_time_like_altinn() {
     };
     assert_eq!(w.r1.search(initialized).await.unwrap().file_transfer_ids.len(), 2);
 }
+
+/// gRPC-Web framing: flag byte, big-endian length, payload.
+fn grpc_web_frame(message: &impl prost::Message) -> Vec<u8> {
+    let payload = message.encode_to_vec();
+    let mut frame = vec![0u8];
+    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+/// Splits a gRPC-Web response body into data frames and the trailer text.
+fn grpc_web_frames(body: &[u8]) -> (Vec<Vec<u8>>, String) {
+    let (mut data, mut trailers, mut rest) = (Vec::new(), String::new(), body);
+    while rest.len() >= 5 {
+        let flag = rest[0];
+        let len = u32::from_be_bytes(rest[1..5].try_into().unwrap()) as usize;
+        let payload = &rest[5..5 + len];
+        if flag & 0x80 != 0 {
+            trailers.push_str(&String::from_utf8_lossy(payload));
+        } else {
+            data.push(payload.to_vec());
+        }
+        rest = &rest[5 + len..];
+    }
+    (data, trailers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_web_unary_and_server_streaming_over_http1() {
+    use prost::Message as _;
+    let clamd = TestClamd::start();
+    let w = World::new(&clamd).await;
+    let data = payload(14, 2_500_000);
+    let id = w.initialize(&[R1], None).await;
+    w.upload(&id, &data).await.unwrap();
+    w.wait_for(&id, pb::FileTransferStatus::Published).await;
+
+    let http = reqwest::Client::builder().http1_only().build().unwrap();
+    let call = |method: &str, body: Vec<u8>, token: String| {
+        http.post(format!("{}/ferry.v1.FileTransferService/{method}", w.server.url()))
+            .header("content-type", "application/grpc-web+proto")
+            .header("x-grpc-web", "1")
+            .bearer_auth(token)
+            .body(body)
+            .send()
+    };
+    // Unary.
+    let request = pb::GetFileTransferRequest { file_transfer_id: id.clone() };
+    let r = call("GetFileTransfer", grpc_web_frame(&request), w.server.token(SENDER, ALL))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("application/grpc-web"));
+    let (frames, trailers) = grpc_web_frames(&r.bytes().await.unwrap());
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let overview = pb::FileTransferOverview::decode(frames[0].as_slice()).unwrap();
+    assert_eq!(overview.file_transfer_id, id);
+    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::Published as i32);
+    // Server streaming: a header, then the file.
+    let request = pb::DownloadRequest { file_transfer_id: id.clone(), offset: 0, length: None };
+    let r = call("Download", grpc_web_frame(&request), w.server.token(R1, ALL)).await.unwrap();
+    let (frames, trailers) = grpc_web_frames(&r.bytes().await.unwrap());
+    assert!(trailers.contains("grpc-status:0"), "{trailers}");
+    let mut received = Vec::new();
+    for frame in &frames {
+        match pb::DownloadResponse::decode(frame.as_slice()).unwrap().message {
+            Some(pb::download_response::Message::Data(bytes)) => received.extend_from_slice(&bytes),
+            Some(pb::download_response::Message::Header(h)) => {
+                assert_eq!(h.file_size, data.len() as u64)
+            }
+            None => {}
+        }
+    }
+    assert!(received == data);
+    // Errors travel in the trailers.
+    let r = call(
+        "GetFileTransfer",
+        grpc_web_frame(&pb::GetFileTransferRequest { file_transfer_id: id.clone() }),
+        String::new(),
+    )
+    .await
+    .unwrap();
+    let status = r.headers().get("grpc-status").map(|v| v.to_str().unwrap().to_owned());
+    let trailers = grpc_web_frames(&r.bytes().await.unwrap()).1;
+    assert!(
+        status.as_deref() == Some("16") || trailers.contains("grpc-status:16"),
+        "{status:?} {trailers}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_allows_configured_origins_only() {
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
+        c.cors.allowed_origins = vec!["https://portal.example".into()];
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(
+            reqwest::Method::OPTIONS,
+            format!("{}/ferry.v1.FileTransferService/GetFileTransfer", server.url()),
+        )
+        .header("origin", origin)
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type,x-grpc-web,authorization")
+        .send()
+    };
+    let r = preflight("https://portal.example").await.unwrap();
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://portal.example");
+    let r = preflight("https://evil.example").await.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
