@@ -78,6 +78,18 @@ pub async fn run(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    // gRPC services get the gRPC-Web translation; REST, TUS and health do not (tonic-web
+    // refuses plain HTTP/1.1 requests it does not understand).
+    let grpc = tonic::service::Routes::new(
+        FileTransferServiceServer::new(grpc::FileTransferApi::new(app.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(ResourceServiceServer::new(grpc::ResourceApi::new(app.clone())))
+    .add_service(health_service)
+    .add_service(reflection)
+    .into_axum_router()
+    .layer(tonic_web::GrpcWebLayer::new());
     let http = {
         let ready_app = app.clone();
         Router::new()
@@ -86,23 +98,13 @@ pub async fn run(
             .merge(rest::router(app.clone()))
             .merge(tus::router(app.clone()))
     };
-    let routes = tonic::service::Routes::from(http)
-        .add_service(
-            FileTransferServiceServer::new(grpc::FileTransferApi::new(app.clone()))
-                .max_decoding_message_size(MAX_MESSAGE)
-                .max_encoding_message_size(MAX_MESSAGE),
-        )
-        .add_service(ResourceServiceServer::new(grpc::ResourceApi::new(app.clone())))
-        .add_service(health_service)
-        .add_service(reflection);
+    let routes = tonic::service::Routes::from(grpc.merge(http));
 
     tracing::info!(addr = %listener.local_addr()?, "listening");
     tonic::transport::Server::builder()
         .accept_http1(true)
-        // Browsers: CORS as configured, and gRPC-Web (unary and server streaming) translated to
-        // gRPC; other requests pass through both untouched.
-        .layer(cors_layer(&config.cors))
-        .layer(tonic_web::GrpcWebLayer::new())
+        // Browsers: CORS as configured (gRPC-Web is translated on the gRPC routes above).
+        .layer(tower::util::option_layer(cors_layer(&config.cors)))
         // Larger frames and windows roughly double loopback throughput (platform notes).
         .max_frame_size(Some(1024 * 1024 - 1))
         .initial_stream_window_size(Some(8 * 1024 * 1024))
@@ -134,8 +136,13 @@ pub async fn run(
     Ok(())
 }
 
-fn cors_layer(config: &config::CorsConfig) -> tower_http::cors::CorsLayer {
+/// CORS for the configured origins; none configured, no layer (tower-http answers every OPTIONS
+/// request itself, which would hide TUS's OPTIONS).
+fn cors_layer(config: &config::CorsConfig) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+    if config.allowed_origins.is_empty() {
+        return None;
+    }
     let origins: Vec<axum::http::HeaderValue> =
         config.allowed_origins.iter().filter_map(|o| o.parse().ok()).collect();
     let layer = CorsLayer::new()
@@ -143,11 +150,11 @@ fn cors_layer(config: &config::CorsConfig) -> tower_http::cors::CorsLayer {
         .allow_headers(Any)
         .expose_headers(Any)
         .max_age(Duration::from_secs(3600));
-    if config.allowed_origins.iter().any(|o| o == "*") {
+    Some(if config.allowed_origins.iter().any(|o| o == "*") {
         layer.allow_origin(Any)
     } else {
         layer.allow_origin(AllowOrigin::list(origins))
-    }
+    })
 }
 
 async fn ready(app: Arc<App>) -> impl IntoResponse {
