@@ -58,6 +58,8 @@ pub struct App {
     /// TUS uploads between two PATCH requests: the live session (with its scan and MD5 tails)
     /// waits here, so a chunk never re-reads what came before.
     pub(crate) parked: Mutex<HashMap<UploadId, crate::tus::Parked>>,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for App {
@@ -173,6 +175,7 @@ impl App {
             shutdown: tokio_util::sync::CancellationToken::new(),
             tasks: tokio_util::task::TaskTracker::new(),
             parked: Mutex::default(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 
@@ -538,6 +541,7 @@ impl App {
         let scan = transfer.use_virus_scan.then(|| {
             let tail = upload.tail();
             let scanner = self.scanner.clone();
+            self.metrics.scans_in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.spawn(async move {
                 match tail {
                     Ok(tail) => scanner.scan(TailSource(tail)).await,
@@ -546,6 +550,7 @@ impl App {
             })
         });
         let md5 = Md5Follower::follow(upload.tail()?);
+        self.metrics.uploads_in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(UploadSession {
             app: self.clone(),
             id,
@@ -716,6 +721,17 @@ impl App {
         Ok((hits.into_iter().map(|(_, id)| id).collect(), next))
     }
 
+    /// Transfers by current status (for metrics; walks the index).
+    pub fn transfers_by_status(&self) -> Result<std::collections::BTreeMap<&'static str, u64>> {
+        let mut counts = std::collections::BTreeMap::new();
+        for id in self.storage.transfer_ids()? {
+            if let Some(t) = self.storage.transfer(id)? {
+                *counts.entry(t.status().name()).or_default() += 1;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Finishes what a restart interrupted: MD5s not yet recorded and scans not yet done.
     pub async fn resume_pending(self: &Arc<Self>) -> anyhow::Result<()> {
         for id in self.storage.transfer_ids()? {
@@ -765,6 +781,12 @@ pub struct UploadSession {
     md5: Option<Md5Follower>,
 }
 
+impl Drop for UploadSession {
+    fn drop(&mut self) {
+        self.app.metrics.uploads_in_progress.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 impl std::fmt::Debug for UploadSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UploadSession").field("id", &self.id).finish_non_exhaustive()
@@ -799,7 +821,9 @@ impl UploadSession {
             self.started = true;
         }
         self.since_checkpoint += chunk.len() as u64;
+        let n = chunk.len() as u64;
         upload.write(chunk).await?;
+        self.app.metrics.upload_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         if self.auto_checkpoint && self.since_checkpoint >= CHECKPOINT_BYTES {
             return self.checkpoint().await.map(Some);
         }

@@ -303,6 +303,9 @@ impl FileTransferService for FileTransferApi {
                     }
                     next = download.range.next_chunk(DOWNLOAD_CHUNK) => next,
                 };
+                if let Ok(Some(data)) = &next {
+                    app.metrics.download_bytes.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                }
                 let message = match next {
                     Ok(Some(data)) => Ok(pb::DownloadResponse {
                         message: Some(Out::Data(data)),

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod metrics;
 pub mod rest;
 pub mod scan;
 pub mod tus;
@@ -92,13 +93,18 @@ pub async fn run(
     .layer(tonic_web::GrpcWebLayer::new());
     let http = {
         let ready_app = app.clone();
+        let metrics_app = app.clone();
         Router::new()
             .route("/health", get(|| async { "ok" }))
             .route("/health/ready", get(move || ready(ready_app.clone())))
             .merge(rest::router(app.clone()))
             .merge(tus::router(app.clone()))
+            .route("/metrics", get(move || metrics(metrics_app.clone())))
     };
-    let routes = tonic::service::Routes::from(grpc.merge(http));
+    let all = grpc
+        .merge(http)
+        .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::count_requests));
+    let routes = tonic::service::Routes::from(all);
 
     tracing::info!(addr = %listener.local_addr()?, "listening");
     tonic::transport::Server::builder()
@@ -155,6 +161,14 @@ fn cors_layer(config: &config::CorsConfig) -> Option<tower_http::cors::CorsLayer
     } else {
         layer.allow_origin(AllowOrigin::list(origins))
     })
+}
+
+async fn metrics(app: Arc<App>) -> impl IntoResponse {
+    let transfers = app.transfers_by_status().unwrap_or_default();
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(&transfers),
+    )
 }
 
 async fn ready(app: Arc<App>) -> impl IntoResponse {

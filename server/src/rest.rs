@@ -538,11 +538,21 @@ async fn download(
     let (offset, length) = range.unwrap_or((0, size));
     let download = app.download(&caller, id, offset, Some(length)).await?;
     let status = if range.is_some() { StatusCode::PARTIAL_CONTENT } else { StatusCode::OK };
-    let body = futures_util::stream::unfold(download.range, |mut range| async move {
-        match range.next_chunk(DOWNLOAD_CHUNK).await {
-            Ok(Some(chunk)) => Some((Ok::<_, std::io::Error>(chunk), range)),
-            Ok(None) => None,
-            Err(e) => Some((Err(e), range)),
+    let counter = app.clone();
+    let body = futures_util::stream::unfold(download.range, move |mut range| {
+        let counter = counter.clone();
+        async move {
+            match range.next_chunk(DOWNLOAD_CHUNK).await {
+                Ok(Some(chunk)) => {
+                    counter
+                        .metrics
+                        .download_bytes
+                        .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Some((Ok::<_, std::io::Error>(chunk), range))
+                }
+                Ok(None) => None,
+                Err(e) => Some((Err(e), range)),
+            }
         }
     });
     let mut response = Response::new(Body::from_stream(body));

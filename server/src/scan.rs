@@ -55,6 +55,18 @@ fn settles(verdict: &Verdict) -> bool {
 /// and again with backoff while the scanner is unavailable. Persistent scanner errors that are not
 /// about availability fail the transfer after a few attempts.
 pub async fn finish_scan(app: Arc<App>, id: FileTransferId, first: Option<ScanResult>) {
+    use std::sync::atomic::Ordering;
+    // A pipelined scan was counted when it started; a rescan after a restart counts now.
+    if first.is_none() {
+        app.metrics.scans_in_progress.fetch_add(1, Ordering::Relaxed);
+    }
+    let started = std::time::Instant::now();
+    finish_scan_inner(&app, id, first).await;
+    app.metrics.scans_in_progress.fetch_sub(1, Ordering::Relaxed);
+    app.metrics.scan_finished(started.elapsed());
+}
+
+async fn finish_scan_inner(app: &Arc<App>, id: FileTransferId, first: Option<ScanResult>) {
     const MAX_HARD_FAILURES: u32 = 3;
     let mut result = first;
     let mut attempt: u32 = 0;
@@ -66,7 +78,7 @@ pub async fn finish_scan(app: Arc<App>, id: FileTransferId, first: Option<ScanRe
                 // Shutting down: the transfer stays in UploadProcessing and the next start
                 // scans it again.
                 () = app.shutdown.cancelled() => return,
-                r = scan_stored(&app, id) => Verdict::from_result(r),
+                r = scan_stored(app, id) => Verdict::from_result(r),
             },
         };
         if settles(&verdict) {

@@ -691,3 +691,57 @@ async fn tus_resumes_after_a_dropped_connection_and_a_restart() {
     api.wait_for(&id, "Published").await;
     assert!(api.download(&id, None).await.bytes().await.unwrap() == data);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_metrics_count_requests_bytes_scans_and_transfers() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let id = api.initialize(json!({})).await;
+    let data = payload(31, 700_000);
+    assert_eq!(api.upload(&id, &data).await.status(), 200);
+    api.wait_for(&id, "Published").await;
+    assert_eq!(api.download(&id, None).await.bytes().await.unwrap().len(), data.len());
+    let missing = "00000000-0000-4000-8000-000000000000";
+    let r = api
+        .send(reqwest::Method::GET, &format!("/filetransfer/{missing}"), &api.token(SENDER), None)
+        .await;
+    assert_eq!(r.status(), 404);
+    api.server.client(api.token(SENDER)).overview(&id).await.unwrap();
+
+    let text = api
+        .http
+        .get(format!("{}/metrics", api.server.url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |line_start: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(line_start))
+            .unwrap_or_else(|| panic!("no {line_start} in\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(
+        value(
+            "ferry_http_requests_total{route=\"/broker/api/v1/filetransfer/{id}\",status=\"404\"}"
+        ),
+        1.0
+    );
+    assert!(
+        value(
+            "ferry_http_requests_total{route=\"/ferry.v1.FileTransferService/GetFileTransfer\",status=\"200\"}"
+        ) >= 1.0
+    );
+    assert_eq!(value("ferry_upload_bytes_total"), data.len() as f64);
+    assert_eq!(value("ferry_download_bytes_total"), data.len() as f64);
+    assert_eq!(value("ferry_uploads_in_progress"), 0.0);
+    assert_eq!(value("ferry_scans_in_progress"), 0.0);
+    assert_eq!(value("ferry_scan_duration_seconds_count"), 1.0);
+    assert_eq!(value("ferry_file_transfers{status=\"Published\"}"), 1.0);
+}
