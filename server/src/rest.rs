@@ -40,6 +40,11 @@ const DOWNLOAD_CHUNK: usize = 256 * 1024;
 pub fn router(app: Arc<App>) -> Router {
     let json_api = Router::new()
         .route("/filetransfer", post(initialize).get(search))
+        // Streams the file part: no body limit (the size rules of the resource apply instead).
+        .route(
+            "/filetransfer/upload",
+            post(initialize_and_upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route("/filetransfer/{id}", get(overview))
         .route("/filetransfer/{id}/details", get(details))
         .route("/filetransfer/{id}/upload", post(upload))
@@ -374,6 +379,70 @@ async fn upload(
     session.checkpoint().await?;
     session.finish().await?;
     Ok(axum::Json(json!({ "fileTransferId": id.to_string() })).into_response())
+}
+
+/// `POST /filetransfer/upload`: initialize and upload in one multipart request. The file part
+/// (`FileTransfer`) streams into storage like a raw upload, so the `Metadata.*` fields must come
+/// before it (as form encoders send them).
+async fn initialize_and_upload(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let mut request = InitializeRequest::default();
+    let mut seen_sender = false;
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        ApiError::invalid_field("body", e.to_string())
+    };
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name.eq_ignore_ascii_case("FileTransfer") {
+            if request.file_name.is_empty() || request.resource_id.is_empty() || !seen_sender {
+                return Err(ApiError::invalid_field(
+                    "FileTransfer",
+                    "The Metadata fields (FileName, ResourceId, Sender, Recipients) must come before the FileTransfer part.",
+                ));
+            }
+            let id = app.initialize(&caller, request).await?;
+            let mut session = app.begin_upload(&caller, id, None, None).await?;
+            let mut buffer = BytesMut::new();
+            while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                buffer.extend_from_slice(&chunk);
+                if buffer.len() >= UPLOAD_BUFFER {
+                    session.write(buffer.split().freeze()).await?;
+                }
+            }
+            if !buffer.is_empty() {
+                session.write(buffer.freeze()).await?;
+            }
+            session.checkpoint().await?;
+            session.finish().await?;
+            return Ok(axum::Json(json!({ "fileTransferId": id.to_string() })).into_response());
+        }
+        let key = name.strip_prefix("Metadata.").unwrap_or(&name).to_owned();
+        let value = field.text().await.map_err(bad)?;
+        let lower = key.to_ascii_lowercase();
+        match lower.as_str() {
+            "filename" => request.file_name = value,
+            "resourceid" => request.resource_id = value,
+            "sendersfiletransferreference" => request.senders_file_transfer_reference = value,
+            "sender" => {
+                request.sender = value;
+                seen_sender = true;
+            }
+            "recipients" => request.recipients.push(value),
+            "checksum" => request.checksum = Some(value),
+            "disablevirusscan" => request.disable_virus_scan = value.eq_ignore_ascii_case("true"),
+            _ if lower.starts_with("propertylist[") && lower.ends_with(']') => {
+                request
+                    .property_list
+                    .insert(key["PropertyList[".len()..key.len() - 1].to_owned(), value);
+            }
+            _ => {}
+        }
+    }
+    Err(ApiError::invalid_field("FileTransfer", "The FileTransfer field is required."))
 }
 
 async fn overview(

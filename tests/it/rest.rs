@@ -745,3 +745,53 @@ async fn prometheus_metrics_count_requests_bytes_scans_and_transfers() {
     assert_eq!(value("ferry_scan_duration_seconds_count"), 1.0);
     assert_eq!(value("ferry_file_transfers{status=\"Published\"}"), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn multipart_initialize_and_upload_rules() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let form = |with_file: bool| {
+        let boundary = "ferry-boundary";
+        let mut body = String::new();
+        for (name, value) in [
+            ("Metadata.FileName", "a.bin"),
+            ("Metadata.ResourceId", "res"),
+            ("Metadata.SendersFileTransferReference", "r"),
+            ("Metadata.Sender", "0192:910753614"),
+            ("Metadata.Recipients", "0192:986252932"),
+        ] {
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            ));
+        }
+        if with_file {
+            body.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"FileTransfer\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\nhello\r\n"
+            ));
+        }
+        body.push_str(&format!("--{boundary}--\r\n"));
+        (format!("multipart/form-data; boundary={boundary}"), body)
+    };
+    let post = |token: Option<String>, with_file: bool| {
+        let (content_type, body) = form(with_file);
+        let mut request = api
+            .http
+            .post(api.url("/filetransfer/upload"))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let r = post(Some(api.token(SENDER)), true).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let id = r.json::<Value>().await.unwrap()["fileTransferId"].as_str().unwrap().to_owned();
+    api.wait_for(&id, "Published").await;
+    assert_eq!(&api.download(&id, None).await.bytes().await.unwrap()[..], b"hello");
+    // Missing file: 400 with the field; no token: 401.
+    let (status, problem) = problem(post(Some(api.token(SENDER)), false).await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert!(problem["errors"]["FileTransfer"][0].as_str().unwrap().contains("required"));
+    assert_eq!(post(None, true).await.unwrap().status(), 401);
+}

@@ -95,4 +95,30 @@ assert r.status_code == 404 and r.headers["Content-Type"] == "application/proble
 problem = r.json()
 assert problem["code"] == "BRO-00001" and problem["title"] == "Not Found" and problem["traceId"], problem
 
+# Initialize and upload in one multipart request (Altinn's form fields; requests sends the
+# data fields before the file, as the endpoint needs).
+small = os.urandom(2_500_000)
+r = requests.post(
+    f"{api}/filetransfer/upload",
+    data={
+        "Metadata.FileName": "form.bin",
+        "Metadata.ResourceId": "py-res",
+        "Metadata.SendersFileTransferReference": "form-1",
+        "Metadata.Sender": "0192:910753614",
+        "Metadata.Recipients": ["0192:986252932"],
+        "Metadata.PropertyList[kind]": "form",
+    },
+    files={"FileTransfer": ("form.bin", small, "application/octet-stream")},
+    headers=auth(sender),
+)
+assert r.status_code == 200, r.text
+form_id = r.json()["fileTransferId"]
+deadline = time.time() + 60
+while requests.get(f"{api}/filetransfer/{form_id}", headers=auth(sender)).json()["fileTransferStatus"] != "Published":
+    assert time.time() < deadline
+    time.sleep(0.05)
+overview = requests.get(f"{api}/filetransfer/{form_id}", headers=auth(sender)).json()
+assert overview["propertyList"] == {"kind": "form"} and overview["fileTransferSize"] == len(small), overview
+assert requests.get(f"{api}/filetransfer/{form_id}/download", headers=auth(recipient)).content == small
+
 print("python REST flow: OK")
