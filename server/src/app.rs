@@ -721,6 +721,76 @@ impl App {
         Ok((hits.into_iter().map(|(_, id)| id).collect(), next))
     }
 
+    /// Monthly statistics (contract §4.14) for the caller's resources, or one of them: a row per
+    /// (resource, sender, recipient) with transfers created that month, how many were uploaded
+    /// (published), download attempts and confirmed downloads. Computed from the index on
+    /// request, so it is correct however transfers moved since.
+    pub fn monthly_statistics(
+        &self,
+        caller: &Caller,
+        year: i64,
+        month: i64,
+        resource: Option<&str>,
+    ) -> Result<Vec<StatisticsRow>> {
+        require_scope(caller, &[SCOPE_SERVICE_OWNER])?;
+        let org = caller_org(caller)?;
+        if !(1..=9999).contains(&year) || !(1..=12).contains(&month) {
+            return Err(ApiError::altinn(6003));
+        }
+        let resources = match resource {
+            Some(id) => {
+                let id = ResourceId::parse_bare(id)
+                    .map_err(|e| ApiError::invalid_field("resourceId", e.to_string()))?;
+                let r = self.storage.resource(&id)?.ok_or_else(|| ApiError::altinn(25))?;
+                if r.service_owner != org {
+                    return Err(ApiError::altinn(6));
+                }
+                vec![r]
+            }
+            None => {
+                self.storage.resources()?.into_iter().filter(|r| r.service_owner == org).collect()
+            }
+        };
+        let start =
+            Timestamp::parse_rfc3339(&format!("{year:04}-{month:02}-01")).expect("valid date");
+        let (ny, nm) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+        let end = Timestamp::parse_rfc3339(&format!("{ny:04}-{nm:02}-01")).expect("valid date");
+        let mut rows: BTreeMap<(String, String, String), StatisticsRow> = BTreeMap::new();
+        for resource in &resources {
+            for id in self.storage.transfers_by_resource(&resource.id, start, end, usize::MAX)? {
+                let Some(t) = self.storage.transfer(id)? else { continue };
+                let uploaded = t.published_at().is_some();
+                for recipient in &t.recipients {
+                    let key =
+                        (resource.id.to_string(), t.sender.to_string(), recipient.to_string());
+                    let row = rows.entry(key).or_insert_with(|| StatisticsRow {
+                        year,
+                        month,
+                        resource_id: resource.id.to_string(),
+                        sender: t.sender.to_string(),
+                        recipient: recipient.to_string(),
+                        ..StatisticsRow::default()
+                    });
+                    row.total_file_transfers += 1;
+                    row.upload_count += u64::from(uploaded);
+                    let mine = t.recipient_history.iter().filter(|e| &e.recipient == recipient);
+                    let (mut attempts, mut confirmed) = (0, false);
+                    for e in mine {
+                        attempts +=
+                            u64::from(e.status == RecipientFileTransferStatus::DownloadStarted);
+                        confirmed |= e.status == RecipientFileTransferStatus::DownloadConfirmed;
+                    }
+                    row.total_transfer_download_attempts += attempts;
+                    row.transfers_with_download_confirmed += u64::from(confirmed);
+                }
+            }
+        }
+        if rows.is_empty() {
+            return Err(ApiError::altinn(6001));
+        }
+        Ok(rows.into_values().collect())
+    }
+
     /// Transfers by current status (for metrics; walks the index).
     pub fn transfers_by_status(&self) -> Result<std::collections::BTreeMap<&'static str, u64>> {
         let mut counts = std::collections::BTreeMap::new();
@@ -952,4 +1022,27 @@ pub fn recipient_views(t: &FileTransfer) -> Vec<RecipientView> {
 /// The `checksum` to show: the file's MD5 once known, else the one the sender declared.
 pub fn checksum_of(t: &FileTransfer) -> Option<Md5> {
     t.content.and_then(|c| c.md5).or(t.declared_checksum)
+}
+
+/// A row of the monthly statistics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatisticsRow {
+    /// Year.
+    pub year: i64,
+    /// Month, 1–12.
+    pub month: i64,
+    /// Resource.
+    pub resource_id: String,
+    /// Sender (`0192:…`).
+    pub sender: String,
+    /// Recipient (`0192:…`).
+    pub recipient: String,
+    /// Transfers created in the month.
+    pub total_file_transfers: u64,
+    /// Of those, how many were uploaded and published.
+    pub upload_count: u64,
+    /// `DownloadStarted` records.
+    pub total_transfer_download_attempts: u64,
+    /// Transfers the recipient confirmed.
+    pub transfers_with_download_confirmed: u64,
 }

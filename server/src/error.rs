@@ -227,6 +227,15 @@ fn altinn_error(code: u16) -> (Kind, u16, &'static str) {
             (InvalidArgument, 400, "All recipients need to be in the access list of the resource.")
         }
         29 => (OutOfRange, 416, "The requested byte range is not satisfiable."),
+        6001 => (NotFound, 404, "No file transfers found for report generation"),
+        6003 => (
+            InvalidArgument,
+            400,
+            "Invalid year or month. Provide a valid year and a month between 1 and 12.",
+        ),
+        6005 => {
+            (InvalidArgument, 400, "At least one of includeEndUser or includeVendor must be true.")
+        }
         7001 => (InvalidArgument, 400, "Caller organization id could not be determined"),
         7002 => (AlreadyExists, 409, "Service owner already exists"),
         7004 => (NotFound, 404, "Service owner not found"),
@@ -301,7 +310,7 @@ mod tests {
     fn every_altinn_number_in_use_is_in_the_catalogue() {
         let used = [
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24,
-            25, 26, 27, 28, 29, 7001, 7002, 7004,
+            25, 26, 27, 28, 29, 6001, 6003, 6005, 7001, 7002, 7004,
         ];
         for code in used {
             let (kind, status, message) = altinn_error(code);

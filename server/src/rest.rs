@@ -52,8 +52,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/serviceowner", post(register_service_owner).get(service_owner))
         .route("/resource/{id}", put(put_resource).get(get_resource))
         .layer(middleware::from_fn(accept_json));
-    // Download declares no produced type, so no Accept check (as in Altinn).
-    let files = Router::new().route("/filetransfer/{id}/download", get(download));
+    // Download declares no produced type, so no Accept check (as in Altinn); statistics
+    // produce CSV.
+    let files = Router::new().route("/filetransfer/{id}/download", get(download)).route(
+        "/statistics/monthly",
+        get(monthly_statistics).layer(middleware::from_fn(accept_csv)),
+    );
     Router::new()
         .nest(BASE, json_api.merge(files))
         .layer(middleware::from_fn(security_headers))
@@ -137,21 +141,31 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
+async fn accept_csv(request: Request, next: Next) -> Response {
+    accept_check(request, next, "text/csv").await
+}
+
 /// Altinn's Accept check: if an Accept header is present, one of its media types (parameters
 /// ignored) must be `application/json` or `*/*`.
 async fn accept_json(request: Request, next: Next) -> Response {
+    accept_check(request, next, "application/json").await
+}
+
+async fn accept_check(request: Request, next: Next, produces: &'static str) -> Response {
     let acceptable = request.headers().get_all(header::ACCEPT).iter().all(|value| {
         value.to_str().is_ok_and(|v| {
             v.split(',').any(|media| {
                 let media = media.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-                media == "application/json" || media == "*/*"
+                media == produces || media == "*/*"
             })
         })
     });
     if request.headers().contains_key(header::ACCEPT) && !acceptable {
         return (
             StatusCode::NOT_ACCEPTABLE,
-            "This endpoint does not support the requested Accept header. Supported Accept headers are: application/json",
+            format!(
+                "This endpoint does not support the requested Accept header. Supported Accept headers are: {produces}"
+            ),
         )
             .into_response();
     }
@@ -662,6 +676,64 @@ fn content_disposition(name: &str) -> String {
         value.push_str(&format!("; filename*=UTF-8''{encoded}"));
     }
     value
+}
+
+// --- statistics ---
+
+async fn monthly_statistics(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Response> {
+    let caller = caller(&app, &headers)?;
+    let param = |name: &str| {
+        params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    };
+    let number = |name: &'static str| -> Result<i64> {
+        param(name)
+            .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field is required.")))?
+            .parse()
+            .map_err(|_| ApiError::altinn(6003))
+    };
+    let flag =
+        |name: &str, default: bool| param(name).map_or(default, |v| v.eq_ignore_ascii_case("true"));
+    let (year, month) = (number("year")?, number("month")?);
+    let (end_user, vendor) = (flag("includeEndUser", true), flag("includeVendor", false));
+    if !end_user && !vendor {
+        return Err(ApiError::altinn(6005));
+    }
+    let resource = param("resourceId").filter(|r| !r.is_empty());
+    let rows = app.monthly_statistics(&caller, year, month, resource)?;
+    let mut csv = String::from(
+        "year,month,resourceId,senderVendor,recipientVendor,sender,recipient,totalFileTransfers,uploadCount,totalTransferDownloadAttempts,transfersWithDownloadConfirmed\n",
+    );
+    for r in rows {
+        // Ferry does not record the vendor (the token's consumer) yet: those columns stay blank.
+        let (sender, recipient) =
+            if end_user { (r.sender.as_str(), r.recipient.as_str()) } else { ("", "") };
+        csv.push_str(&format!(
+            "{},{},{},,,{sender},{recipient},{},{},{},{}\n",
+            r.year,
+            r.month,
+            r.resource_id,
+            r.total_file_transfers,
+            r.upload_count,
+            r.total_transfer_download_attempts,
+            r.transfers_with_download_confirmed
+        ));
+    }
+    let file = format!(
+        "monthly_statistics_{}_{year:04}-{month:02}.csv",
+        resource.unwrap_or("all-resources")
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv".to_owned()),
+            (header::CONTENT_DISPOSITION, format!("attachment; filename={file}")),
+        ],
+        csv,
+    )
+        .into_response())
 }
 
 // --- service owners and resources ---

@@ -238,6 +238,18 @@ impl Storage {
             .await
     }
 
+    /// Every resource configuration.
+    pub fn resources(&self) -> Result<Vec<ResourceConfig>> {
+        self.inner.index.read(|txn| {
+            let table = txn.open_table(index::tables::RESOURCES)?;
+            let mut out = Vec::new();
+            for entry in redb::ReadableTable::iter(&table)? {
+                out.push(ops::decode(entry?.1.value())?);
+            }
+            Ok(out)
+        })
+    }
+
     /// A resource configuration.
     pub fn resource(&self, id: &ResourceId) -> Result<Option<ResourceConfig>> {
         self.inner

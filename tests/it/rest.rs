@@ -795,3 +795,84 @@ async fn multipart_initialize_and_upload_rules() {
     assert!(problem["errors"]["FileTransfer"][0].as_str().unwrap().contains("required"));
     assert_eq!(post(None, true).await.unwrap().status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn monthly_statistics_csv() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    // Three transfers this month: two published and confirmed, with three download attempts.
+    let data = payload(41, 10_000);
+    let t1 = api.initialize(json!({})).await;
+    let t2 = api.initialize(json!({})).await;
+    api.initialize(json!({})).await;
+    for (id, downloads) in [(&t1, 2), (&t2, 1)] {
+        assert_eq!(api.upload(id, &data).await.status(), 200);
+        api.wait_for(id, "Published").await;
+        for _ in 0..downloads {
+            assert_eq!(api.download(id, None).await.status(), 200);
+        }
+        let r = api
+            .send(
+                reqwest::Method::POST,
+                &format!("/filetransfer/{id}/confirmdownload"),
+                &api.token(R1),
+                None,
+            )
+            .await;
+        assert_eq!(r.status(), 204);
+    }
+    let now = storage::model::Timestamp::now().to_rfc3339();
+    let (year, month) = (now[0..4].parse::<u32>().unwrap(), now[5..7].parse::<u32>().unwrap());
+    let owner = api.token(OWNER);
+    let get = |query: String, token: String| {
+        api.http.get(api.url(&format!("/statistics/monthly?{query}"))).bearer_auth(token).send()
+    };
+    let r = get(format!("year={year}&month={month}&resourceId=res"), owner.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/csv");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        format!("attachment; filename=monthly_statistics_res_{year:04}-{month:02}.csv").as_str()
+    );
+    let csv = r.text().await.unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "year,month,resourceId,senderVendor,recipientVendor,sender,recipient,totalFileTransfers,uploadCount,totalTransferDownloadAttempts,transfersWithDownloadConfirmed"
+    );
+    assert_eq!(lines[1], format!("{year},{month},res,,,0192:{SENDER},0192:{R1},3,2,3,2"));
+    assert_eq!(lines.len(), 2);
+    // Without end users the parties are blank; all resources by default.
+    let csv = get(
+        format!("year={year}&month={month}&includeEndUser=false&includeVendor=true"),
+        owner.clone(),
+    )
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert_eq!(csv.lines().nth(1).unwrap(), format!("{year},{month},res,,,,,3,2,3,2"));
+    for (query, code) in [
+        (
+            format!("year={year}&month={month}&includeEndUser=false&includeVendor=false"),
+            "BRO-06005",
+        ),
+        (format!("year={year}&month=13"), "BRO-06003"),
+        (format!("year={year}&month={}", if month == 1 { 2 } else { month - 1 }), "BRO-06001"),
+    ] {
+        let (_, body) = problem(get(query, owner.clone()).await.unwrap()).await;
+        assert_eq!(body["code"], code);
+    }
+    let sender_only = api.server.token(SENDER, &["altinn:broker.write"]);
+    assert_eq!(get(format!("year={year}&month={month}"), sender_only).await.unwrap().status(), 403);
+    let r = api
+        .http
+        .get(api.url(&format!("/statistics/monthly?year={year}&month={month}")))
+        .bearer_auth(&owner)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 406);
+}
