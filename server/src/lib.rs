@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod grpc;
 pub mod metrics;
+pub mod openapi;
 pub mod rest;
 pub mod scan;
 pub mod tus;
@@ -100,6 +101,11 @@ pub async fn run(
             .merge(rest::router(app.clone()))
             .merge(tus::router(app.clone()))
             .route("/metrics", get(move || metrics(metrics_app.clone())))
+            // Swagger UI, and the document itself at /broker/api/v1/openapi.json.
+            .merge(
+                utoipa_swagger_ui::SwaggerUi::new("/broker/api/v1/swagger")
+                    .external_url_unchecked("/broker/api/v1/openapi.json", openapi::document()),
+            )
     };
     let all = grpc
         .merge(http)

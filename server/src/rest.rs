@@ -398,12 +398,13 @@ async fn upload(
 /// `POST /filetransfer/upload`: initialize and upload in one multipart request. The file part
 /// (`FileTransfer`) streams into storage like a raw upload, so the `Metadata.*` fields must come
 /// before it (as form encoders send them).
-async fn initialize_and_upload(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    mut form: axum::extract::Multipart,
-) -> Result<Response> {
-    let caller = caller(&app, &headers)?;
+async fn initialize_and_upload(State(app): State<Arc<App>>, request: Request) -> Result<Response> {
+    use axum::extract::FromRequest as _;
+    // Identity first (401 before any complaint about the body), then the form.
+    let caller = caller(&app, request.headers())?;
+    let mut form = axum::extract::Multipart::from_request(request, &())
+        .await
+        .map_err(|e| ApiError::invalid_field("body", e.body_text()))?;
     let mut request = InitializeRequest::default();
     let mut seen_sender = false;
     let bad = |e: axum::extract::multipart::MultipartError| {

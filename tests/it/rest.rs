@@ -876,3 +876,37 @@ async fn monthly_statistics_csv() {
         .unwrap();
     assert_eq!(r.status(), 406);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_lists_real_routes_and_swagger_ui_is_served() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let doc: Value =
+        api.http.get(api.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.len() >= 9, "{paths:?}");
+    let mut n_operations = 0;
+    for (path, methods) in paths {
+        let concrete = path
+            .replace("{fileTransferId}", "00000000-0000-4000-8000-000000000000")
+            .replace("{resourceId}", "res");
+        for method in methods.as_object().unwrap().keys() {
+            let method =
+                reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let r = api
+                .http
+                .request(method.clone(), format!("{}{concrete}", api.server.url()))
+                .send()
+                .await
+                .unwrap();
+            // Every documented operation exists and requires a token.
+            assert_eq!(r.status(), 401, "{method} {path}");
+            n_operations += 1;
+        }
+    }
+    assert!(n_operations >= 13);
+    let r = api.http.get(api.url("/swagger/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().to_lowercase().contains("swagger"));
+}
