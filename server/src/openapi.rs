@@ -14,15 +14,19 @@ fn common_errors(mut responses: Value) -> Value {
     let problem = json!({ "application/problem+json": { "schema": problem_ref() } });
     let map = responses.as_object_mut().expect("an object");
     map.entry("400").or_insert(json!({ "description": "Invalid request (ProblemDetails or ValidationProblemDetails)", "content": problem }));
-    map.entry("401").or_insert(json!({ "description": "No or invalid token (empty body), or no access (ProblemDetails, code BRO-00006)", "content": problem }));
-    map.entry("403").or_insert(json!({ "description": "The token lacks the scope (empty body)" }));
+    map.entry("401").or_insert(json!({ "description": "No or invalid token (with WWW-Authenticate: Bearer), or no access to the resource (code BRO-00006)", "content": problem }));
+    map.entry("403")
+        .or_insert(json!({ "description": "The token lacks the scope", "content": problem }));
+    map.entry("404").or_insert(json!({ "description": "Not found", "content": problem }));
+    map.entry("409").or_insert(json!({ "description": "Conflict", "content": problem }));
     map.entry("406").or_insert(json!({ "description": "The Accept header allows none of the produced types", "content": { "text/plain": { "schema": { "type": "string" } } } }));
     map.entry("503").or_insert(json!({ "description": "Try again later", "content": problem }));
     responses
 }
 
 fn id_param(name: &str) -> Value {
-    json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } })
+    let pattern = if name == "resourceId" { "^[^:/?#]{1,255}$" } else { "^[0-9a-fA-F-]{36}$" };
+    json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string", "pattern": pattern } })
 }
 
 fn json_body(schema: &str) -> Value {
@@ -129,13 +133,13 @@ pub fn document() -> Value {
                 },
                 "FileTransferInitalizeExt": {
                     "type": "object",
-                    "required": ["fileName", "resourceId", "sender", "recipients"],
+                    "required": ["fileName", "resourceId", "sendersFileTransferReference", "sender", "recipients"],
                     "properties": {
                         "fileName": { "type": "string", "minLength": 1, "maxLength": 255 },
-                        "resourceId": { "type": "string", "minLength": 1, "maxLength": 255 },
+                        "resourceId": { "type": "string", "pattern": "^(?:urn:altinn:resource:)?[^:]{1,255}$" },
                         "sendersFileTransferReference": { "type": "string", "minLength": 1, "maxLength": 4096 },
                         "sender": { "type": "string", "pattern": "^(?:0192:\\d{9}|urn:altinn:organization:identifier-no:\\d{9})$" },
-                        "recipients": { "type": "array", "minItems": 1, "items": { "type": "string" } },
+                        "recipients": { "type": "array", "minItems": 1, "items": { "type": "string", "pattern": "^(?:0192:\\d{9}|urn:altinn:organization:identifier-no:\\d{9})$" } },
                         "propertyList": { "type": "object", "maxProperties": 10, "additionalProperties": { "type": "string", "maxLength": 3000 } },
                         "checksum": { "type": ["string", "null"], "pattern": "^[0-9a-f]{32}$" },
                         "disableVirusScan": { "type": ["boolean", "null"] },
@@ -178,13 +182,13 @@ pub fn document() -> Value {
                         "useManifestFileShim": { "type": ["boolean", "null"] },
                         "externalServiceCodeLegacy": { "type": ["string", "null"] },
                         "externalServiceEditionCodeLegacy": { "type": ["integer", "null"] },
-                        "requiredParty": { "type": ["string", "null"] },
+                        "requiredParty": { "type": ["string", "null"], "pattern": "^(?:\\d{9}|0192:\\d{9}|urn:altinn:organization:identifier-no:\\d{9})$" },
                         "access": {
                             "type": ["object", "null"],
                             "description": "Ferry extension: parties that may send and receive (the owner always may)",
                             "properties": {
-                                "senders": { "type": "array", "items": { "type": "string" } },
-                                "recipients": { "type": "array", "items": { "type": "string" } },
+                                "senders": { "type": ["array", "null"], "items": { "type": "string" } },
+                                "recipients": { "type": ["array", "null"], "items": { "type": "string" } },
                             },
                         },
                     },
@@ -201,14 +205,14 @@ pub fn document() -> Value {
                 "get": op("Search file transfers", &either, json!({
                     "operationId": "search",
                     "parameters": [
-                        { "name": "resourceId", "in": "query", "required": true, "schema": { "type": "string" } },
+                        { "name": "resourceId", "in": "query", "required": true, "schema": { "type": "string", "pattern": "^[^:]{1,255}$" } },
                         { "name": "status", "in": "query", "schema": { "type": "string", "enum": status_enum } },
                         { "name": "recipientStatus", "in": "query", "schema": { "type": "string", "enum": recipient_enum } },
                         { "name": "from", "in": "query", "schema": time },
                         { "name": "to", "in": "query", "schema": time },
                         { "name": "orderAscending", "in": "query", "schema": { "type": "boolean" } },
                         { "name": "role", "in": "query", "schema": { "type": "string", "enum": ["Sender", "Recipient"] } },
-                        { "name": "continuationToken", "in": "query", "schema": { "type": "string" }, "description": "Ferry extension" },
+                        { "name": "continuationToken", "in": "query", "schema": { "type": "string", "pattern": "^-?\\d+\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$" }, "description": "Ferry extension: from a previous X-Continuation-Token" },
                     ],
                 }), json!({ "200": json_response("At most 100 ids; more in the X-Continuation-Token header (Ferry extension)", json!({ "type": "array", "items": { "type": "string", "format": "uuid" } })) })),
             },
@@ -277,9 +281,9 @@ pub fn document() -> Value {
                 "get": op("Monthly statistics (CSV)", &owner, json!({
                     "operationId": "monthlyStatistics",
                     "parameters": [
-                        { "name": "year", "in": "query", "required": true, "schema": { "type": "integer" } },
-                        { "name": "month", "in": "query", "required": true, "schema": { "type": "integer" } },
-                        { "name": "resourceId", "in": "query", "schema": { "type": "string" } },
+                        { "name": "year", "in": "query", "required": true, "schema": { "type": "integer", "minimum": 1, "maximum": 9999 } },
+                        { "name": "month", "in": "query", "required": true, "schema": { "type": "integer", "minimum": 1, "maximum": 12 } },
+                        { "name": "resourceId", "in": "query", "schema": { "type": "string", "pattern": "^[^:]{1,255}$" } },
                         { "name": "includeEndUser", "in": "query", "schema": { "type": "boolean" } },
                         { "name": "includeVendor", "in": "query", "schema": { "type": "boolean" } },
                     ],

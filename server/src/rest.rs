@@ -89,10 +89,32 @@ impl IntoResponse for ApiError {
         let status =
             StatusCode::from_u16(self.http_status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         match (self.kind, self.code) {
+            // Altinn answers these with an empty body; Ferry says what to fix (clients that ignore
+            // the body are unaffected).
             (Kind::Unauthenticated, _) => {
-                (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, "Bearer")]).into_response()
+                let body = json!({
+                    "type": rfc9110(StatusCode::UNAUTHORIZED),
+                    "title": "Unauthorized",
+                    "status": 401,
+                    "detail": self.message,
+                    "traceId": trace_id(),
+                });
+                let mut response = problem(StatusCode::UNAUTHORIZED, body);
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                response
             }
-            (Kind::PermissionDenied, None) => StatusCode::FORBIDDEN.into_response(),
+            (Kind::PermissionDenied, None) => {
+                let body = json!({
+                    "type": rfc9110(StatusCode::FORBIDDEN),
+                    "title": "Forbidden",
+                    "status": 403,
+                    "detail": self.message,
+                    "traceId": trace_id(),
+                });
+                problem(StatusCode::FORBIDDEN, body)
+            }
             (Kind::InvalidArgument, None) => {
                 let field = self.field.unwrap_or("request");
                 let body = json!({
@@ -518,6 +540,19 @@ async fn confirm(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// A boolean query parameter: `true` or `false` (any case), else a validation error.
+fn bool_param(name: &'static str, value: Option<&str>, default: bool) -> Result<bool> {
+    match value {
+        None => Ok(default),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(v) => Err(ApiError::invalid_field(
+            name,
+            format!("The value '{v}' is not valid for {name}: use true or false."),
+        )),
+    }
+}
+
 fn enum_by_name<T: Copy>(text: &str, field: &'static str, all: &[(T, &str)]) -> Result<T> {
     let by_number = text.parse::<usize>().ok().and_then(|n| all.get(n)).map(|(v, _)| *v);
     all.iter()
@@ -563,7 +598,7 @@ async fn search(
             .transpose()?,
         from: date("from")?,
         to: date("to")?,
-        order_ascending: param("orderAscending").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        order_ascending: bool_param("orderAscending", param("orderAscending"), false)?,
         as_recipient: param("role")
             .map(|v| enum_by_name(v, "role", &[(false, "Sender"), (true, "Recipient")]))
             .transpose()?,
@@ -696,10 +731,9 @@ async fn monthly_statistics(
             .parse()
             .map_err(|_| ApiError::altinn(6003))
     };
-    let flag =
-        |name: &str, default: bool| param(name).map_or(default, |v| v.eq_ignore_ascii_case("true"));
     let (year, month) = (number("year")?, number("month")?);
-    let (end_user, vendor) = (flag("includeEndUser", true), flag("includeVendor", false));
+    let end_user = bool_param("includeEndUser", param("includeEndUser"), true)?;
+    let vendor = bool_param("includeVendor", param("includeVendor"), false)?;
     if !end_user && !vendor {
         return Err(ApiError::altinn(6005));
     }

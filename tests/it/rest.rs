@@ -208,14 +208,17 @@ async fn problem_details_auth_and_headers() {
     assert!(body["traceId"].as_str().is_some_and(|t| !t.is_empty()));
 
     // No token: 401 with a challenge and no body; wrong scope: 403 without a body.
+    // (Altinn sends these two with an empty body; Ferry's body says what to fix.)
     let r = api.http.get(api.url(&format!("/filetransfer/{missing}"))).send().await.unwrap();
-    assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["www-authenticate"], "Bearer");
-    assert!(r.bytes().await.unwrap().is_empty());
+    let (status, body) = problem(r).await;
+    assert_eq!(status, 401);
+    assert!(body["detail"].as_str().unwrap().contains("bearer token"), "{body}");
     let wrong = api.server.token(SENDER, &["altinn:serviceowner"]);
     let r = api.send(reqwest::Method::GET, &format!("/filetransfer/{missing}"), &wrong, None).await;
-    assert_eq!(r.status(), 403);
-    assert!(r.bytes().await.unwrap().is_empty());
+    let (status, body) = problem(r).await;
+    assert_eq!(status, 403);
+    assert!(body["detail"].as_str().unwrap().contains("altinn:broker"), "{body}");
 
     // The Accept check.
     let accept = |value: Option<&'static str>| {
@@ -909,4 +912,57 @@ async fn the_openapi_document_lists_real_routes_and_swagger_ui_is_served() {
     let r = api.http.get(api.url("/swagger/")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert!(r.text().await.unwrap().to_lowercase().contains("swagger"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemathesis_fuzzes_the_openapi_document_without_a_server_error() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let token = api.server.token(OWNER, ALL);
+    let spec = api.url("/openapi.json");
+    // Checks: no 5xx, status codes, content types, headers and bodies as documented, invalid data
+    // rejected, auth enforced. Left out: positive_data_acceptance, because Altinn answers
+    // schema-valid requests that break a business rule with 400 (an unconfigured resource is
+    // 400/25), and the coverage phase, which crashes inside schemathesis 4.32 (Hypothesis's
+    // lambda-source cache), not in Ferry.
+    let output = tokio::process::Command::new("python3")
+        .args([
+            "-m",
+            "schemathesis.cli",
+            "run",
+            &spec,
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ])
+        .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
+        .args([
+            "--phases",
+            "examples,fuzzing,stateful",
+            "--max-examples",
+            "40",
+            "--workers",
+            "1",
+            "--seed",
+            "42",
+        ])
+        .output()
+        .await
+        .expect("schemathesis (scripts/test installs it)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout
+        .lines()
+        .skip_while(|l| !l.contains("Test cases:"))
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ");
+    eprintln!("schemathesis: {summary}");
+    assert!(
+        output.status.success(),
+        "schemathesis found problems:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(summary.contains("generated"), "{stdout}");
+    // And the server is still up.
+    let r = api.http.get(format!("{}/health", api.server.url())).send().await.unwrap();
+    assert_eq!(r.status(), 200);
 }
