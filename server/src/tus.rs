@@ -68,6 +68,7 @@ fn tus_headers(response: &mut Response) {
     let h = response.headers_mut();
     h.insert("tus-resumable", HeaderValue::from_static(TUS_VERSION));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
 }
 
 fn respond(status: StatusCode, headers: &[(&'static str, String)]) -> Response {

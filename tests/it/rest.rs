@@ -966,3 +966,57 @@ async fn schemathesis_fuzzes_the_openapi_document_without_a_server_error() {
     let r = api.http.get(format!("{}/health", api.server.url())).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_extensions_idempotency_key_and_continuation_token() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let body = json!({
+        "fileName": "a.txt", "resourceId": "res", "sendersFileTransferReference": "r",
+        "sender": format!("0192:{SENDER}"), "recipients": [format!("0192:{R1}")],
+    });
+    let post = |key: &'static str, body: Value| {
+        api.http
+            .post(api.url("/filetransfer"))
+            .bearer_auth(api.token(SENDER))
+            .header("idempotency-key", key)
+            .json(&body)
+            .send()
+    };
+    let first: Value = post("k-1", body.clone()).await.unwrap().json().await.unwrap();
+    let again: Value = post("k-1", body.clone()).await.unwrap().json().await.unwrap();
+    assert_eq!(first["fileTransferId"], again["fileTransferId"]);
+    let mut other = body.clone();
+    other["fileName"] = json!("b.txt");
+    let (status, _) = problem(post("k-1", other).await.unwrap()).await;
+    assert_eq!(status, 409);
+
+    // 101 transfers: the first page has Altinn's 100, the token gives the rest.
+    for _ in 0..100 {
+        api.initialize(json!({})).await;
+    }
+    let r = api
+        .send(
+            reqwest::Method::GET,
+            "/filetransfer?resourceId=res&orderAscending=true",
+            &api.token(SENDER),
+            None,
+        )
+        .await;
+    let token = r.headers()["x-continuation-token"].to_str().unwrap().to_owned();
+    let page: Vec<String> = r.json().await.unwrap();
+    assert_eq!(page.len(), 100);
+    assert_eq!(page[0], first["fileTransferId"].as_str().unwrap());
+    let r = api
+        .send(
+            reqwest::Method::GET,
+            &format!("/filetransfer?resourceId=res&orderAscending=true&continuationToken={token}"),
+            &api.token(SENDER),
+            None,
+        )
+        .await;
+    assert!(r.headers().get("x-continuation-token").is_none());
+    let rest: Vec<String> = r.json().await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert!(!page.contains(&rest[0]));
+}
