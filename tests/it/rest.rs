@@ -1020,3 +1020,146 @@ async fn rest_extensions_idempotency_key_and_continuation_token() {
     assert_eq!(rest.len(), 1);
     assert!(!page.contains(&rest[0]));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tus_uploads_expire_after_a_day_without_activity() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicI64, Ordering};
+    use tower::ServiceExt as _;
+
+    // The TUS router in-process, over an App whose clock the test moves.
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let storage = storage::Storage::open(storage::StorageOptions::new(dir.path())).await.unwrap();
+    let key = server::auth::DevKey::load_or_create(dir.path()).unwrap();
+    let auth = server::auth::Authenticator::load(&[], Some(&key), Duration::from_secs(30)).unwrap();
+    let now = Arc::new(AtomicI64::new(storage::model::Timestamp::now().as_unix_micros()));
+    let clock = now.clone();
+    let app = Arc::new(
+        server::App::new(storage, clamd.client(), auth, server::app::AppOptions::default())
+            .with_clock(move || {
+                storage::model::Timestamp::from_unix_micros(clock.load(Ordering::SeqCst))
+            }),
+    );
+    let party = |org: &str| storage::model::Party::parse_lenient(org).unwrap();
+    let all = [ALL[0], ALL[1], ALL[2]];
+    let owner = server::auth::Caller {
+        org: Some(party(OWNER)),
+        scopes: all.iter().map(|s| s.to_string()).collect(),
+    };
+    app.register_service_owner(&owner, "Owner".into()).await.unwrap();
+    let access =
+        storage::model::AccessRules { senders: vec![party(SENDER)], recipients: vec![party(R1)] };
+    app.put_resource(
+        &owner,
+        "res",
+        storage::model::ResourceUpdate { access: Some(access), ..Default::default() },
+    )
+    .await
+    .unwrap();
+    let sender = server::auth::Caller { org: Some(party(SENDER)), scopes: owner.scopes.clone() };
+    let id = app
+        .initialize(
+            &sender,
+            server::app::InitializeRequest {
+                file_name: "a".into(),
+                resource_id: "res".into(),
+                senders_file_transfer_reference: "r".into(),
+                sender: format!("0192:{SENDER}"),
+                recipients: vec![format!("0192:{R1}")],
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let token = key.mint(&party(SENDER), &all, 10 * 24 * 3600);
+    let router = server::tus::router(app.clone());
+    let url = format!("/broker/api/v1/filetransfer/upload/tus/{id}");
+    let call = |method: &str, headers: &[(&str, String)], body: Vec<u8>| {
+        let mut request = axum::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("tus-resumable", "1.0.0");
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        router.clone().oneshot(request.body(axum::body::Body::from(body)).unwrap())
+    };
+    let patch = |offset: usize, body: &[u8]| {
+        call(
+            "PATCH",
+            &[
+                ("content-type", "application/offset+octet-stream".into()),
+                ("upload-offset", offset.to_string()),
+            ],
+            body.to_vec(),
+        )
+    };
+    assert_eq!(
+        call("POST", &[("upload-length", "10".into())], vec![]).await.unwrap().status(),
+        201
+    );
+    assert_eq!(patch(0, b"hello").await.unwrap().status(), 204);
+    let head = call("HEAD", &[], vec![]).await.unwrap();
+    assert!(head.headers().contains_key("upload-expires"));
+    // Within a day, activity keeps it alive; a day and an hour of silence expires it.
+    now.fetch_add(23 * 3600 * 1_000_000, Ordering::SeqCst);
+    assert_eq!(patch(5, b"wo").await.unwrap().status(), 204);
+    now.fetch_add(25 * 3600 * 1_000_000, Ordering::SeqCst);
+    assert_eq!(patch(7, b"rld").await.unwrap().status(), 410);
+    assert_eq!(call("HEAD", &[], vec![]).await.unwrap().status(), 404);
+    app.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_search_parameters_follow_altinn() {
+    let clamd = TestClamd::start();
+    let api = Api::new(&clamd).await;
+    let first = api.initialize(json!({})).await;
+    let published = api.initialize(json!({})).await;
+    assert_eq!(api.upload(&published, &payload(51, 1000)).await.status(), 200);
+    api.wait_for(&published, "Published").await;
+    let created =
+        api.get_json(&format!("/filetransfer/{first}"), &api.token(SENDER)).await["created"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let enc = |t: &str| t.replace('+', "%2B").replace(':', "%3A");
+    assert_eq!(search(&api, "resourceId=res&status=published", SENDER).await, json!([published]));
+    assert_eq!(search(&api, "resourceId=res&status=Initialized", SENDER).await, json!([first]));
+    assert_eq!(
+        search(&api, &format!("resourceId=res&from={}", enc(&created)), SENDER).await,
+        json!([published])
+    );
+    assert_eq!(
+        search(&api, &format!("resourceId=res&from={0}&to={0}", enc(&created)), SENDER).await,
+        json!([first])
+    );
+    assert_eq!(
+        search(&api, "resourceId=res&orderAscending=true", SENDER).await,
+        json!([first, published])
+    );
+    assert_eq!(search(&api, "resourceId=res&role=Recipient", SENDER).await, json!([]));
+    assert_eq!(search(&api, "resourceId=res&role=recipient", R1).await, json!([published, first]));
+    assert_eq!(
+        search(&api, "resourceId=res&recipientStatus=Initialized&role=Sender", R1).await,
+        json!([published, first])
+    );
+    // Bad values are validation errors, not silently ignored.
+    for query in [
+        "resourceId=res&status=Nope",
+        "resourceId=res&orderAscending=maybe",
+        "resourceId=res&from=yesterday",
+        "status=Published",
+    ] {
+        let r = api
+            .send(reqwest::Method::GET, &format!("/filetransfer?{query}"), &api.token(SENDER), None)
+            .await;
+        assert_eq!(problem(r).await.0, 400, "{query}");
+    }
+}
+
+async fn search(api: &Api, query: &str, org: &str) -> Value {
+    api.get_json(&format!("/filetransfer?{query}"), &api.token(org)).await
+}
