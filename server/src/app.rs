@@ -60,6 +60,10 @@ pub struct App {
     pub(crate) parked: Mutex<HashMap<UploadId, crate::tus::Parked>>,
     /// Prometheus metrics.
     pub metrics: crate::metrics::Metrics,
+    /// Life-cycle timing (the storage schedules with the same values).
+    pub lifecycle: storage::Lifecycle,
+    /// The public base URL (CloudEvent `source`).
+    pub public_url: String,
 }
 
 impl std::fmt::Debug for App {
@@ -176,7 +180,16 @@ impl App {
             tasks: tokio_util::task::TaskTracker::new(),
             parked: Mutex::default(),
             metrics: crate::metrics::Metrics::default(),
+            lifecycle: storage::Lifecycle::default(),
+            public_url: "http://127.0.0.1:8080".into(),
         }
+    }
+
+    /// Sets the life-cycle timing (must match the storage's) and the public base URL.
+    pub fn with_lifecycle(mut self, lifecycle: storage::Lifecycle, public_url: String) -> Self {
+        self.lifecycle = lifecycle;
+        self.public_url = public_url;
+        self
     }
 
     /// Replaces the clock (tests).

@@ -37,6 +37,47 @@ pub struct Config {
     /// Cross-origin access for browsers (gRPC-Web and REST).
     #[serde(default)]
     pub cors: CorsConfig,
+    /// The base URL clients reach the server at (CloudEvent `source`); default `http://{listen}`.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Life-cycle jobs.
+    #[serde(default)]
+    pub lifecycle: LifecycleConfig,
+}
+
+/// `[lifecycle]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleConfig {
+    /// How often due jobs run, in seconds.
+    #[serde(default = "default_job_interval")]
+    pub interval_secs: u64,
+    /// An upload with no activity this long fails, in seconds (Altinn: 24 h).
+    #[serde(default = "default_stuck")]
+    pub stuck_upload_secs: u64,
+    /// A scan not finished this long after the upload fails the transfer, in seconds.
+    #[serde(default = "default_scan_timeout")]
+    pub scan_timeout_secs: u64,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: default_job_interval(),
+            stuck_upload_secs: default_stuck(),
+            scan_timeout_secs: default_scan_timeout(),
+        }
+    }
+}
+
+fn default_job_interval() -> u64 {
+    30
+}
+fn default_stuck() -> u64 {
+    24 * 3600
+}
+fn default_scan_timeout() -> u64 {
+    2 * 3600
 }
 
 /// `[cors]`.

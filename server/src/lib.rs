@@ -14,7 +14,9 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod grpc;
+pub mod lifecycle;
 pub mod metrics;
 pub mod openapi;
 pub mod rest;
@@ -43,7 +45,13 @@ pub const MAX_MESSAGE: usize = 2 * 1024 * 1024;
 
 /// Opens storage, keys and scanner as `config` says.
 pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
-    let storage = Storage::open(StorageOptions::new(&config.data_dir)).await?;
+    let lifecycle = storage::Lifecycle {
+        stuck_upload_after: Duration::from_secs(config.lifecycle.stuck_upload_secs),
+        scan_timeout: Duration::from_secs(config.lifecycle.scan_timeout_secs),
+    };
+    let storage =
+        Storage::open(StorageOptions { lifecycle, ..StorageOptions::new(&config.data_dir) })
+            .await?;
     let dev_key =
         if config.dev { Some(auth::DevKey::load_or_create(&config.data_dir)?) } else { None };
     let authenticator =
@@ -54,7 +62,12 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
         global_max_upload: config.limits.max_upload_bytes,
         scan_retry_max: Duration::from_secs(config.clamd.retry_max_secs),
     };
-    Ok(Arc::new(App::new(storage, Clamd::new(clamd_options), authenticator, options)))
+    let public_url =
+        config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
+    Ok(Arc::new(
+        App::new(storage, Clamd::new(clamd_options), authenticator, options)
+            .with_lifecycle(lifecycle, public_url),
+    ))
 }
 
 /// Runs the server on `listener` until `shutdown` completes. In-flight uploads stay resumable:
@@ -72,6 +85,10 @@ pub async fn run(
         Err(reason) => tracing::warn!(clamd = %config.clamd.address, %reason, "scanner not ready"),
     }
     app.resume_pending().await?;
+    app.spawn(lifecycle::run_forever(
+        app.clone(),
+        Duration::from_secs(config.lifecycle.interval_secs.max(1)),
+    ));
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FileTransferServiceServer<grpc::FileTransferApi>>().await;
@@ -100,6 +117,7 @@ pub async fn run(
             .route("/health/ready", get(move || ready(ready_app.clone())))
             .merge(rest::router(app.clone()))
             .merge(tus::router(app.clone()))
+            .merge(events::router(app.clone()))
             .route("/metrics", get(move || metrics(metrics_app.clone())))
             // Swagger UI, and the document itself at /broker/api/v1/openapi.json.
             .merge(

@@ -38,7 +38,7 @@ pub use blob::{BlobRange, BlobTail, Verification};
 pub use digest::{Digest, Md5};
 pub use error::{Error, Result};
 pub use index::IndexStats;
-pub use index::ops::{BlobRecord, UploadRecord};
+pub use index::ops::{BlobRecord, EventRecord, Job, JobKind, UploadRecord, event_id};
 pub use md5_follower::Md5Follower;
 pub use upload::Upload;
 
@@ -48,6 +48,24 @@ use model::{
     FileTransfer, FileTransferId, Party, ResourceConfig, ResourceId, ServiceOwner, StoredContent,
     Timestamp,
 };
+
+/// When life-cycle jobs come due, relative to the change that schedules them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifecycle {
+    /// An upload with no activity this long fails (Altinn: 24 h).
+    pub stuck_upload_after: std::time::Duration,
+    /// A scan that has not finished this long after the upload fails the transfer.
+    pub scan_timeout: std::time::Duration,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            stuck_upload_after: std::time::Duration::from_secs(24 * 3600),
+            scan_timeout: std::time::Duration::from_secs(2 * 3600),
+        }
+    }
+}
 
 /// How to open the storage.
 #[derive(Debug, Clone)]
@@ -61,12 +79,20 @@ pub struct StorageOptions {
     /// At start-up, delete blob files that no index record references (left by a crash between
     /// a rename and its commit). Walks the whole blob directory.
     pub sweep_orphan_blobs: bool,
+    /// Life-cycle job timing.
+    pub lifecycle: Lifecycle,
 }
 
 impl StorageOptions {
     /// Durable defaults for a data directory.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), sync: true, max_batch: 512, sweep_orphan_blobs: true }
+        Self {
+            root: root.into(),
+            sync: true,
+            max_batch: 512,
+            sweep_orphan_blobs: true,
+            lifecycle: Lifecycle::default(),
+        }
     }
 }
 
@@ -99,6 +125,9 @@ struct Inner {
     /// Uploads with a live writer: at most one writer per upload (see [`Storage::open_upload`]).
     live_uploads: std::sync::Mutex<HashSet<model::UploadId>>,
     recovery: Recovery,
+    lifecycle: Lifecycle,
+    /// The sequence of the last event committed; watchers wait on it.
+    events: tokio::sync::watch::Sender<u64>,
 }
 
 const N_LOCK_STRIPES: usize = 256;
@@ -130,9 +159,12 @@ impl Storage {
                 locks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 live_uploads: Default::default(),
                 recovery: Recovery::default(),
+                lifecycle: options.lifecycle,
+                events: tokio::sync::watch::channel(0).0,
             }),
         };
         let recovery = storage.recover(options.sweep_orphan_blobs).await?;
+        storage.inner.events.send_replace(storage.inner.index.read(ops::last_event_seq)?);
         Arc::get_mut(&mut storage.inner).expect("not shared yet").recovery = recovery;
         if recovery != Recovery::default() {
             tracing::info!(?recovery, "storage recovered");
@@ -261,7 +293,13 @@ impl Storage {
 
     /// Stores a new transfer with its histories and search entries.
     pub async fn insert_transfer(&self, transfer: FileTransfer) -> Result<()> {
-        self.inner.index.write(move |txn| ops::insert_transfer(txn, &transfer).map(drop)).await
+        let lifecycle = self.inner.lifecycle;
+        self.inner
+            .index
+            .write(move |txn| ops::insert_transfer(txn, &transfer, &lifecycle).map(drop))
+            .await?;
+        self.events_committed();
+        Ok(())
     }
 
     /// Stores a new transfer under a client idempotency key: the same key with the same request
@@ -273,10 +311,14 @@ impl Storage {
         key: String,
         request_hash: [u8; 32],
     ) -> Result<FileTransferId> {
+        let lifecycle = self.inner.lifecycle;
         self.inner
             .index
-            .write(move |txn| ops::insert_transfer_idempotent(txn, &transfer, &key, request_hash))
+            .write(move |txn| {
+                ops::insert_transfer_idempotent(txn, &transfer, &key, request_hash, &lifecycle)
+            })
             .await
+            .inspect(|_| self.events_committed())
     }
 
     /// Every transfer id (for start-up recovery and consistency checks).
@@ -301,6 +343,7 @@ impl Storage {
         T: Send + 'static,
         F: FnMut(&mut FileTransfer) -> Result<T> + Send + 'static,
     {
+        let lifecycle = self.inner.lifecycle;
         let (transfer, value, released) = self
             .inner
             .index
@@ -309,10 +352,11 @@ impl Storage {
                     .ok_or_else(|| Error::NotFound(format!("file transfer {id}")))?;
                 let before = ops::Stored::of(&transfer);
                 let value = f(&mut transfer)?;
-                let released = ops::save_transfer(txn, &transfer, before)?;
+                let released = ops::save_transfer(txn, &transfer, before, &lifecycle)?;
                 Ok((transfer, value, released))
             })
             .await?;
+        self.events_committed();
         self.collect(released).await?;
         Ok((transfer, value))
     }
@@ -384,6 +428,7 @@ impl Storage {
         md5: Md5,
         at: Timestamp,
     ) -> Result<FileTransfer> {
+        let lifecycle = self.inner.lifecycle;
         let (transfer, released) = self
             .inner
             .index
@@ -392,15 +437,79 @@ impl Storage {
                     .ok_or_else(|| Error::NotFound(format!("file transfer {id}")))?;
                 let before = ops::Stored::of(&transfer);
                 transfer.record_md5(md5, at)?;
-                let released = ops::save_transfer(txn, &transfer, before)?;
+                let released = ops::save_transfer(txn, &transfer, before, &lifecycle)?;
                 if let Some(content) = transfer.content {
                     ops::set_blob_md5(txn, &content.blake3, md5)?;
                 }
                 Ok((transfer, released))
             })
             .await?;
+        self.events_committed();
         self.collect(released).await?;
         Ok(transfer)
+    }
+
+    // --- events and the life-cycle schedule ---
+
+    fn events_committed(&self) {
+        if let Ok(last) = self.inner.index.read(ops::last_event_seq) {
+            self.inner.events.send_if_modified(|seq| std::mem::replace(seq, last) != last);
+        }
+    }
+
+    /// Events after sequence `after` (0: from the start), at most `limit`, in order.
+    pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>> {
+        self.inner.index.read(|txn| ops::events_after(txn, after, limit))
+    }
+
+    /// The sequence of the event with `id`, if it is in the log.
+    pub fn event_seq(&self, id: &uuid::Uuid) -> Result<Option<u64>> {
+        self.inner.index.read(|txn| ops::event_seq(txn, id))
+    }
+
+    /// Follows the sequence of the last committed event (for long-polls and watch streams).
+    pub fn watch_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.events.subscribe()
+    }
+
+    /// Life-cycle jobs due at or before `now`, earliest first.
+    pub fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+        self.inner.index.read(|txn| ops::due_jobs(txn, now, limit))
+    }
+
+    /// Runs `job` in one transaction: the job leaves the schedule and `f`'s change to the
+    /// transfer (with its events, follow-up jobs and blob release) commits with it. `f` may
+    /// return a time to run the job again. A job whose transfer is gone just leaves.
+    pub async fn run_job<F>(&self, job: Job, mut f: F) -> Result<()>
+    where
+        F: FnMut(&mut FileTransfer, Option<&ResourceConfig>) -> Result<Option<Timestamp>>
+            + Send
+            + 'static,
+    {
+        let lifecycle = self.inner.lifecycle;
+        let released = self
+            .inner
+            .index
+            .write(move |txn| {
+                if !ops::unschedule(txn, &job)? {
+                    return Ok(Vec::new()); // already run
+                }
+                let Some(mut transfer) = ops::load_transfer_write(txn, job.transfer)? else {
+                    return Ok(Vec::new());
+                };
+                let resource = ops::get_resource(
+                    &txn.open_table(index::tables::RESOURCES)?,
+                    &transfer.resource_id,
+                )?;
+                let before = ops::Stored::of(&transfer);
+                if let Some(again) = f(&mut transfer, resource.as_ref())? {
+                    ops::schedule(txn, again, job.transfer, job.kind)?;
+                }
+                ops::save_transfer(txn, &transfer, before, &lifecycle)
+            })
+            .await?;
+        self.events_committed();
+        self.collect(released).await
     }
 
     /// Drops a standalone reference taken by [`Storage::add_blob`]; the file goes with the last.

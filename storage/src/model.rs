@@ -12,11 +12,13 @@
 //! Architecture invariant: nothing here reads a clock or a file. Callers pass the time in, so the
 //! rules are testable and the life-cycle jobs can run on an injected clock.
 
+pub mod event;
 pub mod ids;
 pub mod resource;
 pub mod time;
 pub mod transfer;
 
+pub use event::{DomainEvent, EventRole, EventType};
 pub use ids::{FileTransferId, IdError, Party, ResourceId, UploadId};
 pub use resource::{AccessRules, ResourceConfig, ResourceError, ResourceUpdate, ServiceOwner};
 pub use time::{Timestamp, parse_iso8601_duration};

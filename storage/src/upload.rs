@@ -158,17 +158,19 @@ impl Storage {
         let finished = writer.finish().await.map_err(Error::io("finishing an upload"))?;
         let content = finished.content;
         let upload_id = id.clone();
+        let lifecycle = self.inner.lifecycle;
         let result = self
             .place_and_reference(finished, move |txn| {
                 let mut transfer = ops::load_transfer_write(txn, transfer_id)?
                     .ok_or_else(|| Error::NotFound(format!("file transfer {transfer_id}")))?;
                 let before = ops::Stored::of(&transfer);
                 let outcome = transfer.complete_upload(content, at)?;
-                ops::save_transfer(txn, &transfer, before)?;
+                ops::save_transfer(txn, &transfer, before, &lifecycle)?;
                 ops::remove_upload(txn, &upload_id)?;
                 Ok((transfer, outcome))
             })
             .await;
+        self.events_committed();
         if result.is_err() {
             // The temporary is gone (placed, then released): the upload cannot be resumed.
             let key = id.clone();

@@ -11,6 +11,7 @@
 mod blob_store;
 mod cli;
 mod crash;
+mod events;
 mod grpc;
 mod index;
 mod pipeline;

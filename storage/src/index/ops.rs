@@ -8,8 +8,9 @@ use super::tables::*;
 use crate::digest::{Digest, Md5};
 use crate::error::{Error, Result};
 use crate::model::{
-    FileTransfer, FileTransferId, Party, RecipientStatusEntry, ResourceConfig, ResourceId,
-    ServiceOwner, StatusEntry, StoredContent, Timestamp, UploadId,
+    DomainEvent, EventRole, EventType, FileTransfer, FileTransferId, FileTransferStatus, Party,
+    RecipientStatusEntry, ResourceConfig, ResourceId, ServiceOwner, StatusEntry, StoredContent,
+    Timestamp, UploadId,
 };
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -60,6 +61,9 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(BY_RESOURCE)?;
     txn.open_table(BY_PARTY)?;
     txn.open_table(IDEMPOTENCY)?;
+    txn.open_table(EVENT_LOG)?;
+    txn.open_table(EVENT_IDS)?;
+    txn.open_table(SCHEDULE)?;
     let mut meta = txn.open_table(META)?;
     let stored = meta.get("schema_version")?.map(|v| decode::<u32>(v.value())).transpose()?;
     match stored {
@@ -132,6 +136,7 @@ impl Stored {
 pub(crate) fn insert_transfer(
     txn: &WriteTransaction,
     transfer: &FileTransfer,
+    lifecycle: &crate::Lifecycle,
 ) -> Result<Vec<Digest>> {
     if txn.open_table(TRANSFERS)?.get(transfer.id.as_u128())?.is_some() {
         return Err(Error::AlreadyExists(format!("file transfer {}", transfer.id)));
@@ -144,7 +149,7 @@ pub(crate) fn insert_transfer(
     for recipient in &transfer.recipients {
         by_party.insert((recipient.org_number(), 1u8, created, id), ())?;
     }
-    save_transfer(txn, transfer, Stored::NOTHING)
+    save_transfer(txn, transfer, Stored::NOTHING, lifecycle)
 }
 
 /// Inserts `transfer` unless `key` was used before: then returns the transfer it created if the
@@ -154,6 +159,7 @@ pub(crate) fn insert_transfer_idempotent(
     transfer: &FileTransfer,
     key: &str,
     request_hash: [u8; 32],
+    lifecycle: &crate::Lifecycle,
 ) -> Result<FileTransferId> {
     let existing = {
         let table = txn.open_table(IDEMPOTENCY)?;
@@ -166,7 +172,7 @@ pub(crate) fn insert_transfer_idempotent(
             Err(Error::AlreadyExists(format!("idempotency key {key:?} with a different request")))
         }
         None => {
-            insert_transfer(txn, transfer)?;
+            insert_transfer(txn, transfer, lifecycle)?;
             txn.open_table(IDEMPOTENCY)?
                 .insert(key, encode(&(request_hash, transfer.id))?.as_slice())?;
             Ok(transfer.id)
@@ -180,11 +186,14 @@ pub(crate) fn save_transfer(
     txn: &WriteTransaction,
     transfer: &FileTransfer,
     before: Stored,
+    lifecycle: &crate::Lifecycle,
 ) -> Result<Vec<Digest>> {
     let id = transfer.id.as_u128();
     txn.open_table(TRANSFERS)?.insert(id, encode(transfer)?.as_slice())?;
     append_rows(txn, STATUS_HISTORY, id, &transfer.status_history, before.n_status)?;
     append_rows(txn, RECIPIENT_HISTORY, id, &transfer.recipient_history, before.n_recipient)?;
+    append_events(txn, transfer, transfer.events_since(before.n_status, before.n_recipient))?;
+    schedule_jobs(txn, transfer, before.n_status, lifecycle)?;
     let after = Stored::of(transfer).held;
     let mut released = Vec::new();
     match (before.held, after) {
@@ -434,6 +443,213 @@ pub(crate) fn all_uploads(txn: &ReadTransaction) -> Result<Vec<(UploadId, Upload
     for entry in table.iter()? {
         let (key, value) = entry?;
         out.push((UploadId::from_stored(key.value()), decode(value.value())?));
+    }
+    Ok(out)
+}
+
+// --- events ---
+
+/// An event in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Position in the log (from 1, gap-free).
+    pub seq: u64,
+    /// Deterministic id: the same (type, transfer, role, party) always gets the same id.
+    pub id: uuid::Uuid,
+    /// Type.
+    pub kind: EventType,
+    /// The transfer (`resourceinstance`).
+    pub transfer: FileTransferId,
+    /// Its resource.
+    pub resource: ResourceId,
+    /// To whom (`subject`).
+    pub party: Party,
+    /// As what (`data.Role`).
+    pub role: EventRole,
+    /// When the change happened.
+    pub at: Timestamp,
+}
+
+/// The deterministic id of an event: BLAKE3 of `type:transfer:role:party`, as a version-8 UUID.
+pub fn event_id(
+    kind: EventType,
+    transfer: FileTransferId,
+    role: EventRole,
+    party: &Party,
+) -> uuid::Uuid {
+    let text = format!("{}:{transfer}:{}:{party}", kind.type_string(), role.name());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&blake3::hash(text.as_bytes()).as_bytes()[..16]);
+    bytes[6] = (bytes[6] & 0x0f) | 0x80;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    uuid::Uuid::from_bytes(bytes)
+}
+
+const NEXT_EVENT_SEQ: &str = "next_event_seq";
+
+fn append_events(
+    txn: &WriteTransaction,
+    transfer: &FileTransfer,
+    events: Vec<DomainEvent>,
+) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut meta = txn.open_table(META)?;
+    let mut next: u64 =
+        meta.get(NEXT_EVENT_SEQ)?.map(|v| decode(v.value())).transpose()?.unwrap_or(1);
+    let mut log = txn.open_table(EVENT_LOG)?;
+    let mut ids = txn.open_table(EVENT_IDS)?;
+    for event in events {
+        let id = event_id(event.kind, transfer.id, event.role, &event.party);
+        if ids.get(id.as_bytes().as_slice())?.is_some() {
+            continue; // already recorded: an event happens once
+        }
+        let record = EventRecord {
+            seq: next,
+            id,
+            kind: event.kind,
+            transfer: transfer.id,
+            resource: transfer.resource_id.clone(),
+            party: event.party,
+            role: event.role,
+            at: event.at,
+        };
+        log.insert(next, encode(&record)?.as_slice())?;
+        ids.insert(id.as_bytes().as_slice(), next)?;
+        next += 1;
+    }
+    meta.insert(NEXT_EVENT_SEQ, encode(&next)?.as_slice())?;
+    Ok(())
+}
+
+/// Events with a sequence above `after`, at most `limit`.
+pub(crate) fn events_after(
+    txn: &ReadTransaction,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<EventRecord>> {
+    let table = txn.open_table(EVENT_LOG)?;
+    let mut out = Vec::new();
+    for entry in table.range(after.saturating_add(1)..)?.take(limit) {
+        out.push(decode(entry?.1.value())?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn event_seq(txn: &ReadTransaction, id: &uuid::Uuid) -> Result<Option<u64>> {
+    let table = txn.open_table(EVENT_IDS)?;
+    Ok(table.get(id.as_bytes().as_slice())?.map(|v| v.value()))
+}
+
+pub(crate) fn last_event_seq(txn: &ReadTransaction) -> Result<u64> {
+    let table = txn.open_table(EVENT_LOG)?;
+    Ok(table.last()?.map_or(0, |(k, _)| k.value()))
+}
+
+// --- life-cycle schedule ---
+
+/// What a scheduled job does when it comes due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobKind {
+    /// The transfer's time to live is over.
+    Expiry,
+    /// The grace period after all recipients confirmed is over.
+    GracePurge,
+    /// The upload may have stalled.
+    StuckUpload,
+    /// The scan may be taking too long.
+    ScanTimeout,
+}
+
+impl JobKind {
+    const ALL: [Self; 4] = [Self::Expiry, Self::GracePurge, Self::StuckUpload, Self::ScanTimeout];
+
+    fn code(self) -> u8 {
+        Self::ALL.iter().position(|k| *k == self).expect("listed") as u8
+    }
+}
+
+/// A due life-cycle job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Job {
+    /// When it is due.
+    pub due: Timestamp,
+    /// Which transfer.
+    pub transfer: FileTransferId,
+    /// What to do.
+    pub kind: JobKind,
+}
+
+pub(crate) fn schedule(
+    txn: &WriteTransaction,
+    due: Timestamp,
+    transfer: FileTransferId,
+    kind: JobKind,
+) -> Result<()> {
+    txn.open_table(SCHEDULE)?
+        .insert((due.as_unix_micros(), transfer.as_u128(), kind.code()), ())?;
+    Ok(())
+}
+
+pub(crate) fn unschedule(txn: &WriteTransaction, job: &Job) -> Result<bool> {
+    let key = (job.due.as_unix_micros(), job.transfer.as_u128(), job.kind.code());
+    Ok(txn.open_table(SCHEDULE)?.remove(key)?.is_some())
+}
+
+/// Jobs the new status rows call for, in the same transaction as the change.
+fn schedule_jobs(
+    txn: &WriteTransaction,
+    transfer: &FileTransfer,
+    n_status_before: usize,
+    lifecycle: &crate::Lifecycle,
+) -> Result<()> {
+    for entry in transfer.status_history.iter().skip(n_status_before) {
+        match entry.status {
+            FileTransferStatus::Initialized => {
+                schedule(txn, transfer.expiration_time, transfer.id, JobKind::Expiry)?
+            }
+            FileTransferStatus::UploadStarted => schedule(
+                txn,
+                entry.at.saturating_add(lifecycle.stuck_upload_after),
+                transfer.id,
+                JobKind::StuckUpload,
+            )?,
+            FileTransferStatus::UploadProcessing if transfer.use_virus_scan => schedule(
+                txn,
+                entry.at.saturating_add(lifecycle.scan_timeout),
+                transfer.id,
+                JobKind::ScanTimeout,
+            )?,
+            FileTransferStatus::AllConfirmedDownloaded => {
+                let resource = get_resource(&txn.open_table(RESOURCES)?, &transfer.resource_id)?;
+                if let Some(resource) =
+                    resource.filter(|r| r.purge_file_transfer_after_all_recipients_confirmed)
+                {
+                    let due = entry.at.saturating_add(resource.grace_period());
+                    schedule(txn, due, transfer.id, JobKind::GracePurge)?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Jobs due at or before `now`, earliest first.
+pub(crate) fn due_jobs(txn: &ReadTransaction, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
+    let table = txn.open_table(SCHEDULE)?;
+    let mut out = Vec::new();
+    for entry in table.range(..=(now.as_unix_micros(), u128::MAX, u8::MAX))?.take(limit) {
+        let (due, transfer, kind) = entry?.0.value();
+        let kind = *JobKind::ALL
+            .get(usize::from(kind))
+            .ok_or_else(|| Error::Corrupt(format!("job kind {kind}")))?;
+        out.push(Job {
+            due: Timestamp::from_unix_micros(due),
+            transfer: FileTransferId::from_u128(transfer),
+            kind,
+        });
     }
     Ok(out)
 }

@@ -39,5 +39,16 @@ pub(crate) const BY_PARTY: TableDefinition<'static, (&str, u8, i64, u128), ()> =
 pub(crate) const IDEMPOTENCY: TableDefinition<'static, &str, &[u8]> =
     TableDefinition::new("idempotency-v1");
 
+/// The event outbox and log: sequence → `EventRecord`. Gap-free and in commit order, because
+/// sequences are taken inside the single writer's transactions.
+pub(crate) const EVENT_LOG: TableDefinition<'static, u64, &[u8]> =
+    TableDefinition::new("event_log-v1");
+/// Event id (16 bytes) → sequence, for `after=<id>` cursors and dedupe.
+pub(crate) const EVENT_IDS: TableDefinition<'static, &[u8], u64> =
+    TableDefinition::new("event_ids-v1");
+/// The life-cycle schedule: (due µs, transfer id, job kind) → ().
+pub(crate) const SCHEDULE: TableDefinition<'static, (i64, u128, u8), ()> =
+    TableDefinition::new("schedule-v1");
+
 /// The schema version written to [`META`].
 pub(crate) const SCHEMA_VERSION: u32 = 1;

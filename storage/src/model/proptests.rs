@@ -259,3 +259,55 @@ fn a_declared_blake3_is_checked_at_completion() {
     let content = StoredContent { size: 7, blake3: Digest::of(b"content"), md5: None };
     assert_eq!(t.complete_upload(content, Timestamp::EPOCH), Ok(UploadOutcome::Published));
 }
+
+#[test]
+fn events_follow_the_life_cycle_with_altinns_addressees() {
+    use super::event::{EventRole, EventType::*};
+    let mut t = transfer(2, true, false);
+    let kinds =
+        |t: &FileTransfer, from: (usize, usize)| -> Vec<(super::event::EventType, EventRole)> {
+            t.events_since(from.0, from.1).into_iter().map(|e| (e.kind, e.role)).collect()
+        };
+    assert_eq!(kinds(&t, (0, 0)), [(FileTransferInitialized, EventRole::Sender)]);
+    let at = Timestamp::EPOCH;
+    let mark = |t: &FileTransfer| (t.status_history.len(), t.recipient_history.len());
+    t.start_upload(at).unwrap();
+    let content = StoredContent { size: 7, blake3: Digest::of(b"content"), md5: None };
+    let before = mark(&t);
+    t.complete_upload(content, at).unwrap();
+    assert_eq!(kinds(&t, before), [(UploadProcessing, EventRole::Sender)]);
+    let before = mark(&t);
+    t.record_scan(&ScanOutcome::Clean, at).unwrap();
+    assert_eq!(
+        kinds(&t, before),
+        [
+            (Published, EventRole::Sender),
+            (Published, EventRole::Recipient),
+            (Published, EventRole::Recipient)
+        ]
+    );
+    t.record_download(&party(0), at).unwrap();
+    let before = mark(&t);
+    t.confirm_download(&party(0), at).unwrap();
+    assert_eq!(
+        kinds(&t, before),
+        [(DownloadConfirmed, EventRole::Recipient), (DownloadConfirmed, EventRole::Sender)]
+    );
+    // Expiry purge with one recipient unconfirmed.
+    let before = mark(&t);
+    t.purge(at).unwrap();
+    assert_eq!(
+        kinds(&t, before),
+        [
+            (FilePurged, EventRole::Sender),
+            (FileNeverConfirmedDownloaded, EventRole::Recipient),
+            (FileNeverConfirmedDownloaded, EventRole::Sender)
+        ]
+    );
+    let never: Vec<_> = t
+        .events_since(before.0, before.1)
+        .into_iter()
+        .filter(|e| e.role == EventRole::Recipient)
+        .collect();
+    assert_eq!(never[0].party, party(1));
+}

@@ -1,0 +1,367 @@
+//! Events (the outbox and the pull feed) and the life-cycle jobs.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use integration_tests::{TestClamd, TestServer, payload};
+use serde_json::{Value, json};
+use server::app::InitializeRequest;
+use server::auth::Caller;
+use storage::model::*;
+
+const OWNER: &str = "991825827";
+const SENDER: &str = "910753614";
+const R1: &str = "986252932";
+const R2: &str = "910000003";
+const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
+
+async fn feed(
+    http: &reqwest::Client,
+    server: &TestServer,
+    org: &str,
+    query: &str,
+) -> (Vec<Value>, String) {
+    let r = http
+        .get(format!("{}/events/api/v1/events?{query}", server.url()))
+        .bearer_auth(server.token(org, ALL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{query}");
+    let next = r.headers()["next"].to_str().unwrap().to_owned();
+    (r.json().await.unwrap(), next)
+}
+
+fn types(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().trim_start_matches("no.altinn.broker.").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_follow_the_life_cycle_and_the_feed_serves_each_party_its_own() {
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
+    let c = |org: &str| server.client(server.token(org, ALL));
+    c(OWNER).register_service_owner("Owner").await.unwrap();
+    let access = client::v1::AccessRules {
+        senders: vec![format!("0192:{SENDER}")],
+        recipients: vec![format!("0192:{R1}"), format!("0192:{R2}")],
+    };
+    c(OWNER)
+        .put_resource(client::v1::PutResourceRequest {
+            resource_id: "res".into(),
+            access: Some(access),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let id = c(SENDER)
+        .initialize(client::v1::InitializeFileTransferRequest {
+            file_name: "e.bin".into(),
+            resource_id: "res".into(),
+            senders_file_transfer_reference: "r".into(),
+            sender: format!("0192:{SENDER}"),
+            recipients: vec![format!("0192:{R1}"), format!("0192:{R2}")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), payload(61, 100_000)).unwrap();
+    c(SENDER).upload_file(&id, file.path(), &mut |_| {}).await.unwrap();
+    for _ in 0..600 {
+        if c(SENDER).overview(&id).await.unwrap().file_transfer_status
+            == client::v1::FileTransferStatus::Published as i32
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c(R1).download_range(&id, 0, None).await.unwrap();
+    c(R1).confirm(&id).await.unwrap();
+
+    let http = reqwest::Client::new();
+    let resource = "resource=urn:altinn:resource:res";
+    let (sender_events, _) = feed(&http, &server, SENDER, &format!("{resource}&after=0")).await;
+    assert_eq!(
+        types(&sender_events),
+        ["filetransferinitialized", "uploadprocessing", "published", "downloadconfirmed"]
+    );
+    let e = &sender_events[2];
+    assert_eq!(e["specversion"], "1.0");
+    assert_eq!(e["subject"], format!("urn:altinn:organization:identifier-no:{SENDER}"));
+    assert_eq!(e["resource"], "urn:altinn:resource:res");
+    assert_eq!(e["resourceinstance"], id.as_str());
+    assert_eq!(e["data"]["Role"], "Sender");
+    assert!(e["source"].as_str().unwrap().ends_with("/broker/api/v1/filetransfer"));
+    let seqs: Vec<String> =
+        sender_events.iter().map(|e| e["sequence"].as_str().unwrap().to_owned()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+
+    let (r1_events, _) = feed(&http, &server, R1, resource).await;
+    assert_eq!(types(&r1_events), ["published", "downloadconfirmed"]);
+    assert!(r1_events.iter().all(|e| e["data"]["Role"] == "Recipient"));
+    let (r2_events, r2_next) = feed(&http, &server, R2, resource).await;
+    assert_eq!(types(&r2_events), ["published"]);
+    // Paging with `next`.
+    let (first, next) = feed(&http, &server, SENDER, &format!("{resource}&size=1")).await;
+    assert_eq!(types(&first), ["filetransferinitialized"]);
+    let (second, _) =
+        feed(&http, &server, SENDER, &format!("{resource}&size=2&after={next}")).await;
+    assert_eq!(types(&second), ["uploadprocessing", "published"]);
+    // An unknown cursor is an error, not a replay from the start.
+    let r = http
+        .get(format!(
+            "{}/events/api/v1/events?after=00000000-0000-4000-8000-000000000000",
+            server.url()
+        ))
+        .bearer_auth(server.token(R2, ALL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    // Long-poll: R2 waits for its next event, which arrives when it confirms.
+    let wait_url =
+        format!("{}/events/api/v1/events?{resource}&after={r2_next}&wait=20", server.url());
+    let r2_token = server.token(R2, ALL);
+    let waiting = tokio::spawn({
+        let http = http.clone();
+        async move {
+            http.get(wait_url)
+                .bearer_auth(r2_token)
+                .send()
+                .await
+                .unwrap()
+                .json::<Vec<Value>>()
+                .await
+                .unwrap()
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the long-poll answered before anything happened");
+    c(R2).download_range(&id, 0, None).await.unwrap();
+    c(R2).confirm(&id).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), waiting).await.unwrap().unwrap();
+    assert_eq!(types(&got), ["downloadconfirmed"]);
+    let (sender_all, _) = feed(&http, &server, SENDER, resource).await;
+    assert_eq!(types(&sender_all).last().unwrap(), "allconfirmeddownloaded");
+    // Ids are deterministic: the same (type, transfer, role, party) gives the same id.
+    let published_id = storage::event_id(
+        EventType::Published,
+        id.parse().unwrap(),
+        EventRole::Sender,
+        &Party::parse(&format!("0192:{SENDER}")).unwrap(),
+    );
+    assert_eq!(sender_events[2]["id"], published_id.to_string());
+}
+
+/// An in-process app on a clock the test moves.
+struct Clocked {
+    app: Arc<server::App>,
+    now: Arc<AtomicI64>,
+    sender: Caller,
+    r1: Caller,
+    r2: Caller,
+    _dir: tempfile::TempDir,
+}
+
+impl Clocked {
+    async fn new(clamd: &TestClamd) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let storage =
+            storage::Storage::open(storage::StorageOptions::new(dir.path())).await.unwrap();
+        let key = server::auth::DevKey::load_or_create(dir.path()).unwrap();
+        let auth =
+            server::auth::Authenticator::load(&[], Some(&key), Duration::from_secs(30)).unwrap();
+        let now = Arc::new(AtomicI64::new(Timestamp::now().as_unix_micros()));
+        let clock = now.clone();
+        let app = Arc::new(
+            server::App::new(
+                storage,
+                clamd.client(),
+                auth,
+                server::app::AppOptions {
+                    scan_retry_max: Duration::from_millis(200),
+                    ..Default::default()
+                },
+            )
+            .with_clock(move || Timestamp::from_unix_micros(clock.load(Ordering::SeqCst))),
+        );
+        let caller = |org: &str| Caller {
+            org: Some(Party::parse_lenient(org).unwrap()),
+            scopes: ALL.iter().map(|s| s.to_string()).collect(),
+        };
+        app.register_service_owner(&caller(OWNER), "Owner".into()).await.unwrap();
+        let access = AccessRules {
+            senders: vec![Party::parse_lenient(SENDER).unwrap()],
+            recipients: vec![Party::parse_lenient(R1).unwrap(), Party::parse_lenient(R2).unwrap()],
+        };
+        app.put_resource(
+            &caller(OWNER),
+            "res",
+            ResourceUpdate { access: Some(access), ..Default::default() },
+        )
+        .await
+        .unwrap();
+        Self { app, now, sender: caller(SENDER), r1: caller(R1), r2: caller(R2), _dir: dir }
+    }
+
+    fn advance(&self, d: Duration) -> Timestamp {
+        self.now.fetch_add(d.as_micros() as i64, Ordering::SeqCst);
+        self.app.now()
+    }
+
+    async fn run_due(&self) -> usize {
+        server::lifecycle::run_due(&self.app, self.app.now()).await.unwrap()
+    }
+
+    async fn transfer(&self, recipients: &[&str]) -> FileTransferId {
+        self.app
+            .initialize(
+                &self.sender,
+                InitializeRequest {
+                    file_name: "f".into(),
+                    resource_id: "res".into(),
+                    senders_file_transfer_reference: "r".into(),
+                    sender: format!("0192:{SENDER}"),
+                    recipients: recipients.iter().map(|r| format!("0192:{r}")).collect(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+    }
+
+    async fn upload(&self, id: FileTransferId, seed: u64) {
+        let mut session = self.app.begin_upload(&self.sender, id, Some(0), None).await.unwrap();
+        session.write(Bytes::from(payload(seed, 50_000))).await.unwrap();
+        session.checkpoint().await.unwrap();
+        session.finish().await.unwrap();
+    }
+
+    async fn wait_status(&self, id: FileTransferId, status: FileTransferStatus) {
+        for _ in 0..400 {
+            if self.app.storage.transfer(id).unwrap().unwrap().status() == status {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{id} never reached {status}");
+    }
+
+    fn status(&self, id: FileTransferId) -> FileTransfer {
+        self.app.storage.transfer(id).unwrap().unwrap()
+    }
+
+    fn event_types(&self, id: FileTransferId) -> Vec<(EventType, EventRole)> {
+        self.app
+            .storage
+            .events_after(0, 10_000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.transfer == id)
+            .map(|e| (e.kind, e.role))
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expiry_and_grace_purges_on_an_injected_clock() {
+    let clamd = TestClamd::start();
+    let w = Clocked::new(&clamd).await;
+    // A: published, one of two recipients confirms; then it expires.
+    let a = w.transfer(&[R1, R2]).await;
+    w.upload(a, 1).await;
+    w.wait_status(a, FileTransferStatus::Published).await;
+    w.app.download(&w.r1, a, 0, None).await.unwrap();
+    w.app.confirm_download(&w.r1, a).await.unwrap();
+    // B: everyone confirms: purged after the grace period (2 h default).
+    let b = w.transfer(&[R2]).await;
+    w.upload(b, 2).await;
+    w.wait_status(b, FileTransferStatus::Published).await;
+    w.app.download(&w.r2, b, 0, None).await.unwrap();
+    w.app.confirm_download(&w.r2, b).await.unwrap();
+    assert_eq!(w.status(b).status(), FileTransferStatus::AllConfirmedDownloaded);
+
+    w.advance(Duration::from_secs(3600));
+    w.run_due().await;
+    assert_eq!(
+        w.status(b).status(),
+        FileTransferStatus::AllConfirmedDownloaded,
+        "purged before the grace period ended"
+    );
+    w.advance(Duration::from_secs(3601));
+    w.run_due().await;
+    assert_eq!(w.status(b).status(), FileTransferStatus::Purged);
+    assert_eq!(w.event_types(b).last(), Some(&(EventType::FilePurged, EventRole::Sender)));
+    assert_eq!(w.status(a).status(), FileTransferStatus::Published, "A expires later");
+
+    // 30 days on: A expires; the unconfirmed recipient and the sender hear of it.
+    w.advance(Duration::from_secs(30 * 86_400));
+    w.run_due().await;
+    let expired = w.status(a);
+    assert_eq!(expired.status(), FileTransferStatus::Purged);
+    let tail: Vec<_> = w.event_types(a).into_iter().rev().take(3).collect();
+    assert_eq!(
+        tail,
+        [
+            (EventType::FileNeverConfirmedDownloaded, EventRole::Sender),
+            (EventType::FileNeverConfirmedDownloaded, EventRole::Recipient),
+            (EventType::FilePurged, EventRole::Sender),
+        ]
+    );
+    // B's expiry came due too and was a no-op; nothing is left on disk.
+    assert_eq!(w.event_types(b).iter().filter(|(k, _)| *k == EventType::FilePurged).count(), 1);
+    assert!(w.app.storage.blobs().unwrap().is_empty(), "storage did not return to its baseline");
+    assert_eq!(w.run_due().await, 0);
+    w.app.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stuck_uploads_and_stalled_scans_fail_on_an_injected_clock() {
+    let mut clamd = TestClamd::start();
+    let w = Clocked::new(&clamd).await;
+    // C: an upload that stops half-way.
+    let c = w.transfer(&[R1]).await;
+    let mut session = w.app.begin_upload(&w.sender, c, Some(0), None).await.unwrap();
+    session.write(Bytes::from(payload(3, 10_000))).await.unwrap();
+    session.checkpoint().await.unwrap();
+    drop(session);
+    w.advance(Duration::from_secs(23 * 3600));
+    w.run_due().await;
+    assert_eq!(
+        w.status(c).status(),
+        FileTransferStatus::UploadStarted,
+        "failed before a day without activity"
+    );
+    w.advance(Duration::from_secs(2 * 3600));
+    w.run_due().await;
+    let stuck = w.status(c);
+    assert_eq!(stuck.status(), FileTransferStatus::Failed);
+    assert_eq!(stuck.status_text(), server::lifecycle::STUCK_TEXT);
+    assert_eq!(w.event_types(c).last(), Some(&(EventType::UploadFailed, EventRole::Sender)));
+    assert!(w.app.storage.uploads().unwrap().is_empty(), "the stuck upload's temporary was kept");
+
+    // D: the scanner is down and never comes back within the scan timeout.
+    clamd.stop();
+    let d = w.transfer(&[R1]).await;
+    w.upload(d, 4).await;
+    assert_eq!(w.status(d).status(), FileTransferStatus::UploadProcessing);
+    w.advance(Duration::from_secs(2 * 3600 + 1));
+    w.run_due().await;
+    let timed_out = w.status(d);
+    assert_eq!(timed_out.status(), FileTransferStatus::Failed);
+    assert!(
+        timed_out.status_text().contains("did not complete within 120 minutes"),
+        "{}",
+        timed_out.status_text()
+    );
+    assert!(w.app.storage.blobs().unwrap().is_empty());
+    w.app.close(Duration::from_secs(5)).await;
+    let _ = json!(null);
+}
