@@ -2,8 +2,12 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] =
-    &["ferry/v1/common.proto", "ferry/v1/file_transfer.proto", "ferry/v1/resource.proto"];
+const PROTOS: &[&str] = &[
+    "ferry/v1/common.proto",
+    "ferry/v1/events.proto",
+    "ferry/v1/file_transfer.proto",
+    "ferry/v1/resource.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

@@ -35,6 +35,7 @@ pub const MAX_ATTEMPTS: u32 = 8;
 pub struct Client {
     transfers: FileTransferServiceClient<Channel>,
     resources: ResourceServiceClient<Channel>,
+    events: proto::v1::event_service_client::EventServiceClient<Channel>,
     token: String,
 }
 
@@ -60,7 +61,8 @@ impl Client {
             transfers: FileTransferServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-            resources: ResourceServiceClient::new(channel),
+            resources: ResourceServiceClient::new(channel.clone()),
+            events: proto::v1::event_service_client::EventServiceClient::new(channel),
             token: token.into(),
         })
     }
@@ -381,6 +383,37 @@ impl Client {
     pub async fn details(&self, id: &str) -> Result<pb::FileTransferStatusDetails, Status> {
         let request = self.request(pb::GetFileTransferRequest { file_transfer_id: id.to_owned() });
         Ok(self.transfers.clone().get_file_transfer_details(request).await?.into_inner())
+    }
+
+    /// Follows the caller's events: a replay after `request.after`, then live ones.
+    pub async fn watch(
+        &self,
+        request: pb::WatchRequest,
+    ) -> Result<tonic::Streaming<pb::WatchResponse>, Status> {
+        Ok(self.events.clone().watch(self.request(request)).await?.into_inner())
+    }
+
+    /// Waits for transfer `id` to be published or to fail, following the caller's events;
+    /// returns the event type that settled it.
+    pub async fn wait_settled(&self, id: &str, resource_id: &str) -> anyhow::Result<String> {
+        let settled = ["no.altinn.broker.published", "no.altinn.broker.uploadfailed"];
+        let request = pb::WatchRequest {
+            after: "0".into(),
+            resource_id: resource_id.to_owned(),
+            types: settled.iter().map(|t| (*t).to_owned()).collect(),
+            heartbeat_seconds: 30,
+        };
+        let mut stream = self.watch(request).await.map_err(|s| anyhow::anyhow!(describe(&s)))?;
+        while let Some(message) =
+            stream.message().await.map_err(|s| anyhow::anyhow!(describe(&s)))?
+        {
+            if let Some(pb::watch_response::Message::Event(e)) = message.message
+                && e.resourceinstance == id
+            {
+                return Ok(e.r#type);
+            }
+        }
+        bail!("the event stream ended before transfer {id} settled")
     }
 
     /// One page of search results.

@@ -92,22 +92,10 @@ async fn feed(
             .filter(|d| *d <= MAX_WAIT)
             .ok_or_else(|| ApiError::invalid_field("wait", "wait must be 0–60 seconds"))?,
     };
-    let mut after = match param("after").unwrap_or("0") {
-        "0" => 0,
-        cursor => match cursor.strip_prefix("seq:") {
-            Some(n) => n.parse().map_err(|_| cursor_error())?,
-            None => {
-                let id: uuid::Uuid = cursor.parse().map_err(|_| cursor_error())?;
-                app.storage.event_seq(&id)?.ok_or_else(cursor_error)?
-            }
-        },
-    };
-    let matches = |e: &EventRecord| {
-        e.party == org
-            && resource.as_ref().is_none_or(|r| &e.resource == r)
-            && (types.is_empty()
-                || types.iter().any(|t| t.eq_ignore_ascii_case(e.kind.type_string())))
-    };
+    let mut after = parse_cursor(&app, param("after").unwrap_or("0"))?;
+    let filter =
+        EventFilter { org, resource, types: types.iter().map(|t| t.to_string()).collect() };
+    let matches = |e: &EventRecord| filter.matches(e);
     let deadline = tokio::time::Instant::now() + wait;
     let mut changes = app.storage.watch_events();
     let (page, scanned_to) = loop {
@@ -155,6 +143,37 @@ async fn feed(
     }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// Which events a reader sees: its own organisation's, optionally narrowed.
+#[derive(Debug, Clone)]
+pub(crate) struct EventFilter {
+    pub(crate) org: storage::model::Party,
+    pub(crate) resource: Option<storage::model::ResourceId>,
+    pub(crate) types: Vec<String>,
+}
+
+impl EventFilter {
+    pub(crate) fn matches(&self, e: &EventRecord) -> bool {
+        e.party == self.org
+            && self.resource.as_ref().is_none_or(|r| &e.resource == r)
+            && (self.types.is_empty()
+                || self.types.iter().any(|t| t.eq_ignore_ascii_case(e.kind.type_string())))
+    }
+}
+
+/// A cursor (`0`, an event id or `seq:<n>`) as a log position. Unknown: an error.
+pub(crate) fn parse_cursor(app: &App, cursor: &str) -> Result<u64, ApiError> {
+    match cursor {
+        "" | "0" => Ok(0),
+        cursor => match cursor.strip_prefix("seq:") {
+            Some(n) => n.parse().map_err(|_| cursor_error()),
+            None => {
+                let id: uuid::Uuid = cursor.parse().map_err(|_| cursor_error())?;
+                app.storage.event_seq(&id)?.ok_or_else(cursor_error)
+            }
+        },
+    }
 }
 
 fn cursor_error() -> ApiError {

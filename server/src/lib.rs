@@ -22,6 +22,7 @@ pub mod openapi;
 pub mod rest;
 pub mod scan;
 pub mod tus;
+pub mod watch;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -105,6 +106,9 @@ pub async fn run(
             .max_encoding_message_size(MAX_MESSAGE),
     )
     .add_service(ResourceServiceServer::new(grpc::ResourceApi::new(app.clone())))
+    .add_service(proto::v1::event_service_server::EventServiceServer::new(watch::EventApi::new(
+        app.clone(),
+    )))
     .add_service(health_service)
     .add_service(reflection)
     .into_axum_router()

@@ -83,6 +83,10 @@ enum Command {
         /// Continue an earlier `send` of this transfer id instead of initializing a new one.
         #[arg(long)]
         resume: Option<String>,
+        /// After the upload, follow the transfer's events until it is published (exit 0) or
+        /// fails (exit 1).
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         conn: Conn,
     },
@@ -265,7 +269,7 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
                 ResourceCommand::Get { id } => show(c.resource(&id).await.map_err(fail)?),
             }
         }
-        Command::Send { file, resource, to, sender, reference, resume, conn } => {
+        Command::Send { file, resource, to, sender, reference, resume, wait, conn } => {
             let c = conn.client()?;
             let id = match resume {
                 Some(id) => id,
@@ -279,7 +283,7 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
                         .unwrap_or_default();
                     c.initialize(pb::InitializeFileTransferRequest {
                         file_name,
-                        resource_id: resource,
+                        resource_id: resource.clone(),
                         senders_file_transfer_reference: reference,
                         sender: party_form(&sender),
                         recipients: to.iter().map(|p| party_form(p)).collect(),
@@ -305,6 +309,14 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             #[allow(clippy::print_stdout)]
             {
                 println!("{id}");
+            }
+            if wait {
+                let settled = c.wait_settled(&id, &resource).await?;
+                eprintln!("{settled}");
+                if settled.ends_with("uploadfailed") {
+                    let overview = c.overview(&id).await.map_err(fail)?;
+                    anyhow::bail!("transfer {id} failed: {}", overview.file_transfer_status_text);
+                }
             }
         }
         Command::Status { id, details, conn } => {

@@ -365,3 +365,87 @@ async fn stuck_uploads_and_stalled_scans_fail_on_an_injected_clock() {
     w.app.close(Duration::from_secs(5)).await;
     let _ = json!(null);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_watch_replays_then_follows_with_heartbeats() {
+    use client::v1::watch_response::Message;
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
+    let c = |org: &str| server.client(server.token(org, ALL));
+    c(OWNER).register_service_owner("Owner").await.unwrap();
+    let access = client::v1::AccessRules {
+        senders: vec![format!("0192:{SENDER}")],
+        recipients: vec![format!("0192:{R1}")],
+    };
+    c(OWNER)
+        .put_resource(client::v1::PutResourceRequest {
+            resource_id: "res".into(),
+            access: Some(access),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let sender = c(SENDER);
+    let init = || {
+        sender.initialize(client::v1::InitializeFileTransferRequest {
+            file_name: "w.bin".into(),
+            resource_id: "res".into(),
+            senders_file_transfer_reference: "r".into(),
+            sender: format!("0192:{SENDER}"),
+            recipients: vec![format!("0192:{R1}")],
+            ..Default::default()
+        })
+    };
+    let first = init().await.unwrap();
+    let request = client::v1::WatchRequest {
+        after: "0".into(),
+        resource_id: "res".into(),
+        types: vec![],
+        heartbeat_seconds: 1,
+    };
+    let mut stream = c(SENDER).watch(request).await.unwrap();
+    // Replay: the first transfer's initialized event.
+    let Some(Message::Event(e)) = stream.message().await.unwrap().unwrap().message else {
+        panic!("expected an event")
+    };
+    assert_eq!(
+        (e.r#type.as_str(), e.resourceinstance.as_str()),
+        ("no.altinn.broker.filetransferinitialized", first.as_str())
+    );
+    // Caught up: a heartbeat with the cursor.
+    let Some(Message::Heartbeat(beat)) = stream.message().await.unwrap().unwrap().message else {
+        panic!("expected a heartbeat")
+    };
+    assert_eq!(beat.cursor, format!("seq:{}", e.sequence));
+    // Live: a new transfer arrives as it commits.
+    let second = init().await.unwrap();
+    let live = loop {
+        if let Some(Message::Event(e)) = stream.message().await.unwrap().unwrap().message {
+            break e;
+        }
+    };
+    assert_eq!(live.resourceinstance, second);
+    // A recipient's watch shows none of the sender's events; an unknown cursor is refused.
+    let request =
+        client::v1::WatchRequest { after: "0".into(), heartbeat_seconds: 1, ..Default::default() };
+    let mut theirs = c(R1).watch(request).await.unwrap();
+    let Some(Message::Heartbeat(_)) = theirs.message().await.unwrap().unwrap().message else {
+        panic!("R1 saw an event")
+    };
+    let bad = client::v1::WatchRequest {
+        after: "00000000-0000-4000-8000-000000000000".into(),
+        ..Default::default()
+    };
+    assert_eq!(c(R1).watch(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    // `send --wait`'s helper: settles on the published event.
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), payload(71, 20_000)).unwrap();
+    c(SENDER).upload_file(&second, file.path(), &mut |_| {}).await.unwrap();
+    let settled =
+        tokio::time::timeout(Duration::from_secs(30), c(SENDER).wait_settled(&second, "res"))
+            .await
+            .unwrap()
+            .unwrap();
+    assert_eq!(settled, "no.altinn.broker.published");
+}
