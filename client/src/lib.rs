@@ -23,6 +23,8 @@ use tonic::{Code, Request, Status};
 
 pub use proto::v1;
 
+pub mod receive;
+
 /// Upload chunk size: large messages keep per-message overhead low (the server accepts 2 MiB).
 pub const UPLOAD_CHUNK: usize = 1024 * 1024;
 /// Largest message the client accepts.

@@ -128,6 +128,21 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Receives a resource's transfers into a directory: downloads (resumable, verified), writes
+    /// atomically, confirms. Follows events until stopped; `--once` reconciles and exits.
+    Receive {
+        /// Resource id.
+        #[arg(long)]
+        resource: String,
+        /// Output directory.
+        #[arg(long)]
+        out: PathBuf,
+        /// Receive what is waiting now, then exit.
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Prints a development token signed with the key in the data directory.
     Token {
         /// Data directory of a server started with --dev.
@@ -363,6 +378,26 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
                     break;
                 }
                 page_token = page.next_page_token;
+            }
+        }
+        Command::Receive { resource, out, once, conn } => {
+            let receiver = client::receive::Receiver::new(conn.client()?, resource, out)?;
+            let print = |path: &std::path::Path| {
+                #[allow(clippy::print_stdout)]
+                {
+                    println!("{}", path.display());
+                }
+            };
+            if once {
+                let done = receiver.reconcile().await?;
+                done.downloaded.iter().for_each(|p| print(p));
+                eprintln!(
+                    "received {} new file(s), confirmed {}",
+                    done.downloaded.len(),
+                    done.confirmed
+                );
+            } else {
+                receiver.run(print).await?;
             }
         }
         Command::Serve { .. } | Command::Token { .. } => unreachable!("handled in main"),

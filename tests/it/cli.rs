@@ -41,13 +41,11 @@ impl Cli {
     }
 }
 
-#[test]
-fn the_readme_quickstart_works_with_the_cli() {
-    let clamd = TestClamd::start();
-    let dir = tempfile::tempdir().unwrap();
-    let data_dir = dir.path().join("data");
+/// Starts `ferry serve` on a free port; returns the child and the CLI runner.
+fn serve(clamd: &TestClamd, dir: &std::path::Path) -> (std::process::Child, Cli) {
+    let data_dir = dir.join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = Command::new(ferry())
+    let server = Command::new(ferry())
         .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
         .arg(&data_dir)
@@ -62,7 +60,14 @@ fn the_readme_quickstart_works_with_the_cli() {
         assert!(Instant::now() < deadline, "the server did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let cli = Cli { server: format!("http://127.0.0.1:{port}"), data_dir: data_dir.clone() };
+    (server, Cli { server: format!("http://127.0.0.1:{port}"), data_dir })
+}
+
+#[test]
+fn the_readme_quickstart_works_with_the_cli() {
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, cli) = serve(&clamd, dir.path());
 
     let owner = cli.run(None, &["token", "--org", "991825827", "--scopes", "altinn:serviceowner"]);
     let sender = cli.run(
@@ -126,4 +131,98 @@ fn the_readme_quickstart_works_with_the_cli() {
         assert!(Instant::now() < deadline, "ferry serve ignored SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+#[test]
+fn ferry_receive_downloads_confirms_follows_and_survives_restarts() {
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, cli) = serve(&clamd, dir.path());
+    let owner = cli.run(None, &["token", "--org", "991825827", "--scopes", "altinn:serviceowner"]);
+    let sender = cli.run(
+        None,
+        &["token", "--org", "910753614", "--scopes", "altinn:broker.write", "altinn:broker.read"],
+    );
+    let recipient =
+        cli.run(None, &["token", "--org", "986252932", "--scopes", "altinn:broker.read"]);
+    cli.run(Some(&owner), &["serviceowner", "register", "--name", "Owner"]);
+    cli.run(
+        Some(&owner),
+        &["resource", "put", "inbox", "--senders", "910753614", "--recipients", "986252932"],
+    );
+    let send = |seed: u64, name: &str| {
+        let file = dir.path().join(name);
+        let data = payload(seed, 300_000 + seed as usize);
+        std::fs::write(&file, &data).unwrap();
+        let id = cli.run(
+            Some(&sender),
+            &["send", file.to_str().unwrap(), "--resource", "inbox", "--to", "986252932", "--wait"],
+        );
+        (id, data)
+    };
+    let (a, data_a) = send(1, "a.bin");
+    let (b, data_b) = send(2, "b.bin");
+    let out = dir.path().join("inbox");
+    let received = cli.run(
+        Some(&recipient),
+        &["receive", "--resource", "inbox", "--out", out.to_str().unwrap(), "--once"],
+    );
+    assert_eq!(received.lines().count(), 2, "{received}");
+    assert!(std::fs::read(out.join(format!("{a}-a.bin"))).unwrap() == data_a);
+    assert!(std::fs::read(out.join(format!("{b}-b.bin"))).unwrap() == data_b);
+    for id in [&a, &b] {
+        assert!(cli.run(Some(&sender), &["status", id]).contains("AllConfirmedDownloaded"));
+    }
+    // Nothing new: a second pass receives nothing.
+    assert_eq!(
+        cli.run(
+            Some(&recipient),
+            &["receive", "--resource", "inbox", "--out", out.to_str().unwrap(), "--once"]
+        ),
+        ""
+    );
+
+    // Following: a file sent while the agent runs arrives by itself.
+    let follow = |server_url: &str| {
+        Command::new(ferry())
+            .args(["receive", "--resource", "inbox", "--out", out.to_str().unwrap()])
+            .env("FERRY_SERVER", server_url)
+            .env("FERRY_TOKEN", &recipient)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut agent = follow(&cli.server);
+    std::thread::sleep(Duration::from_millis(500));
+    let (c, data_c) = send(3, "c.bin");
+    let path_c = out.join(format!("{c}-c.bin"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !path_c.exists() {
+        assert!(Instant::now() < deadline, "the agent did not receive the new file");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(std::fs::read(&path_c).unwrap() == data_c);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cli.run(Some(&sender), &["status", &c]).contains("AllConfirmedDownloaded") {
+        assert!(Instant::now() < deadline, "the agent did not confirm");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    assert!(out.join(client::receive::CURSOR_FILE).exists());
+    // A restarted agent continues from its cursor: no duplicates, no stray files.
+    let mut again = follow(&cli.server);
+    std::thread::sleep(Duration::from_millis(800));
+    again.kill().unwrap();
+    again.wait().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 4, "{files:?}"); // three files and the cursor
+    assert!(files.iter().all(|f| !f.ends_with(".part")), "{files:?}");
+    server.kill().unwrap();
+    server.wait().unwrap();
 }
