@@ -29,6 +29,7 @@ mod error;
 mod index;
 mod md5_follower;
 mod upload;
+pub mod webhooks;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -670,7 +671,7 @@ impl Storage {
         &self.inner.blobs
     }
 
-    fn index(&self) -> &Index {
+    pub(crate) fn index(&self) -> &Index {
         &self.inner.index
     }
 }

@@ -19,3 +19,4 @@ mod rest;
 mod resume;
 mod scanner;
 mod server;
+mod webhooks;

@@ -64,6 +64,10 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(EVENT_LOG)?;
     txn.open_table(EVENT_IDS)?;
     txn.open_table(SCHEDULE)?;
+    txn.open_table(SUBSCRIPTIONS)?;
+    txn.open_table(DELIVERIES)?;
+    txn.open_table(DELIVERY_DUE)?;
+    txn.open_table(DEAD_LETTERS)?;
     let mut meta = txn.open_table(META)?;
     let stored = meta.get("schema_version")?.map(|v| decode::<u32>(v.value())).transpose()?;
     match stored {

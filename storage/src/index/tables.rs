@@ -50,5 +50,18 @@ pub(crate) const EVENT_IDS: TableDefinition<'static, &[u8], u64> =
 pub(crate) const SCHEDULE: TableDefinition<'static, (i64, u128, u8), ()> =
     TableDefinition::new("schedule-v1");
 
+/// Webhook subscriptions: id → `Subscription`.
+pub(crate) const SUBSCRIPTIONS: TableDefinition<'static, u64, &[u8]> =
+    TableDefinition::new("subscriptions-v1");
+/// Pending deliveries: id → `Delivery`.
+pub(crate) const DELIVERIES: TableDefinition<'static, u64, &[u8]> =
+    TableDefinition::new("deliveries-v1");
+/// The delivery scheduler: (due µs, delivery id) → ().
+pub(crate) const DELIVERY_DUE: TableDefinition<'static, (i64, u64), ()> =
+    TableDefinition::new("delivery_due-v1");
+/// Deliveries that ran out of attempts: id → `Delivery`; replayable.
+pub(crate) const DEAD_LETTERS: TableDefinition<'static, u64, &[u8]> =
+    TableDefinition::new("dead_letters-v1");
+
 /// The schema version written to [`META`].
 pub(crate) const SCHEMA_VERSION: u32 = 1;
