@@ -17,6 +17,8 @@ use crate::scan::{self, ScanResult, TailSource};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
+/// Network frames are gathered into writes of at least this many bytes.
+pub const FRAME_BUFFER: usize = 256 * 1024;
 /// Upload checkpoints: bytes between fsync'd, acknowledged offsets.
 pub const CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
 /// Ranged downloads by the same recipient within this window record one `DownloadStarted`.
@@ -573,6 +575,7 @@ impl App {
             started: transfer.status() == FileTransferStatus::UploadStarted,
             since_checkpoint: 0,
             auto_checkpoint: true,
+            pending: bytes::BytesMut::new(),
             scan,
             md5: Some(md5),
         })
@@ -860,6 +863,8 @@ pub struct UploadSession {
     started: bool,
     since_checkpoint: u64,
     auto_checkpoint: bool,
+    /// Small frames gathered by [`UploadSession::write_frame`] until they make a good write.
+    pending: bytes::BytesMut,
     scan: Option<JoinHandle<ScanResult>>,
     md5: Option<Md5Follower>,
 }
@@ -890,6 +895,15 @@ impl UploadSession {
     /// Takes a chunk. Returns a newly committed offset to acknowledge, if a checkpoint happened.
     /// Exceeding the size limit cuts the upload off and keeps nothing.
     pub async fn write(&mut self, chunk: Bytes) -> Result<Option<u64>> {
+        // Frames gathered by `write_frame` go first: bytes never change order.
+        if !self.pending.is_empty() {
+            let pending = self.pending.split().freeze();
+            self.write_raw(pending).await?;
+        }
+        self.write_raw(chunk).await
+    }
+
+    async fn write_raw(&mut self, chunk: Bytes) -> Result<Option<u64>> {
         let upload = self.upload.as_mut().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         if chunk.is_empty() {
             return Ok(None);
@@ -908,7 +922,7 @@ impl UploadSession {
         upload.write(chunk).await?;
         self.app.metrics.upload_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         if self.auto_checkpoint && self.since_checkpoint >= CHECKPOINT_BYTES {
-            return self.checkpoint().await.map(Some);
+            return self.sync_point().await.map(Some);
         }
         Ok(None)
     }
@@ -934,8 +948,37 @@ impl UploadSession {
         Ok(())
     }
 
+    /// Takes a network frame of any size: frames are gathered into writes of at least
+    /// [`FRAME_BUFFER`] bytes (the size limit is still checked on every frame).
+    pub async fn write_frame(&mut self, frame: &[u8]) -> Result<()> {
+        let offset = self.offset() + self.pending.len() as u64;
+        if offset + frame.len() as u64 > self.limit {
+            self.discard().await;
+            return Err(too_large(self.limit));
+        }
+        self.pending.extend_from_slice(frame);
+        if self.pending.len() >= FRAME_BUFFER {
+            let chunk = self.pending.split().freeze();
+            self.write_raw(chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_frames(&mut self) -> Result<()> {
+        if !self.pending.is_empty() {
+            let chunk = self.pending.split().freeze();
+            self.write_raw(chunk).await?;
+        }
+        Ok(())
+    }
+
     /// Makes everything received durable; returns the committed offset.
     pub async fn checkpoint(&mut self) -> Result<u64> {
+        self.flush_frames().await?;
+        self.sync_point().await
+    }
+
+    async fn sync_point(&mut self) -> Result<u64> {
         let at = self.app.now();
         let upload = self.upload.as_mut().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         self.since_checkpoint = 0;
@@ -956,6 +999,7 @@ impl UploadSession {
     /// The client finished sending: completes the upload, checks checksums, and hands the scan
     /// to a background task that publishes (or fails) the transfer.
     pub async fn finish(mut self) -> Result<UploadResult> {
+        self.flush_frames().await?;
         let upload = self.upload.take().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         if let Some(declared) = self.declared_length.filter(|n| *n != upload.offset()) {
             // Keep what arrived: the client can resume and send the rest.

@@ -20,7 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde_json::{Map, Value, json};
 use storage::model::*;
@@ -31,8 +31,6 @@ use crate::error::{ApiError, Kind};
 
 /// Where the API lives.
 pub const BASE: &str = "/broker/api/v1";
-/// Body bytes gathered before a write to storage: frames from the network are small.
-const UPLOAD_BUFFER: usize = 256 * 1024;
 /// Download body chunk.
 const DOWNLOAD_CHUNK: usize = 256 * 1024;
 
@@ -391,7 +389,6 @@ async fn upload(
         .and_then(|v| v.parse::<u64>().ok());
     let mut session = app.begin_upload(&caller, id, None, declared).await?;
     let mut stream = body.into_data_stream();
-    let mut buffer = BytesMut::new();
     while let Some(frame) = stream.next().await {
         let frame = match frame {
             Ok(frame) => frame,
@@ -404,15 +401,8 @@ async fn upload(
                 ));
             }
         };
-        buffer.extend_from_slice(&frame);
-        if buffer.len() >= UPLOAD_BUFFER {
-            session.write(buffer.split().freeze()).await?;
-        }
+        session.write_frame(&frame).await?;
     }
-    if !buffer.is_empty() {
-        session.write(buffer.freeze()).await?;
-    }
-    session.checkpoint().await?;
     session.finish().await?;
     Ok(axum::Json(json!({ "fileTransferId": id.to_string() })).into_response())
 }
@@ -443,17 +433,9 @@ async fn initialize_and_upload(State(app): State<Arc<App>>, request: Request) ->
             }
             let id = app.initialize(&caller, request).await?;
             let mut session = app.begin_upload(&caller, id, None, None).await?;
-            let mut buffer = BytesMut::new();
             while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                buffer.extend_from_slice(&chunk);
-                if buffer.len() >= UPLOAD_BUFFER {
-                    session.write(buffer.split().freeze()).await?;
-                }
+                session.write_frame(&chunk).await?;
             }
-            if !buffer.is_empty() {
-                session.write(buffer.freeze()).await?;
-            }
-            session.checkpoint().await?;
             session.finish().await?;
             return Ok(axum::Json(json!({ "fileTransferId": id.to_string() })).into_response());
         }
