@@ -281,6 +281,7 @@ impl TestServer {
         config.clamd.address = clamd.to_string();
         config.clamd.retry_max_secs = 1;
         tweak(&mut config);
+        install_tls_provider();
         let dev_key = server::auth::DevKey::load_or_create(data_dir).expect("dev key");
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -363,4 +364,13 @@ impl Drop for TestServer {
             let _ = stop.send(());
         }
     }
+}
+
+/// Installs rustls's crypto provider for this process (HTTP clients in the tests share the
+/// server's TLS build, which brings no provider of its own).
+pub fn install_tls_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }

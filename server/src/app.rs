@@ -66,6 +66,10 @@ pub struct App {
     pub lifecycle: storage::Lifecycle,
     /// The public base URL (CloudEvent `source`).
     pub public_url: String,
+    /// Webhook delivery settings.
+    pub webhooks: crate::webhooks::WebhookConfig,
+    /// The HTTP client webhooks go out with.
+    pub http: reqwest::Client,
 }
 
 impl std::fmt::Debug for App {
@@ -184,6 +188,8 @@ impl App {
             metrics: crate::metrics::Metrics::default(),
             lifecycle: storage::Lifecycle::default(),
             public_url: "http://127.0.0.1:8080".into(),
+            webhooks: crate::webhooks::WebhookConfig::default(),
+            http: webhook_client(Duration::from_secs(30)),
         }
     }
 
@@ -191,6 +197,13 @@ impl App {
     pub fn with_lifecycle(mut self, lifecycle: storage::Lifecycle, public_url: String) -> Self {
         self.lifecycle = lifecycle;
         self.public_url = public_url;
+        self
+    }
+
+    /// Sets the webhook delivery settings.
+    pub fn with_webhooks(mut self, webhooks: crate::webhooks::WebhookConfig) -> Self {
+        self.http = webhook_client(Duration::from_secs(webhooks.timeout_secs));
+        self.webhooks = webhooks;
         self
     }
 
@@ -1102,4 +1115,15 @@ pub struct StatisticsRow {
     pub total_transfer_download_attempts: u64,
     /// Transfers the recipient confirmed.
     pub transfers_with_download_confirmed: u64,
+}
+
+/// The client webhooks go out with: rustls on ring, no redirects (a redirect could lead past the
+/// SSRF check), a timeout per attempt.
+fn webhook_client(timeout: Duration) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .expect("an HTTP client builds")
 }

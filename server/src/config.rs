@@ -43,6 +43,9 @@ pub struct Config {
     /// Life-cycle jobs.
     #[serde(default)]
     pub lifecycle: LifecycleConfig,
+    /// Webhook delivery.
+    #[serde(default)]
+    pub webhooks: crate::webhooks::WebhookConfig,
 }
 
 /// `[lifecycle]`.

@@ -23,6 +23,7 @@ pub mod rest;
 pub mod scan;
 pub mod tus;
 pub mod watch;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -67,7 +68,8 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
         config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
     Ok(Arc::new(
         App::new(storage, Clamd::new(clamd_options), authenticator, options)
-            .with_lifecycle(lifecycle, public_url),
+            .with_lifecycle(lifecycle, public_url)
+            .with_webhooks(config.webhooks.clone()),
     ))
 }
 
@@ -86,6 +88,7 @@ pub async fn run(
         Err(reason) => tracing::warn!(clamd = %config.clamd.address, %reason, "scanner not ready"),
     }
     app.resume_pending().await?;
+    app.spawn(webhooks::run_forever(app.clone()));
     app.spawn(lifecycle::run_forever(
         app.clone(),
         Duration::from_secs(config.lifecycle.interval_secs.max(1)),
@@ -122,6 +125,7 @@ pub async fn run(
             .merge(rest::router(app.clone()))
             .merge(tus::router(app.clone()))
             .merge(events::router(app.clone()))
+            .merge(webhooks::router(app.clone()))
             .route("/metrics", get(move || metrics(metrics_app.clone())))
             // Swagger UI, and the document itself at /broker/api/v1/openapi.json.
             .merge(

@@ -141,3 +141,223 @@ async fn failed_deliveries_retry_then_die_and_replay_and_410_disables() {
     assert!(storage.due_deliveries(later, 100).unwrap().is_empty());
     assert!(storage.subscription(sub.id).unwrap().is_none());
 }
+
+/// A webhook receiver on loopback: records every request and answers with the next scripted
+/// status (200 once the script is used up).
+#[derive(Clone, Default)]
+struct Receiver {
+    got: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, serde_json::Value)>>>,
+    script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>,
+}
+
+impl Receiver {
+    async fn start(&self) -> String {
+        let me = self.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
+                let me = me.clone();
+                async move {
+                    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    me.got.lock().unwrap().push((headers, json));
+                    let status = me.script.lock().unwrap().pop_front().unwrap_or(200);
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}/hook")
+    }
+
+    async fn wait_for(
+        &self,
+        event_type: &str,
+        n: usize,
+    ) -> Vec<(axum::http::HeaderMap, serde_json::Value)> {
+        for _ in 0..400 {
+            let got: Vec<_> = self
+                .got
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, b)| b["type"] == event_type)
+                .cloned()
+                .collect();
+            if got.len() >= n {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "no {n} × {event_type}: {:?}",
+            self.got.lock().unwrap().iter().map(|(_, b)| b["type"].clone()).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_validate_sign_retry_disable_and_replay() {
+    use integration_tests::{TestClamd, TestServer, payload};
+    const OWNER: &str = "991825827";
+    const SENDER: &str = "910753614";
+    const R1: &str = "986252932";
+    const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
+        c.webhooks.allow_loopback = true;
+        c.webhooks.retry_ladder_secs = vec![0.2, 0.2];
+        c.webhooks.poll_ms = 50;
+    })
+    .await;
+    let c = |org: &str| server.client(server.token(org, ALL));
+    c(OWNER).register_service_owner("Owner").await.unwrap();
+    let access = client::v1::AccessRules {
+        senders: vec![format!("0192:{SENDER}")],
+        recipients: vec![format!("0192:{R1}")],
+    };
+    c(OWNER)
+        .put_resource(client::v1::PutResourceRequest {
+            resource_id: "res".into(),
+            access: Some(access),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let receiver = Receiver::default();
+    let hook = receiver.start().await;
+    let http = reqwest::Client::new();
+    let api = |path: &str| format!("{}/events/api/v1/subscriptions{path}", server.url());
+    let r1_token = server.token(R1, ALL);
+    // SSRF: private addresses are refused before any traffic; other parties' subjects too.
+    for (body, status) in [
+        (
+            serde_json::json!({ "endPoint": "http://10.0.0.1/hook", "resourceFilter": "urn:altinn:resource:res" }),
+            400,
+        ),
+        (
+            serde_json::json!({ "endPoint": "http://169.254.169.254/latest", "resourceFilter": "urn:altinn:resource:res" }),
+            400,
+        ),
+        (
+            serde_json::json!({ "endPoint": hook, "resourceFilter": "urn:altinn:resource:res", "subjectFilter": format!("0192:{SENDER}") }),
+            403,
+        ),
+    ] {
+        let r = http.post(api("")).bearer_auth(&r1_token).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), status, "{body}");
+    }
+    let r = http
+        .post(api(""))
+        .bearer_auth(&r1_token)
+        .json(&serde_json::json!({ "endPoint": hook, "resourceFilter": "urn:altinn:resource:res" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let sub: serde_json::Value = r.json().await.unwrap();
+    let (id, secret) = (sub["id"].as_u64().unwrap(), sub["secret"].as_str().unwrap().to_owned());
+    // The handshake, then validated.
+    receiver.wait_for("platform.events.validatesubscription", 1).await;
+    for _ in 0..100 {
+        let view: serde_json::Value = http
+            .get(api(&format!("/{id}")))
+            .bearer_auth(&r1_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if view["validated"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // Another party cannot see it.
+    let r = http
+        .get(api(&format!("/{id}")))
+        .bearer_auth(server.token(SENDER, ALL))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+
+    // A published transfer reaches R1: the first attempt fails (500), the retry succeeds.
+    receiver.script.lock().unwrap().push_back(500);
+    let send = |seed: u64| {
+        let sender = c(SENDER);
+        async move {
+            let t = sender
+                .initialize(client::v1::InitializeFileTransferRequest {
+                    file_name: "w.bin".into(),
+                    resource_id: "res".into(),
+                    senders_file_transfer_reference: "r".into(),
+                    sender: format!("0192:{SENDER}"),
+                    recipients: vec![format!("0192:{R1}")],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), payload(seed, 10_000)).unwrap();
+            sender.upload_file(&t, file.path(), &mut |_| {}).await.unwrap();
+            t
+        }
+    };
+    let first = send(1).await;
+    let got = receiver.wait_for("no.altinn.broker.published", 2).await;
+    let (headers, body) = &got[1];
+    assert_eq!(body["resourceinstance"], first.as_str());
+    assert_eq!(body["subject"], format!("urn:altinn:organization:identifier-no:{R1}"));
+    assert_eq!(body["data"]["Role"], "Recipient");
+    assert_eq!(headers["webhook-id"].to_str().unwrap(), body["id"].as_str().unwrap());
+    // The signature verifies with the subscription's secret.
+    let timestamp: i64 = headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+    let expected = server::webhooks::signature(
+        &[secret],
+        body["id"].as_str().unwrap(),
+        timestamp,
+        &serde_json::to_vec(body).unwrap(),
+    );
+    assert_eq!(headers["webhook-signature"].to_str().unwrap(), expected);
+
+    // 410 Gone disables the subscription; replay re-enables it and delivers.
+    receiver.script.lock().unwrap().push_back(410);
+    let second = send(2).await;
+    let got = receiver.wait_for("no.altinn.broker.published", 3).await;
+    assert_eq!(got[2].1["resourceinstance"], second.as_str());
+    let mut disabled = serde_json::Value::Null;
+    for _ in 0..100 {
+        disabled = http
+            .get(api(&format!("/{id}")))
+            .bearer_auth(&r1_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if disabled["disabled"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(disabled["disabled"].as_str().unwrap().contains("410"), "{disabled}");
+    let r = http.post(api(&format!("/{id}/replay"))).bearer_auth(&r1_token).send().await.unwrap();
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["replayed"], 1);
+    let got = receiver.wait_for("no.altinn.broker.published", 4).await;
+    assert_eq!(got[3].1["resourceinstance"], second.as_str());
+    // Deleting ends it.
+    assert_eq!(
+        http.delete(api(&format!("/{id}"))).bearer_auth(&r1_token).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        http.get(api(&format!("/{id}"))).bearer_auth(&r1_token).send().await.unwrap().status(),
+        404
+    );
+}

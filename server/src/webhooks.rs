@@ -1,0 +1,534 @@
+//! Webhooks (events-design §7): Altinn Events-compatible subscriptions and at-least-once
+//! delivery of each party's events.
+//!
+//! - `POST|GET|DELETE /events/api/v1/subscriptions[/{id}]` (Altinn's field names), plus
+//!   `POST …/{id}/replay` (dead letters) and `POST …/{id}/secret` (rotation): Ferry extensions.
+//! - A new subscription receives nothing until its endpoint answered the validation handshake
+//!   (a `platform.events.validatesubscription` CloudEvent) with 2xx.
+//! - Delivery: one POST per (event, subscription) with the CloudEvent as JSON and Standard
+//!   Webhooks headers (`webhook-id` = event id, `webhook-timestamp`, `webhook-signature`
+//!   `v1,<base64 HMAC-SHA256(secret, id.timestamp.body)>`, one per secret during a rotation).
+//!   2xx succeeds; 410 disables the subscription; 429/503 with `Retry-After` wait as asked;
+//!   anything else retries on Altinn's ladder with ±10 % jitter, then dead-letters. A
+//!   subscription that has failed for `disable_after` is disabled.
+//! - SSRF: an endpoint must be http(s) and every address its host resolves to must be public;
+//!   loopback only when `[webhooks] allow_loopback` says so (tests). Checked at creation and
+//!   again before every delivery (the name may resolve elsewhere later).
+//! - Rights are checked again at delivery: the subscriber must still have a role on the resource.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use bytes::Bytes;
+use hmac::{KeyInit, Mac};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use storage::model::{Party, ResourceId};
+use storage::webhooks::{Outcome, Subscription};
+
+use crate::app::App;
+use crate::auth::{Caller, SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
+use crate::error::ApiError;
+
+/// `[webhooks]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// Allow endpoints on loopback addresses (tests, local development). Never private ranges.
+    #[serde(default)]
+    pub allow_loopback: bool,
+    /// Seconds to wait before each retry (Altinn's ladder: 12 attempts over about 35 h).
+    #[serde(default = "default_ladder")]
+    pub retry_ladder_secs: Vec<f64>,
+    /// A subscription failing this long without a success is disabled (seconds; 5 days).
+    #[serde(default = "default_disable_after")]
+    pub disable_after_secs: u64,
+    /// Longest wait for an endpoint's answer (seconds).
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+    /// How often the dispatcher looks for due deliveries (milliseconds).
+    #[serde(default = "default_poll")]
+    pub poll_ms: u64,
+}
+
+fn default_ladder() -> Vec<f64> {
+    vec![10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 10_800.0, 21_600.0, 43_200.0, 43_200.0]
+}
+fn default_disable_after() -> u64 {
+    5 * 86_400
+}
+fn default_timeout() -> u64 {
+    30
+}
+fn default_poll() -> u64 {
+    250
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults parse")
+    }
+}
+
+/// The routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/events/api/v1/subscriptions", post(create).get(list))
+        .route("/events/api/v1/subscriptions/{id}", get(get_one).delete(delete))
+        .route("/events/api/v1/subscriptions/{id}/replay", post(replay))
+        .route("/events/api/v1/subscriptions/{id}/secret", post(rotate_secret))
+        .with_state(app)
+}
+
+fn caller(app: &App, headers: &HeaderMap) -> Result<(Caller, Party), ApiError> {
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller =
+        app.auth.authenticate(value).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let scopes = [SCOPE_READ, SCOPE_WRITE, SCOPE_SERVICE_OWNER];
+    if !caller.has_any_scope(&scopes) {
+        return Err(ApiError::missing_scope(&scopes));
+    }
+    let org = caller.org.clone().ok_or_else(|| ApiError::altinn(7001))?;
+    Ok((caller, org))
+}
+
+/// Whether an address may receive webhooks.
+pub fn is_public(ip: IpAddr, allow_loopback: bool) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_loopback() {
+        return allow_loopback;
+    }
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || (a == 100 && (64..128).contains(&b)) // CGNAT
+                || a == 0
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            let first = v6.segments()[0];
+            !(v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00 // unique local
+                || (first & 0xffc0) == 0xfe80 // link local
+                || (first == 0x2001 && v6.segments()[1] == 0x0db8)) // documentation
+        }
+    }
+}
+
+/// The SSRF check of an endpoint URL: scheme, and every resolved address public.
+pub async fn check_endpoint(url: &str, allow_loopback: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("endPoint is not a URL: {e}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("endPoint must be an http or https URL".into());
+    }
+    let host = parsed.host_str().ok_or("endPoint has no host")?;
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("endPoint host does not resolve: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err("endPoint host does not resolve".into());
+    }
+    match addrs.iter().find(|a| !is_public(a.ip(), allow_loopback)) {
+        Some(bad) => {
+            Err(format!("endPoint resolves to {}, which is not a public address", bad.ip()))
+        }
+        None => Ok(()),
+    }
+}
+
+fn new_secret() -> String {
+    use rand_core::RngCore as _;
+    let mut bytes = [0u8; 32];
+    rand_core::OsRng.fill_bytes(&mut bytes);
+    format!("whsec_{}", base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// `webhook-signature` for a body: one `v1,<sig>` per secret, space-separated.
+pub fn signature(secrets: &[String], id: &str, timestamp: i64, body: &[u8]) -> String {
+    secrets
+        .iter()
+        .filter_map(|secret| {
+            let key = base64::engine::general_purpose::STANDARD
+                .decode(secret.strip_prefix("whsec_")?)
+                .ok()?;
+            let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).ok()?;
+            mac.update(format!("{id}.{timestamp}.").as_bytes());
+            mac.update(body);
+            Some(format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+            ))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn view(sub: &Subscription, secret: Option<&str>) -> Value {
+    let mut v = json!({
+        "id": sub.id,
+        "endPoint": sub.end_point,
+        "resourceFilter": sub.resource_filter.to_urn(),
+        "subjectFilter": sub.subject_filter.to_urn(),
+        "typeFilter": sub.type_filter,
+        "consumer": sub.consumer.to_urn(),
+        "createdBy": sub.consumer.to_urn(),
+        "created": sub.created.to_rfc3339(),
+        "validated": sub.validated,
+        "disabled": sub.disabled,
+    });
+    if let Some(secret) = secret {
+        v["secret"] = json!(secret);
+    }
+    v
+}
+
+async fn create(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (_, org) = caller(&app, &headers)?;
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid_field("body", e.to_string()))?;
+    let field = |name: &str| -> Option<String> {
+        body.as_object()?
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_owned)
+    };
+    let end_point = field("endPoint")
+        .ok_or_else(|| ApiError::invalid_field("endPoint", "The endPoint field is required."))?;
+    let resource = field("resourceFilter").ok_or_else(|| {
+        ApiError::invalid_field("resourceFilter", "The resourceFilter field is required.")
+    })?;
+    let resource = ResourceId::parse(&resource).map_err(|_| {
+        ApiError::invalid_field("resourceFilter", "resourceFilter must be urn:altinn:resource:{id}")
+    })?;
+    // A subscriber receives only its own organisation's events.
+    let subject = match field("subjectFilter") {
+        None => org.clone(),
+        Some(s) => Party::parse_lenient(&s)
+            .map_err(|e| ApiError::invalid_field("subjectFilter", e.to_string()))?,
+    };
+    if subject != org {
+        return Err(ApiError { http_status: 403, ..ApiError::missing_scope(&[]) }
+            .with_message("subjectFilter must be your own organisation"));
+    }
+    let Some(config) = app.storage.resource(&resource)? else { return Err(ApiError::altinn(25)) };
+    if !(config.may_send(&org) || config.may_receive(&org)) {
+        return Err(ApiError::altinn(6));
+    }
+    check_endpoint(&end_point, app.webhooks.allow_loopback)
+        .await
+        .map_err(|e| ApiError::invalid_field("endPoint", e))?;
+    let secret = new_secret();
+    let sub = app
+        .storage
+        .create_subscription(Subscription {
+            id: 0,
+            consumer: org.clone(),
+            end_point,
+            resource_filter: resource,
+            subject_filter: subject,
+            type_filter: field("typeFilter"),
+            created: app.now(),
+            validated: false,
+            disabled: None,
+            secrets: vec![secret.clone()],
+            from_seq: 0,
+            failing_since: None,
+        })
+        .await?;
+    app.spawn(validate(app.clone(), sub.clone()));
+    Ok((StatusCode::CREATED, axum::Json(view(&sub, Some(&secret)))).into_response())
+}
+
+fn own(app: &App, org: &Party, id: &str) -> Result<Subscription, ApiError> {
+    let id: u64 = id.parse().map_err(|_| ApiError::invalid_field("id", "id must be a number"))?;
+    match app.storage.subscription(id)? {
+        Some(sub) if &sub.consumer == org => Ok(sub),
+        // Someone else's subscription does not exist for this caller.
+        _ => Err(ApiError {
+            code: None,
+            message: "subscription not found".into(),
+            ..ApiError::altinn(1)
+        }),
+    }
+}
+
+async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let (_, org) = caller(&app, &headers)?;
+    let subs: Vec<Value> = app
+        .storage
+        .subscriptions()?
+        .iter()
+        .filter(|s| s.consumer == org)
+        .map(|s| view(s, None))
+        .collect();
+    Ok(axum::Json(json!({ "count": subs.len(), "subscriptions": subs })).into_response())
+}
+
+async fn get_one(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, org) = caller(&app, &headers)?;
+    Ok(axum::Json(view(&own(&app, &org, &id)?, None)).into_response())
+}
+
+async fn delete(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, org) = caller(&app, &headers)?;
+    let sub = own(&app, &org, &id)?;
+    app.storage.delete_subscription(sub.id).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn replay(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, org) = caller(&app, &headers)?;
+    let sub = own(&app, &org, &id)?;
+    let n = app.storage.replay_dead_letters(sub.id, app.now()).await?;
+    Ok(axum::Json(json!({ "replayed": n })).into_response())
+}
+
+async fn rotate_secret(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let (_, org) = caller(&app, &headers)?;
+    let sub = own(&app, &org, &id)?;
+    let secret = new_secret();
+    let new = secret.clone();
+    // The new secret signs first; the previous one keeps signing until the next rotation.
+    let sub = app
+        .storage
+        .modify_subscription(sub.id, move |s| {
+            s.secrets.insert(0, new.clone());
+            s.secrets.truncate(2);
+        })
+        .await?;
+    Ok(axum::Json(view(&sub, Some(&secret))).into_response())
+}
+
+/// The validation handshake, retried briefly (1 s, 5 s, 10 s, 30 s).
+async fn validate(app: Arc<App>, sub: Subscription) {
+    let event = json!({
+        "id": uuid::Uuid::new_v4().to_string(),
+        "specversion": "1.0",
+        "type": "platform.events.validatesubscription",
+        "source": format!("{}/events/api/v1/subscriptions/{}", app.public_url.trim_end_matches('/'), sub.id),
+    });
+    for delay in [0u64, 1, 5, 10, 30] {
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(delay)) => {}
+        }
+        let id = event["id"].as_str().unwrap_or_default().to_owned();
+        if let Ok(response) = send_event(&app, &sub, &id, &event).await
+            && response.status().is_success()
+        {
+            let _ = app.storage.modify_subscription(sub.id, |s| s.validated = true).await;
+            return;
+        }
+    }
+    tracing::warn!(subscription = sub.id, "endpoint did not answer the validation handshake");
+}
+
+async fn send_event(
+    app: &App,
+    sub: &Subscription,
+    id: &str,
+    event: &Value,
+) -> Result<reqwest::Response, String> {
+    check_endpoint(&sub.end_point, app.webhooks.allow_loopback).await?;
+    let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
+    let timestamp = app.now().as_unix_micros() / 1_000_000;
+    app.http
+        .post(&sub.end_point)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", timestamp.to_string())
+        .header("webhook-signature", signature(&sub.secrets, id, timestamp, &body))
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Fans out new events and delivers what is due, until shutdown.
+pub async fn run_forever(app: Arc<App>) {
+    let poll = Duration::from_millis(app.webhooks.poll_ms.max(10));
+    loop {
+        if let Err(e) = deliver_due(&app).await {
+            tracing::error!(error = %e, "webhook delivery failed; retrying");
+        }
+        tokio::select! {
+            () = app.shutdown.cancelled() => return,
+            () = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+async fn deliver_due(app: &Arc<App>) -> anyhow::Result<()> {
+    let now = app.now();
+    app.storage.fan_out(now, 1024).await?;
+    let due = app.storage.due_deliveries(now, 64)?;
+    let attempts = due.into_iter().map(|(delivery, sub, event)| {
+        let app = app.clone();
+        async move {
+            let outcome = attempt(&app, &sub, &event, delivery.attempts).await;
+            app.storage.record_delivery(delivery.id, outcome, app.now()).await
+        }
+    });
+    for result in futures_util::future::join_all(attempts).await {
+        result?;
+    }
+    Ok(())
+}
+
+async fn attempt(
+    app: &App,
+    sub: &Subscription,
+    e: &storage::EventRecord,
+    attempts: u32,
+) -> Outcome {
+    let now = app.now();
+    // Rights again: the subscriber must still have a role on the resource.
+    let allowed = app
+        .storage
+        .resource(&e.resource)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.may_send(&sub.consumer) || r.may_receive(&sub.consumer));
+    if !allowed {
+        return Outcome::GiveUp {
+            error: "the subscriber no longer has rights on the resource".into(),
+        };
+    }
+    let event = crate::events::cloud_event(app, e);
+    let error = match send_event(app, sub, &e.id.to_string(), &event).await {
+        Ok(r) if r.status().is_success() => return Outcome::Delivered,
+        Ok(r) if r.status() == StatusCode::GONE => {
+            return Outcome::Disable { reason: "the endpoint answered 410 Gone".into() };
+        }
+        Ok(r) => {
+            let status = r.status();
+            let retry_after = r
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|_| matches!(status.as_u16(), 429 | 502 | 503 | 504));
+            if let Some(secs) = retry_after {
+                return Outcome::Retry {
+                    at: now.saturating_add(Duration::from_secs(secs.min(43_200))),
+                    error: format!("HTTP {status}"),
+                };
+            }
+            format!("HTTP {status}")
+        }
+        Err(e) => e,
+    };
+    if sub.failing_since.is_some_and(|since| {
+        now.saturating_duration_since(since) > Duration::from_secs(app.webhooks.disable_after_secs)
+    }) {
+        return Outcome::Disable {
+            reason: format!(
+                "failing for more than {} days",
+                app.webhooks.disable_after_secs / 86_400
+            ),
+        };
+    }
+    match app.webhooks.retry_ladder_secs.get(attempts as usize) {
+        Some(secs) => {
+            let jitter = 1.0
+                + (rand_core::RngCore::next_u32(&mut rand_core::OsRng) as f64 / u32::MAX as f64
+                    - 0.5)
+                    * 0.2;
+            Outcome::Retry {
+                at: now.saturating_add(Duration::from_secs_f64((secs * jitter).max(0.0))),
+                error,
+            }
+        }
+        None => Outcome::GiveUp { error },
+    }
+}
+
+impl ApiError {
+    /// The same error with another message.
+    pub fn with_message(self, message: impl Into<String>) -> Self {
+        Self { message: message.into(), ..self }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_receive_webhooks() {
+        for ip in [
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:10.0.0.1",
+            "224.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap(), false), "{ip}");
+        }
+        assert!(
+            !is_public("10.0.0.1".parse().unwrap(), true),
+            "allow_loopback opens loopback only"
+        );
+        assert!(is_public("127.0.0.1".parse().unwrap(), true));
+        assert!(!is_public("127.0.0.1".parse().unwrap(), false));
+        for ip in ["8.8.8.8", "2a00:1450::1"] {
+            assert!(is_public(ip.parse().unwrap(), false), "{ip}");
+        }
+    }
+
+    #[test]
+    fn signatures_follow_standard_webhooks() {
+        // The Standard Webhooks reference vector.
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned();
+        let body = br#"{"test": 2432232314}"#;
+        let sig = signature(&[secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+}
