@@ -70,6 +70,8 @@ pub struct App {
     pub webhooks: crate::webhooks::WebhookConfig,
     /// The HTTP client webhooks go out with.
     pub http: reqwest::Client,
+    /// Webhook deliveries being attempted.
+    pub in_flight: crate::webhooks::InFlight,
 }
 
 impl std::fmt::Debug for App {
@@ -190,6 +192,7 @@ impl App {
             public_url: "http://127.0.0.1:8080".into(),
             webhooks: crate::webhooks::WebhookConfig::default(),
             http: webhook_client(Duration::from_secs(30)),
+            in_flight: crate::webhooks::InFlight::default(),
         }
     }
 

@@ -399,19 +399,41 @@ pub async fn run_forever(app: Arc<App>) {
     }
 }
 
+/// Attempts in flight at once for one subscription: a slow endpoint uses at most these.
+pub const PER_SUBSCRIPTION_IN_FLIGHT: usize = 4;
+/// Attempts in flight at once overall.
+pub const IN_FLIGHT: usize = 64;
+
+/// Deliveries being attempted: delivery id → subscription id.
+#[derive(Debug, Default)]
+pub struct InFlight(std::sync::Mutex<std::collections::HashMap<u64, u64>>);
+
 async fn deliver_due(app: &Arc<App>) -> anyhow::Result<()> {
     let now = app.now();
     app.storage.fan_out(now, 1024).await?;
-    let due = app.storage.due_deliveries(now, 64)?;
-    let attempts = due.into_iter().map(|(delivery, sub, event)| {
-        let app = app.clone();
-        async move {
-            let outcome = attempt(&app, &sub, &event, delivery.attempts).await;
-            app.storage.record_delivery(delivery.id, outcome, app.now()).await
+    // Each attempt runs on its own: the loop never waits for an endpoint, and one slow
+    // subscription holds at most PER_SUBSCRIPTION_IN_FLIGHT slots.
+    for (delivery, sub, event) in app.storage.due_deliveries(now, 1024)? {
+        {
+            let mut in_flight = app.in_flight.0.lock().expect("in-flight lock");
+            if in_flight.len() >= IN_FLIGHT {
+                break;
+            }
+            let busy = in_flight.values().filter(|s| **s == sub.id).count();
+            if in_flight.contains_key(&delivery.id) || busy >= PER_SUBSCRIPTION_IN_FLIGHT {
+                continue;
+            }
+            in_flight.insert(delivery.id, sub.id);
         }
-    });
-    for result in futures_util::future::join_all(attempts).await {
-        result?;
+        let app = app.clone();
+        let task_app = app.clone();
+        task_app.spawn(async move {
+            let outcome = attempt(&app, &sub, &event, delivery.attempts).await;
+            if let Err(e) = app.storage.record_delivery(delivery.id, outcome, app.now()).await {
+                tracing::error!(delivery = delivery.id, error = %e, "recording a delivery failed");
+            }
+            app.in_flight.0.lock().expect("in-flight lock").remove(&delivery.id);
+        });
     }
     Ok(())
 }

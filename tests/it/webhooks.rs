@@ -148,6 +148,8 @@ async fn failed_deliveries_retry_then_die_and_replay_and_410_disables() {
 struct Receiver {
     got: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, serde_json::Value)>>>,
     script: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<u16>>>,
+    /// Milliseconds to stall before answering (a slow endpoint).
+    stall_ms: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Receiver {
@@ -158,6 +160,8 @@ impl Receiver {
             axum::routing::post(move |headers: axum::http::HeaderMap, body: bytes::Bytes| {
                 let me = me.clone();
                 async move {
+                    let stall = me.stall_ms.load(std::sync::atomic::Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(stall)).await;
                     let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                     me.got.lock().unwrap().push((headers, json));
                     let status = me.script.lock().unwrap().pop_front().unwrap_or(200);
@@ -360,4 +364,102 @@ async fn webhooks_validate_sign_retry_disable_and_replay() {
         http.get(api(&format!("/{id}"))).bearer_auth(&r1_token).send().await.unwrap().status(),
         404
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_endpoint_does_not_hold_back_others_and_rotation_signs_with_both_secrets() {
+    use integration_tests::{TestClamd, TestServer};
+    const OWNER: &str = "991825827";
+    const SENDER: &str = "910753614";
+    const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
+        c.webhooks.allow_loopback = true;
+        c.webhooks.poll_ms = 50;
+        c.webhooks.timeout_secs = 30;
+    })
+    .await;
+    let owner = server.client(server.token(OWNER, ALL));
+    owner.register_service_owner("Owner").await.unwrap();
+    let access =
+        client::v1::AccessRules { senders: vec![format!("0192:{SENDER}")], recipients: vec![] };
+    owner
+        .put_resource(client::v1::PutResourceRequest {
+            resource_id: "res".into(),
+            access: Some(access),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (slow, fast) = (Receiver::default(), Receiver::default());
+    let (slow_hook, fast_hook) = (slow.start().await, fast.start().await);
+    let http = reqwest::Client::new();
+    let token = server.token(SENDER, ALL);
+    let mut ids = Vec::new();
+    for hook in [&slow_hook, &fast_hook] {
+        let r = http
+            .post(format!("{}/events/api/v1/subscriptions", server.url()))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "endPoint": hook, "resourceFilter": "urn:altinn:resource:res" }))
+            .send()
+            .await
+            .unwrap();
+        ids.push(r.json::<serde_json::Value>().await.unwrap());
+    }
+    slow.wait_for("platform.events.validatesubscription", 1).await;
+    fast.wait_for("platform.events.validatesubscription", 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // both marked validated
+    // The slow endpoint now stalls 10 s per request.
+    slow.stall_ms.store(10_000, std::sync::atomic::Ordering::SeqCst);
+    let sender = server.client(token.clone());
+    let initialize = || {
+        sender.initialize(client::v1::InitializeFileTransferRequest {
+            file_name: "f".into(),
+            resource_id: "res".into(),
+            senders_file_transfer_reference: "r".into(),
+            sender: format!("0192:{SENDER}"),
+            recipients: vec![format!("0192:{OWNER}")],
+            ..Default::default()
+        })
+    };
+    // One event: the slow endpoint now holds a delivery for 10 s.
+    initialize().await.unwrap();
+    fast.wait_for("no.altinn.broker.filetransferinitialized", 1).await;
+    // Eight more while it stalls: they reach the fast endpoint without waiting for the slow one
+    // (a dispatcher that awaits its batch would hold them for the 10 s).
+    let started = std::time::Instant::now();
+    for _ in 0..8 {
+        initialize().await.unwrap();
+    }
+    fast.wait_for("no.altinn.broker.filetransferinitialized", 9).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stalled endpoint held the others back"
+    );
+
+    // Rotation: the new secret signs first, the old one still signs.
+    let fast_id = ids[1]["id"].as_u64().unwrap();
+    let old_secret = ids[1]["secret"].as_str().unwrap().to_owned();
+    let r = http
+        .post(format!("{}/events/api/v1/subscriptions/{fast_id}/secret", server.url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    let new_secret =
+        r.json::<serde_json::Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
+    initialize().await.unwrap();
+    let got = fast.wait_for("no.altinn.broker.filetransferinitialized", 10).await;
+    let (headers, body) = &got[9];
+    let timestamp: i64 = headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
+    let expected = server::webhooks::signature(
+        &[new_secret, old_secret],
+        body["id"].as_str().unwrap(),
+        timestamp,
+        &serde_json::to_vec(body).unwrap(),
+    );
+    assert_eq!(headers["webhook-signature"].to_str().unwrap(), expected);
+    assert_eq!(expected.split(' ').count(), 2);
+    slow.stall_ms.store(0, std::sync::atomic::Ordering::SeqCst);
 }
