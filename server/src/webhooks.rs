@@ -458,6 +458,7 @@ async fn attempt(
         };
     }
     let event = crate::events::cloud_event(app, e);
+    let mut retry_after = None;
     let error = match send_event(app, sub, &e.id.to_string(), &event).await {
         Ok(r) if r.status().is_success() => return Outcome::Delivered,
         Ok(r) if r.status() == StatusCode::GONE => {
@@ -465,44 +466,47 @@ async fn attempt(
         }
         Ok(r) => {
             let status = r.status();
-            let retry_after = r
+            // An overloaded endpoint may say when to come back; that replaces the ladder's
+            // delay, not its length, so an endpoint that always answers 503 still ends.
+            retry_after = r
                 .headers()
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .filter(|_| matches!(status.as_u16(), 429 | 502 | 503 | 504));
-            if let Some(secs) = retry_after {
-                return Outcome::Retry {
-                    at: now.saturating_add(Duration::from_secs(secs.min(43_200))),
-                    error: format!("HTTP {status}"),
-                };
-            }
+                .filter(|_| matches!(status.as_u16(), 429 | 502 | 503 | 504))
+                .map(|secs| Duration::from_secs(secs.min(43_200)));
             format!("HTTP {status}")
         }
         Err(e) => e,
     };
-    if sub.failing_since.is_some_and(|since| {
-        now.saturating_duration_since(since) > Duration::from_secs(app.webhooks.disable_after_secs)
-    }) {
+    let disable_after = Duration::from_secs(app.webhooks.disable_after_secs);
+    if sub.failing_since.is_some_and(|since| now.saturating_duration_since(since) > disable_after) {
         return Outcome::Disable {
             reason: format!(
-                "failing for more than {} days",
-                app.webhooks.disable_after_secs / 86_400
+                "failing without a success for more than {} ({error})",
+                humantime_secs(app.webhooks.disable_after_secs)
             ),
         };
     }
-    match app.webhooks.retry_ladder_secs.get(attempts as usize) {
-        Some(secs) => {
-            let jitter = 1.0
-                + (rand_core::RngCore::next_u32(&mut rand_core::OsRng) as f64 / u32::MAX as f64
-                    - 0.5)
-                    * 0.2;
-            Outcome::Retry {
-                at: now.saturating_add(Duration::from_secs_f64((secs * jitter).max(0.0))),
-                error,
-            }
-        }
-        None => Outcome::GiveUp { error },
+    let Some(secs) = app.webhooks.retry_ladder_secs.get(attempts as usize) else {
+        return Outcome::GiveUp { error };
+    };
+    let delay = retry_after.unwrap_or_else(|| {
+        let jitter = 1.0
+            + (rand_core::RngCore::next_u32(&mut rand_core::OsRng) as f64 / u32::MAX as f64 - 0.5)
+                * 0.2;
+        Duration::from_secs_f64((secs * jitter).max(0.0))
+    });
+    Outcome::Retry { at: now.saturating_add(delay), error }
+}
+
+/// "5 days", "2 hours", "90 seconds": the largest whole unit.
+fn humantime_secs(secs: u64) -> String {
+    let plural = |n: u64, unit: &str| format!("{n} {unit}{}", if n == 1 { "" } else { "s" });
+    match secs {
+        s if s >= 86_400 && s % 86_400 == 0 => plural(s / 86_400, "day"),
+        s if s >= 3_600 && s % 3_600 == 0 => plural(s / 3_600, "hour"),
+        s => plural(s, "second"),
     }
 }
 

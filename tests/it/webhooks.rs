@@ -143,7 +143,7 @@ async fn failed_deliveries_retry_then_die_and_replay_and_410_disables() {
 }
 
 /// A webhook receiver on loopback: records every request and answers with the next scripted
-/// status (200 once the script is used up).
+/// status (200 once the script is used up; 503 comes with `Retry-After: 1`).
 #[derive(Clone, Default)]
 struct Receiver {
     got: std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, serde_json::Value)>>>,
@@ -165,7 +165,10 @@ impl Receiver {
                     let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
                     me.got.lock().unwrap().push((headers, json));
                     let status = me.script.lock().unwrap().pop_front().unwrap_or(200);
-                    axum::http::StatusCode::from_u16(status).unwrap()
+                    let status = axum::http::StatusCode::from_u16(status).unwrap();
+                    // An overloaded endpoint says when to come back.
+                    let retry_after = (status == 503).then_some([("retry-after", "1")]);
+                    (status, axum::response::AppendHeaders(retry_after.into_iter().flatten()))
                 }
             }),
         );
@@ -204,10 +207,7 @@ impl Receiver {
 #[tokio::test(flavor = "multi_thread")]
 async fn webhooks_validate_sign_retry_disable_and_replay() {
     use integration_tests::{TestClamd, TestServer, payload};
-    const OWNER: &str = "991825827";
-    const SENDER: &str = "910753614";
     const R1: &str = "986252932";
-    const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
     let clamd = TestClamd::start();
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
@@ -368,69 +368,26 @@ async fn webhooks_validate_sign_retry_disable_and_replay() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_endpoint_does_not_hold_back_others_and_rotation_signs_with_both_secrets() {
-    use integration_tests::{TestClamd, TestServer};
-    const OWNER: &str = "991825827";
-    const SENDER: &str = "910753614";
-    const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
-    let clamd = TestClamd::start();
-    let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
-        c.webhooks.allow_loopback = true;
-        c.webhooks.poll_ms = 50;
-        c.webhooks.timeout_secs = 30;
-    })
-    .await;
-    let owner = server.client(server.token(OWNER, ALL));
-    owner.register_service_owner("Owner").await.unwrap();
-    let access =
-        client::v1::AccessRules { senders: vec![format!("0192:{SENDER}")], recipients: vec![] };
-    owner
-        .put_resource(client::v1::PutResourceRequest {
-            resource_id: "res".into(),
-            access: Some(access),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let (_clamd, _dir, server) = sender_server(|c| c.webhooks.timeout_secs = 30).await;
     let (slow, fast) = (Receiver::default(), Receiver::default());
     let (slow_hook, fast_hook) = (slow.start().await, fast.start().await);
     let http = reqwest::Client::new();
     let token = server.token(SENDER, ALL);
     let mut ids = Vec::new();
-    for hook in [&slow_hook, &fast_hook] {
-        let r = http
-            .post(format!("{}/events/api/v1/subscriptions", server.url()))
-            .bearer_auth(&token)
-            .json(&serde_json::json!({ "endPoint": hook, "resourceFilter": "urn:altinn:resource:res" }))
-            .send()
-            .await
-            .unwrap();
-        ids.push(r.json::<serde_json::Value>().await.unwrap());
+    for (receiver, hook) in [(&slow, &slow_hook), (&fast, &fast_hook)] {
+        ids.push(subscribe(&server, &token, receiver, hook).await);
     }
-    slow.wait_for("platform.events.validatesubscription", 1).await;
-    fast.wait_for("platform.events.validatesubscription", 1).await;
-    tokio::time::sleep(Duration::from_millis(200)).await; // both marked validated
     // The slow endpoint now stalls 10 s per request.
     slow.stall_ms.store(10_000, std::sync::atomic::Ordering::SeqCst);
     let sender = server.client(token.clone());
-    let initialize = || {
-        sender.initialize(client::v1::InitializeFileTransferRequest {
-            file_name: "f".into(),
-            resource_id: "res".into(),
-            senders_file_transfer_reference: "r".into(),
-            sender: format!("0192:{SENDER}"),
-            recipients: vec![format!("0192:{OWNER}")],
-            ..Default::default()
-        })
-    };
     // One event: the slow endpoint now holds a delivery for 10 s.
-    initialize().await.unwrap();
+    initialize(&sender).await.unwrap();
     fast.wait_for("no.altinn.broker.filetransferinitialized", 1).await;
     // Eight more while it stalls: they reach the fast endpoint without waiting for the slow one
     // (a dispatcher that awaits its batch would hold them for the 10 s).
     let started = std::time::Instant::now();
     for _ in 0..8 {
-        initialize().await.unwrap();
+        initialize(&sender).await.unwrap();
     }
     fast.wait_for("no.altinn.broker.filetransferinitialized", 9).await;
     assert!(
@@ -449,7 +406,7 @@ async fn a_stalled_endpoint_does_not_hold_back_others_and_rotation_signs_with_bo
         .unwrap();
     let new_secret =
         r.json::<serde_json::Value>().await.unwrap()["secret"].as_str().unwrap().to_owned();
-    initialize().await.unwrap();
+    initialize(&sender).await.unwrap();
     let got = fast.wait_for("no.altinn.broker.filetransferinitialized", 10).await;
     let (headers, body) = &got[9];
     let timestamp: i64 = headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
@@ -462,4 +419,151 @@ async fn a_stalled_endpoint_does_not_hold_back_others_and_rotation_signs_with_bo
     assert_eq!(headers["webhook-signature"].to_str().unwrap(), expected);
     assert_eq!(expected.split(' ').count(), 2);
     slow.stall_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+}
+
+const OWNER: &str = "991825827";
+const SENDER: &str = "910753614";
+const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
+
+/// A server (webhooks on loopback, polled every 50 ms) with resource `res` that SENDER may send
+/// on.
+async fn sender_server(
+    configure: impl FnOnce(&mut server::config::Config),
+) -> (integration_tests::TestClamd, tempfile::TempDir, integration_tests::TestServer) {
+    let clamd = integration_tests::TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = integration_tests::TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
+        c.webhooks.allow_loopback = true;
+        c.webhooks.poll_ms = 50;
+        configure(c);
+    })
+    .await;
+    let owner = server.client(server.token(OWNER, ALL));
+    owner.register_service_owner("Owner").await.unwrap();
+    let access =
+        client::v1::AccessRules { senders: vec![format!("0192:{SENDER}")], recipients: vec![] };
+    owner
+        .put_resource(client::v1::PutResourceRequest {
+            resource_id: "res".into(),
+            access: Some(access),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (clamd, dir, server)
+}
+
+/// Subscribes `hook` to `res` and waits until the handshake validated it.
+async fn subscribe(
+    server: &integration_tests::TestServer,
+    token: &str,
+    receiver: &Receiver,
+    hook: &str,
+) -> serde_json::Value {
+    let api = format!("{}/events/api/v1/subscriptions", server.url());
+    let http = reqwest::Client::new();
+    let r = http
+        .post(&api)
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "endPoint": hook, "resourceFilter": "urn:altinn:resource:res" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let sub: serde_json::Value = r.json().await.unwrap();
+    receiver.wait_for("platform.events.validatesubscription", 1).await;
+    wait_for_view(server, token, sub["id"].as_u64().unwrap(), |v| v["validated"] == true).await;
+    sub
+}
+
+/// Polls the subscription's view until `done` holds (5 s at most) and returns it.
+async fn wait_for_view(
+    server: &integration_tests::TestServer,
+    token: &str,
+    id: u64,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let url = format!("{}/events/api/v1/subscriptions/{id}", server.url());
+    let mut view = serde_json::Value::Null;
+    for _ in 0..200 {
+        view = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&view) {
+            return view;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("subscription {id} never reached the expected state: {view}");
+}
+
+async fn initialize(sender: &client::Client) -> Result<String, tonic::Status> {
+    sender
+        .initialize(client::v1::InitializeFileTransferRequest {
+            file_name: "f".into(),
+            resource_id: "res".into(),
+            senders_file_transfer_reference: "r".into(),
+            sender: format!("0192:{SENDER}"),
+            recipients: vec![format!("0192:{OWNER}")],
+            ..Default::default()
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_replaces_the_ladder_delay_and_a_subscription_failing_too_long_is_disabled() {
+    // The ladder alone would wait 30 s between attempts; the test only passes if Retry-After is
+    // honoured. A subscription failing for more than 2 s is disabled.
+    let (_clamd, _dir, server) = sender_server(|c| {
+        c.webhooks.retry_ladder_secs = vec![30.0; 8];
+        c.webhooks.disable_after_secs = 2;
+    })
+    .await;
+    let receiver = Receiver::default();
+    let hook = receiver.start().await;
+    let token = server.token(SENDER, ALL);
+    let id = subscribe(&server, &token, &receiver, &hook).await["id"].as_u64().unwrap();
+    let sender = server.client(token.clone());
+    const TYPE: &str = "no.altinn.broker.filetransferinitialized";
+
+    // 503 + Retry-After: 1, then 200: the retry comes after about a second, not 30.
+    receiver.script.lock().unwrap().push_back(503);
+    initialize(&sender).await.unwrap();
+    receiver.wait_for(TYPE, 1).await;
+    let first = std::time::Instant::now();
+    let got = receiver.wait_for(TYPE, 2).await;
+    assert!(first.elapsed() >= Duration::from_millis(900), "retried before Retry-After");
+    assert_eq!(got[0].1["id"], got[1].1["id"], "the retry carries the same event");
+    assert_eq!(got[0].0["webhook-id"], got[1].0["webhook-id"]);
+    assert!(wait_for_view(&server, &token, id, |_| true).await["disabled"].is_null());
+
+    // Now it fails on every attempt: after 2 s of failures the subscription is disabled, with
+    // the reason in its view, and later events are not sent to it.
+    receiver.script.lock().unwrap().extend([503; 20]);
+    initialize(&sender).await.unwrap();
+    let view = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            let v = wait_for_view(&server, &token, id, |_| true).await;
+            if !v["disabled"].is_null() {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the failing subscription was never disabled");
+    let reason = view["disabled"].as_str().unwrap();
+    assert!(reason.contains("more than 2 seconds") && reason.contains("503"), "{reason}");
+    let attempts = receiver.wait_for(TYPE, 3).await.len() - 2;
+    assert!((3..=5).contains(&attempts), "{attempts} attempts in about 2 s at 1 s apart");
+    let before = receiver.got.lock().unwrap().len();
+    initialize(&sender).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.got.lock().unwrap().len(), before, "a disabled subscription got an event");
 }
