@@ -73,6 +73,8 @@ async fn a_writer_killed_mid_write_leaves_a_consistent_store() {
         let recorded: HashSet<_> = storage.blobs().unwrap().into_iter().map(|(d, _)| d).collect();
         assert_eq!(on_disk, recorded, "round {round}: blob files and records differ");
 
+        assert_outbox_matches_transfers(&storage, round);
+
         // Everything acknowledged survived.
         for (id, digest) in &acked.published {
             let t = storage.transfer(*id).unwrap().unwrap_or_else(|| panic!("acked {id} lost"));
@@ -106,6 +108,32 @@ async fn a_writer_killed_mid_write_leaves_a_consistent_store() {
         }
     }
     assert!(acked.published.len() > 4, "too little work to be a test: {}", acked.published.len());
+}
+
+/// The transactional outbox after a crash: every transfer's events in the log are exactly those
+/// its history calls for (no change without its event), and every event belongs to a transfer
+/// that exists (no event without its change). Sequences are gap-free.
+fn assert_outbox_matches_transfers(storage: &Storage, round: usize) {
+    let key = |kind, role, party: &storage::model::Party| format!("{kind:?} {role:?} {party}");
+    let mut logged: HashMap<FileTransferId, Vec<String>> = HashMap::new();
+    let events = storage.events_after(0, usize::MAX).unwrap();
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e.seq, i as u64 + 1, "round {round}: a gap in the event sequence");
+        logged.entry(e.transfer).or_default().push(key(e.kind, e.role, &e.party));
+    }
+    let resource = storage::model::ResourceId::parse("crash").unwrap();
+    let far = storage::model::Timestamp::from_unix_micros(i64::MAX);
+    let transfers = storage
+        .transfers_by_resource(&resource, storage::model::Timestamp::EPOCH, far, usize::MAX)
+        .unwrap();
+    for id in &transfers {
+        let t = storage.transfer(*id).unwrap().unwrap();
+        let expected: Vec<_> =
+            t.events_since(0, 0).iter().map(|e| key(e.kind, e.role, &e.party)).collect();
+        let got = logged.remove(id).unwrap_or_default();
+        assert_eq!(got, expected, "round {round}: transfer {id}'s events and history differ");
+    }
+    assert!(logged.is_empty(), "round {round}: events of unknown transfers: {logged:?}");
 }
 
 fn walk(dir: &std::path::Path) -> HashSet<Digest> {
