@@ -388,13 +388,17 @@ async fn send_event(
 /// Fans out new events and delivers what is due, until shutdown.
 pub async fn run_forever(app: Arc<App>) {
     let poll = Duration::from_millis(app.webhooks.poll_ms.max(10));
+    // New events wake the dispatcher at once; the poll catches retries coming due.
+    let mut events = app.storage.watch_events();
     loop {
+        events.borrow_and_update();
         if let Err(e) = deliver_due(&app).await {
             tracing::error!(error = %e, "webhook delivery failed; retrying");
         }
         tokio::select! {
             () = app.shutdown.cancelled() => return,
             () = tokio::time::sleep(poll) => {}
+            Ok(()) = events.changed() => {}
         }
     }
 }
