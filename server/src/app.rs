@@ -72,6 +72,8 @@ pub struct App {
     pub http: reqwest::Client,
     /// Webhook deliveries being attempted.
     pub in_flight: crate::webhooks::InFlight,
+    /// How long a Watch reader may take no message before it is closed.
+    pub watch_stall: Duration,
 }
 
 impl std::fmt::Debug for App {
@@ -193,6 +195,7 @@ impl App {
             webhooks: crate::webhooks::WebhookConfig::default(),
             http: webhook_client(Duration::from_secs(30)),
             in_flight: crate::webhooks::InFlight::default(),
+            watch_stall: Duration::from_secs(30),
         }
     }
 
@@ -207,6 +210,12 @@ impl App {
     pub fn with_webhooks(mut self, webhooks: crate::webhooks::WebhookConfig) -> Self {
         self.http = webhook_client(Duration::from_secs(webhooks.timeout_secs));
         self.webhooks = webhooks;
+        self
+    }
+
+    /// Sets how long a Watch reader may stall.
+    pub fn with_watch_stall(mut self, stall: Duration) -> Self {
+        self.watch_stall = stall;
         self
     }
 

@@ -143,14 +143,21 @@ pub struct LimitsConfig {
     /// Largest upload whatever a resource allows, in bytes.
     #[serde(default = "default_max_upload")]
     pub max_upload_bytes: u64,
+    /// A gRPC watcher that accepts no message for this long is closed with the cursor to resume
+    /// from (seconds).
+    #[serde(default = "default_watch_stall")]
+    pub watch_stall_secs: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_upload_bytes: default_max_upload() }
+        Self { max_upload_bytes: default_max_upload(), watch_stall_secs: default_watch_stall() }
     }
 }
 
+fn default_watch_stall() -> u64 {
+    30
+}
 fn default_listen() -> SocketAddr {
     "127.0.0.1:8080".parse().expect("valid default address")
 }

@@ -69,7 +69,8 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
     Ok(Arc::new(
         App::new(storage, Clamd::new(clamd_options), authenticator, options)
             .with_lifecycle(lifecycle, public_url)
-            .with_webhooks(config.webhooks.clone()),
+            .with_webhooks(config.webhooks.clone())
+            .with_watch_stall(Duration::from_secs(config.limits.watch_stall_secs)),
     ))
 }
 

@@ -1,6 +1,7 @@
 //! gRPC `EventService.Watch`: replay from a cursor, then follow live events, with heartbeats
-//! that carry the cursor. A reader that cannot keep up (its buffer is full) is closed with
-//! `RESOURCE_EXHAUSTED` naming the cursor to resume from, instead of holding events in memory.
+//! that carry the cursor. Events are read from the log at the reader's pace (bounded memory);
+//! a reader that takes no message for `[limits] watch_stall_secs` is closed with
+//! `RESOURCE_EXHAUSTED` naming the cursor to resume from.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use proto::v1 as pb;
 use proto::v1::event_service_server::EventService;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
@@ -16,7 +18,7 @@ use crate::auth::{SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
 use crate::error::ApiError;
 use crate::events::{EventFilter, cloud_event, parse_cursor};
 
-/// Events buffered for one watcher before it counts as too slow.
+/// Events queued for one watcher.
 pub const WATCH_BUFFER: usize = 256;
 
 /// The gRPC `EventService`.
@@ -34,7 +36,8 @@ impl EventApi {
 
 #[tonic::async_trait]
 impl EventService for EventApi {
-    type WatchStream = ReceiverStream<Result<pb::WatchResponse, Status>>;
+    type WatchStream =
+        std::pin::Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
     async fn watch(
         &self,
@@ -65,61 +68,99 @@ impl EventService for EventApi {
             r.heartbeat_seconds.clamp(1, 300)
         }));
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        // The closing status comes after every event already queued, so the cursor it names
+        // is exactly the last event the reader gets: nothing lost, nothing twice.
+        let (close, closed) = mpsc::channel(1);
         let app = self.app.clone();
         self.app.spawn(async move {
-            let mut changes = app.storage.watch_events();
-            loop {
-                changes.borrow_and_update();
-                // Catch up with everything committed so far.
-                loop {
-                    let batch = match app.storage.events_after(after, 1024) {
-                        Ok(batch) => batch,
-                        Err(e) => {
-                            let _ = tx.send(Err(ApiError::internal(e).into())).await;
-                            return;
-                        }
-                    };
-                    if batch.is_empty() {
-                        break;
-                    }
-                    for e in batch {
-                        let seq = e.seq;
-                        if filter.matches(&e) {
-                            let event = to_proto(&app, &e);
-                            let message = Ok(pb::WatchResponse { message: Some(pb::watch_response::Message::Event(event)) });
-                            match tx.try_send(message) {
-                                Ok(()) => {}
-                                Err(mpsc::error::TrySendError::Full(_)) => {
-                                    // Too slow: close with where to resume (the last event sent).
-                                    let status = Status::resource_exhausted(format!(
-                                        "the watcher fell {WATCH_BUFFER} events behind; resume with after=seq:{after}"
-                                    ));
-                                    let _ = tx.send(Err(status)).await;
-                                    return;
-                                }
-                                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                            }
-                        }
-                        after = seq;
-                    }
-                }
-                // Caught up: wait for the next commit, a heartbeat, or shutdown.
-                tokio::select! {
-                    () = app.shutdown.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable(format!("the server is shutting down; resume with after=seq:{after}")))).await;
-                        return;
-                    }
-                    changed = changes.changed() => if changed.is_err() { return },
-                    () = tokio::time::sleep(heartbeat) => {
-                        let beat = pb::WatchResponse { message: Some(pb::watch_response::Message::Heartbeat(pb::Heartbeat { cursor: format!("seq:{after}") })) };
-                        if tx.send(Ok(beat)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
+            let status = follow(&app, &filter, heartbeat, &mut after, &tx).await;
+            drop(tx);
+            if let Some(status) = status {
+                let _ = close.send(status).await;
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let stream = ReceiverStream::new(rx).chain(ReceiverStream::new(closed).map(Err));
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Why a send did not happen.
+enum Stop {
+    /// The reader went away.
+    Left,
+    /// The reader took nothing for `watch_stall`.
+    Stalled,
+}
+
+/// Sends `filter`'s events after `after` (advancing it), then live ones and heartbeats, until
+/// the reader leaves (`None`) or the watch must end with a status.
+async fn follow(
+    app: &App,
+    filter: &EventFilter,
+    heartbeat: Duration,
+    after: &mut u64,
+    tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>,
+) -> Option<Status> {
+    use pb::watch_response::Message;
+    // Replay and live events are both read from the log, so a slow reader costs no memory;
+    // one that takes nothing for `watch_stall` is closed so it does not pin a stream forever.
+    let stall = app.watch_stall;
+    let send = |message: Message| async move {
+        match tokio::time::timeout(stall, tx.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(Ok(pb::WatchResponse { message: Some(message) }));
+                Ok(())
+            }
+            Ok(Err(_)) => Err(Stop::Left),
+            Err(_) => Err(Stop::Stalled),
+        }
+    };
+    let stalled = |after: u64| {
+        Status::resource_exhausted(format!(
+            "the watcher took no message for {} s; resume with after=seq:{after}",
+            stall.as_secs_f64()
+        ))
+    };
+    let mut changes = app.storage.watch_events();
+    loop {
+        changes.borrow_and_update();
+        // Catch up with everything committed so far.
+        loop {
+            let batch = match app.storage.events_after(*after, 1024) {
+                Ok(batch) => batch,
+                Err(e) => return Some(ApiError::internal(e).into()),
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for e in batch {
+                if filter.matches(&e) {
+                    match send(Message::Event(to_proto(app, &e))).await {
+                        Ok(()) => {}
+                        Err(Stop::Left) => return None,
+                        Err(Stop::Stalled) => return Some(stalled(*after)),
+                    }
+                }
+                *after = e.seq;
+            }
+        }
+        // Caught up: wait for the next commit, a heartbeat, or shutdown.
+        tokio::select! {
+            () = app.shutdown.cancelled() => {
+                return Some(Status::unavailable(format!(
+                    "the server is shutting down; resume with after=seq:{after}"
+                )));
+            }
+            changed = changes.changed() => if changed.is_err() { return None },
+            () = tokio::time::sleep(heartbeat) => {
+                let cursor = format!("seq:{after}");
+                match send(Message::Heartbeat(pb::Heartbeat { cursor })).await {
+                    Ok(()) => {}
+                    Err(Stop::Left) => return None,
+                    Err(Stop::Stalled) => return Some(stalled(*after)),
+                }
+            }
+        }
     }
 }
 

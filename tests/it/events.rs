@@ -449,3 +449,103 @@ async fn grpc_watch_replays_then_follows_with_heartbeats() {
             .unwrap();
     assert_eq!(settled, "no.altinn.broker.published");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_watcher_is_closed_with_its_cursor_and_resumes_without_loss() {
+    use client::v1::watch_response::Message;
+    const WORKERS: usize = 16;
+    const N: usize = WORKERS * 190;
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        TestServer::start_in(dir.path(), &clamd.address(), 0, |c| c.limits.watch_stall_secs = 1)
+            .await;
+    let c = |org: &str| server.client(server.token(org, ALL));
+    c(OWNER).register_service_owner("Owner").await.unwrap();
+    let access =
+        client::v1::AccessRules { senders: vec![format!("0192:{SENDER}")], recipients: vec![] };
+    c(OWNER)
+        .put_resource(client::v1::PutResourceRequest {
+            resource_id: "res".into(),
+            access: Some(access),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // More events than the queue and both HTTP/2 buffers hold: one per initialized transfer.
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..WORKERS {
+        let sender = c(SENDER);
+        workers.spawn(async move {
+            for _ in 0..N / WORKERS {
+                sender
+                    .initialize(client::v1::InitializeFileTransferRequest {
+                        file_name: "w.bin".into(),
+                        resource_id: "res".into(),
+                        senders_file_transfer_reference: "r".into(),
+                        sender: format!("0192:{SENDER}"),
+                        recipients: vec![format!("0192:{OWNER}")],
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    workers.join_all().await;
+
+    // A reader with a small HTTP/2 window that stops reading.
+    let channel = tonic::transport::Endpoint::from_shared(server.url())
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut events = proto::v1::event_service_client::EventServiceClient::new(channel);
+    let token = server.token(SENDER, ALL);
+    let watch = |after: String| {
+        let mut request = tonic::Request::new(client::v1::WatchRequest {
+            after,
+            resource_id: "res".into(),
+            types: vec![],
+            heartbeat_seconds: 60,
+        });
+        request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+    let mut stream = events.watch(watch("0".into())).await.unwrap().into_inner();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut seqs = Vec::new();
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(m)) => {
+                if let Some(Message::Event(e)) = m.message {
+                    seqs.push(e.sequence);
+                }
+            }
+            Ok(None) => panic!("the stream ended without a status after {} events", seqs.len()),
+            Err(status) => break status,
+        }
+    };
+    // Closed with where to resume: the last event it received, every earlier one delivered.
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(seqs.len() < N, "never stalled: all {N} events fit in the buffers");
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let last = *seqs.last().unwrap();
+    assert!(status.message().contains(&format!("after=seq:{last}")), "{}", status.message());
+
+    // Resuming from that cursor brings the rest, none twice, none missing.
+    let mut stream = events.watch(watch(format!("seq:{last}"))).await.unwrap().into_inner();
+    while seqs.len() < N {
+        let m = tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("the resumed watch went quiet")
+            .unwrap()
+            .unwrap();
+        if let Some(Message::Event(e)) = m.message {
+            seqs.push(e.sequence);
+        }
+    }
+    assert_eq!(seqs, (1..=N as u64).collect::<Vec<_>>());
+}
