@@ -374,3 +374,78 @@ pub fn install_tls_provider() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
 }
+
+/// A loopback TCP proxy that cuts connections: the first `cuts` connections to carry more than
+/// `after` bytes from the target are closed right there, in both directions (a dropped network
+/// path mid-transfer, which a real server cannot be asked to produce). Later connections pass
+/// untouched. Stops accepting when dropped.
+#[derive(Debug)]
+pub struct CuttingProxy {
+    /// Where clients connect.
+    pub addr: std::net::SocketAddr,
+    /// Connections cut so far.
+    pub cut: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CuttingProxy {
+    /// Proxies to `target`.
+    pub fn start(target: std::net::SocketAddr, after: u64, cuts: usize) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cut = std::sync::Arc::new(AtomicUsize::new(0));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (cut_count, stopping) = (cut.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(upstream) = std::net::TcpStream::connect(target) else { continue };
+                let (mut c_read, mut u_write) = (client.try_clone().expect("clone"), upstream);
+                let mut u_read = u_write.try_clone().expect("clone");
+                let mut c_write = client;
+                std::thread::spawn(move || std::io::copy(&mut c_read, &mut u_write));
+                let cut_count = cut_count.clone();
+                std::thread::spawn(move || {
+                    let mut sent = 0u64;
+                    let mut buf = vec![0u8; 16 * 1024];
+                    loop {
+                        let n = match u_read.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let room = after.saturating_sub(sent);
+                        if (n as u64) > room
+                            && cut_count
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |c| {
+                                    (c < cuts).then_some(c + 1)
+                                })
+                                .is_ok()
+                        {
+                            let _ = c_write.write_all(&buf[..room as usize]);
+                            break;
+                        }
+                        if c_write.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        sent += n as u64;
+                    }
+                    let _ = c_write.shutdown(std::net::Shutdown::Both);
+                    let _ = u_read.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        Self { addr, cut, stop }
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr); // wakes the accept loop
+    }
+}

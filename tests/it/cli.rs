@@ -134,7 +134,7 @@ fn the_readme_quickstart_works_with_the_cli() {
 }
 
 #[test]
-fn ferry_receive_downloads_confirms_follows_and_survives_restarts() {
+fn ferry_receive_downloads_confirms_follows_survives_restarts_duplicates_and_cuts() {
     let clamd = TestClamd::start();
     let dir = tempfile::tempdir().unwrap();
     let (mut server, cli) = serve(&clamd, dir.path());
@@ -223,6 +223,37 @@ fn ferry_receive_downloads_confirms_follows_and_survives_restarts() {
     files.sort();
     assert_eq!(files.len(), 4, "{files:?}"); // three files and the cursor
     assert!(files.iter().all(|f| !f.ends_with(".part")), "{files:?}");
+
+    // Duplicate events: rewound to the start, the agent is handed every published event again
+    // and ignores them all (no download, no rewrite, no error).
+    let mtimes = |names: &[String]| -> Vec<std::time::SystemTime> {
+        names.iter().map(|f| std::fs::metadata(out.join(f)).unwrap().modified().unwrap()).collect()
+    };
+    let received_files: Vec<String> =
+        files.iter().filter(|f| !f.starts_with(".ferry")).cloned().collect();
+    let before = mtimes(&received_files);
+    std::fs::write(out.join(client::receive::CURSOR_FILE), "0").unwrap();
+    let mut replaying = follow(&cli.server);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(replaying.try_wait().unwrap().is_none(), "the agent stopped on duplicate events");
+    replaying.kill().unwrap();
+    replaying.wait().unwrap();
+    assert_eq!(mtimes(&received_files), before, "a duplicate event rewrote a file");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4);
+
+    // A connection cut mid-download: the agent reconnects, resumes, verifies and confirms.
+    let (d, data_d) = send(4, "d.bin");
+    let target = cli.server.trim_start_matches("http://").parse().unwrap();
+    let proxy = integration_tests::CuttingProxy::start(target, 150_000, 1);
+    let through_proxy = Cli { server: format!("http://{}", proxy.addr), data_dir: PathBuf::new() };
+    let received = through_proxy.run(
+        Some(&recipient),
+        &["receive", "--resource", "inbox", "--out", out.to_str().unwrap(), "--once"],
+    );
+    assert_eq!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst), 1, "nothing was cut");
+    assert_eq!(received.lines().count(), 1, "{received}");
+    assert!(std::fs::read(out.join(format!("{d}-d.bin"))).unwrap() == data_d);
+    assert!(cli.run(Some(&sender), &["status", &d]).contains("AllConfirmedDownloaded"));
     server.kill().unwrap();
     server.wait().unwrap();
 }
