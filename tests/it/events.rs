@@ -167,6 +167,8 @@ struct Clocked {
     sender: Caller,
     r1: Caller,
     r2: Caller,
+    /// When the test started (its clock's first reading).
+    started: Timestamp,
     _dir: tempfile::TempDir,
 }
 
@@ -208,7 +210,27 @@ impl Clocked {
         )
         .await
         .unwrap();
-        Self { app, now, sender: caller(SENDER), r1: caller(R1), r2: caller(R2), _dir: dir }
+        let started = Timestamp::from_unix_micros(now.load(Ordering::SeqCst));
+        Self {
+            app,
+            now,
+            sender: caller(SENDER),
+            r1: caller(R1),
+            r2: caller(R2),
+            started,
+            _dir: dir,
+        }
+    }
+
+    /// The service owner's statistics for the month the test started in.
+    fn statistics(&self) -> Vec<server::app::StatisticsRow> {
+        let owner = Caller {
+            org: Some(Party::parse_lenient(OWNER).unwrap()),
+            scopes: ALL.iter().map(|s| s.to_string()).collect(),
+        };
+        let started = self.started.to_rfc3339();
+        let (year, month) = (started[0..4].parse().unwrap(), started[5..7].parse().unwrap());
+        self.app.monthly_statistics(&owner, year, month, Some("res")).unwrap()
     }
 
     fn advance(&self, d: Duration) -> Timestamp {
@@ -287,6 +309,24 @@ async fn expiry_and_grace_purges_on_an_injected_clock() {
     w.app.download(&w.r2, b, 0, None).await.unwrap();
     w.app.confirm_download(&w.r2, b).await.unwrap();
     assert_eq!(w.status(b).status(), FileTransferStatus::AllConfirmedDownloaded);
+    // The month's statistics: (sender, recipient) → transfers, uploads, attempts, confirmed.
+    let stats = w.statistics();
+    let counts: Vec<_> = stats
+        .iter()
+        .map(|r| {
+            let row = (r.total_file_transfers, r.upload_count);
+            (
+                r.recipient.clone(),
+                row,
+                r.total_transfer_download_attempts,
+                r.transfers_with_download_confirmed,
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [(format!("0192:{R2}"), (2, 2), 1, 1), (format!("0192:{R1}"), (1, 1), 1, 1)]
+    );
 
     w.advance(Duration::from_secs(3600));
     w.run_due().await;
@@ -318,6 +358,7 @@ async fn expiry_and_grace_purges_on_an_injected_clock() {
     // B's expiry came due too and was a no-op; nothing is left on disk.
     assert_eq!(w.event_types(b).iter().filter(|(k, _)| *k == EventType::FilePurged).count(), 1);
     assert!(w.app.storage.blobs().unwrap().is_empty(), "storage did not return to its baseline");
+    assert_eq!(w.statistics(), stats, "purging changed the statistics of the month");
     assert_eq!(w.run_due().await, 0);
     w.app.close(Duration::from_secs(5)).await;
 }
