@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use integration_tests::{TestClamd, payload};
 
 /// The `ferry` binary of this build (cargo builds every workspace binary for the tests).
-fn ferry() -> PathBuf {
+pub(crate) fn ferry() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
     let path = dir.join("ferry");

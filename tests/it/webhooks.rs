@@ -567,3 +567,105 @@ async fn retry_after_replaces_the_ladder_delay_and_a_subscription_failing_too_lo
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.got.lock().unwrap().len(), before, "a disabled subscription got an event");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_committed_before_a_kill_9_are_delivered_after_the_restart() {
+    // The real binary, so the crash is a real SIGKILL between the state changes and their
+    // deliveries (the endpoint refuses until then): duplicates are allowed, loss is not.
+    const TRANSFERS: usize = 5;
+    const TYPE: &str = "no.altinn.broker.filetransferinitialized";
+    integration_tests::install_tls_provider();
+    let clamd = integration_tests::TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let key = server::auth::DevKey::load_or_create(&data_dir).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\ndev = true\n\n[clamd]\naddress = \
+             \"{}\"\n\n[webhooks]\nallow_loopback = true\npoll_ms = 50\nretry_ladder_secs = \
+             [0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2]\n",
+            data_dir.to_str().unwrap(),
+            clamd.address()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let child = std::process::Command::new(crate::cli::ferry())
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "the server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child
+    };
+    let mut server = start();
+    let token =
+        |org: &str| key.mint(&storage::model::Party::parse_lenient(org).unwrap(), ALL, 3600);
+    let owner = client::Client::connect_lazy(&url, token(OWNER)).unwrap();
+    owner.register_service_owner("Owner").await.unwrap();
+    let access =
+        client::v1::AccessRules { senders: vec![format!("0192:{SENDER}")], recipients: vec![] };
+    owner
+        .put_resource(client::v1::PutResourceRequest {
+            resource_id: "res".into(),
+            access: Some(access),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let receiver = Receiver::default();
+    let hook = receiver.start().await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/events/api/v1/subscriptions"))
+        .bearer_auth(token(SENDER))
+        .json(&serde_json::json!({ "endPoint": hook, "resourceFilter": "urn:altinn:resource:res" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    receiver.wait_for("platform.events.validatesubscription", 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // marked validated
+
+    // The endpoint refuses everything; the transfers' events are committed, not delivered.
+    receiver.script.lock().unwrap().extend([500; 10_000]);
+    let sender = client::Client::connect_lazy(&url, token(SENDER)).unwrap();
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..TRANSFERS {
+        ids.insert(initialize(&sender).await.unwrap());
+    }
+    receiver.wait_for(TYPE, 1).await; // at least one attempt failed: deliveries are pending
+    server.kill().unwrap(); // SIGKILL
+    server.wait().unwrap();
+
+    // Restarted, with the endpoint accepting: every event arrives.
+    receiver.script.lock().unwrap().clear();
+    let mark = receiver.got.lock().unwrap().len();
+    let mut server = start();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let delivered = loop {
+        let delivered: std::collections::HashSet<String> = receiver.got.lock().unwrap()[mark..]
+            .iter()
+            .filter(|(_, b)| b["type"] == TYPE)
+            .map(|(_, b)| b["resourceinstance"].as_str().unwrap().to_owned())
+            .collect();
+        if delivered.len() == TRANSFERS || std::time::Instant::now() > deadline {
+            break delivered;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(delivered, ids, "an event committed before the crash was lost");
+    server.kill().unwrap();
+    server.wait().unwrap();
+}
