@@ -925,7 +925,10 @@ async fn schemathesis_fuzzes_the_openapi_document_without_a_server_error() {
     // schema-valid requests that break a business rule with 400 (an unconfigured resource is
     // 400/25), and the coverage phase, which crashes inside schemathesis 4.32 (Hypothesis's
     // lambda-source cache), not in Ferry.
+    // Its caches (.schemathesis, .hypothesis) go to a scratch directory, not the checkout.
+    let scratch = tempfile::tempdir().unwrap();
     let output = tokio::process::Command::new("python3")
+        .current_dir(scratch.path())
         .args([
             "-m",
             "schemathesis.cli",
