@@ -449,3 +449,26 @@ impl Drop for CuttingProxy {
         let _ = std::net::TcpStream::connect(self.addr); // wakes the accept loop
     }
 }
+
+/// Registers `owner`'s organisation as a service owner and configures `resource` so that
+/// `senders` may send and `recipients` may receive (9-digit organisation numbers).
+pub async fn owner_with_resource(
+    owner: &client::Client,
+    resource: &str,
+    senders: &[&str],
+    recipients: &[&str],
+) {
+    let parties = |orgs: &[&str]| orgs.iter().map(|o| format!("0192:{o}")).collect();
+    owner.register_service_owner("Owner").await.expect("register the service owner");
+    owner
+        .put_resource(client::v1::PutResourceRequest {
+            resource_id: resource.into(),
+            access: Some(client::v1::AccessRules {
+                senders: parties(senders),
+                recipients: parties(recipients),
+            }),
+            ..Default::default()
+        })
+        .await
+        .expect("configure the resource");
+}

@@ -48,19 +48,30 @@ pub fn cloud_event(app: &App, e: &EventRecord) -> Value {
     })
 }
 
+/// Who reads events (feed, Watch, subscriptions): an authenticated caller with any broker
+/// scope, acting for its organisation.
+pub(crate) fn event_reader(
+    app: &App,
+    authorization: Option<&str>,
+) -> Result<storage::model::Party, ApiError> {
+    let caller = app
+        .auth
+        .authenticate(authorization)
+        .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
+    let scopes = [SCOPE_READ, SCOPE_WRITE, SCOPE_SERVICE_OWNER];
+    if !caller.has_any_scope(&scopes) {
+        return Err(ApiError::missing_scope(&scopes));
+    }
+    caller.org.clone().ok_or_else(|| ApiError::altinn(7001))
+}
+
 async fn feed(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller =
-        app.auth.authenticate(value).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
-    let scopes = [SCOPE_READ, SCOPE_WRITE, SCOPE_SERVICE_OWNER];
-    if !caller.has_any_scope(&scopes) {
-        return Err(ApiError::missing_scope(&scopes));
-    }
-    let org = caller.org.clone().ok_or_else(|| ApiError::altinn(7001))?;
+    let org = event_reader(&app, value)?;
     let param = |name: &str| {
         params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     };

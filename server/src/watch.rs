@@ -14,7 +14,6 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
-use crate::auth::{SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
 use crate::error::ApiError;
 use crate::events::{EventFilter, cloud_event, parse_cursor};
 
@@ -44,16 +43,7 @@ impl EventService for EventApi {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let caller = self
-            .app
-            .auth
-            .authenticate(header)
-            .map_err(|e| Status::from(ApiError::unauthenticated(e.to_string())))?;
-        let scopes = [SCOPE_READ, SCOPE_WRITE, SCOPE_SERVICE_OWNER];
-        if !caller.has_any_scope(&scopes) {
-            return Err(ApiError::missing_scope(&scopes).into());
-        }
-        let org = caller.org.clone().ok_or_else(|| Status::from(ApiError::altinn(7001)))?;
+        let org = crate::events::event_reader(&self.app, header)?;
         let r = request.into_inner();
         let resource = Some(r.resource_id.as_str())
             .filter(|s| !s.is_empty())

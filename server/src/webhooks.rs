@@ -34,7 +34,6 @@ use storage::model::{Party, ResourceId};
 use storage::webhooks::{Outcome, Subscription};
 
 use crate::app::App;
-use crate::auth::{Caller, SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
 use crate::error::ApiError;
 
 /// `[webhooks]`.
@@ -87,16 +86,10 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-fn caller(app: &App, headers: &HeaderMap) -> Result<(Caller, Party), ApiError> {
+/// The subscriber: whoever may read events.
+fn caller(app: &App, headers: &HeaderMap) -> Result<Party, ApiError> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller =
-        app.auth.authenticate(value).map_err(|e| ApiError::unauthenticated(e.to_string()))?;
-    let scopes = [SCOPE_READ, SCOPE_WRITE, SCOPE_SERVICE_OWNER];
-    if !caller.has_any_scope(&scopes) {
-        return Err(ApiError::missing_scope(&scopes));
-    }
-    let org = caller.org.clone().ok_or_else(|| ApiError::altinn(7001))?;
-    Ok((caller, org))
+    crate::events::event_reader(app, value)
 }
 
 /// Whether an address may receive webhooks.
@@ -207,7 +200,7 @@ async fn create(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let (_, org) = caller(&app, &headers)?;
+    let org = caller(&app, &headers)?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid_field("body", e.to_string()))?;
     let field = |name: &str| -> Option<String> {
@@ -278,7 +271,7 @@ fn own(app: &App, org: &Party, id: &str) -> Result<Subscription, ApiError> {
 }
 
 async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (_, org) = caller(&app, &headers)?;
+    let org = caller(&app, &headers)?;
     let subs: Vec<Value> = app
         .storage
         .subscriptions()?
@@ -294,7 +287,7 @@ async fn get_one(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, org) = caller(&app, &headers)?;
+    let org = caller(&app, &headers)?;
     Ok(axum::Json(view(&own(&app, &org, &id)?, None)).into_response())
 }
 
@@ -303,7 +296,7 @@ async fn delete(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, org) = caller(&app, &headers)?;
+    let org = caller(&app, &headers)?;
     let sub = own(&app, &org, &id)?;
     app.storage.delete_subscription(sub.id).await?;
     Ok(StatusCode::OK.into_response())
@@ -314,7 +307,7 @@ async fn replay(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, org) = caller(&app, &headers)?;
+    let org = caller(&app, &headers)?;
     let sub = own(&app, &org, &id)?;
     let n = app.storage.replay_dead_letters(sub.id, app.now()).await?;
     Ok(axum::Json(json!({ "replayed": n })).into_response())
@@ -325,7 +318,7 @@ async fn rotate_secret(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let (_, org) = caller(&app, &headers)?;
+    let org = caller(&app, &headers)?;
     let sub = own(&app, &org, &id)?;
     let secret = new_secret();
     let new = secret.clone();

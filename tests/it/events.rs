@@ -47,19 +47,7 @@ async fn events_follow_the_life_cycle_and_the_feed_serves_each_party_its_own() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
     let c = |org: &str| server.client(server.token(org, ALL));
-    c(OWNER).register_service_owner("Owner").await.unwrap();
-    let access = client::v1::AccessRules {
-        senders: vec![format!("0192:{SENDER}")],
-        recipients: vec![format!("0192:{R1}"), format!("0192:{R2}")],
-    };
-    c(OWNER)
-        .put_resource(client::v1::PutResourceRequest {
-            resource_id: "res".into(),
-            access: Some(access),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    integration_tests::owner_with_resource(&c(OWNER), "res", &[SENDER], &[R1, R2]).await;
     let id = c(SENDER)
         .initialize(client::v1::InitializeFileTransferRequest {
             file_name: "e.bin".into(),
@@ -414,19 +402,7 @@ async fn grpc_watch_replays_then_follows_with_heartbeats() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
     let c = |org: &str| server.client(server.token(org, ALL));
-    c(OWNER).register_service_owner("Owner").await.unwrap();
-    let access = client::v1::AccessRules {
-        senders: vec![format!("0192:{SENDER}")],
-        recipients: vec![format!("0192:{R1}")],
-    };
-    c(OWNER)
-        .put_resource(client::v1::PutResourceRequest {
-            resource_id: "res".into(),
-            access: Some(access),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    integration_tests::owner_with_resource(&c(OWNER), "res", &[SENDER], &[R1]).await;
     let sender = c(SENDER);
     let init = || {
         sender.initialize(client::v1::InitializeFileTransferRequest {
@@ -502,17 +478,7 @@ async fn a_stalled_watcher_is_closed_with_its_cursor_and_resumes_without_loss() 
         TestServer::start_in(dir.path(), &clamd.address(), 0, |c| c.limits.watch_stall_secs = 1)
             .await;
     let c = |org: &str| server.client(server.token(org, ALL));
-    c(OWNER).register_service_owner("Owner").await.unwrap();
-    let access =
-        client::v1::AccessRules { senders: vec![format!("0192:{SENDER}")], recipients: vec![] };
-    c(OWNER)
-        .put_resource(client::v1::PutResourceRequest {
-            resource_id: "res".into(),
-            access: Some(access),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    integration_tests::owner_with_resource(&c(OWNER), "res", &[SENDER], &[]).await;
     // More events than the queue and both HTTP/2 buffers hold: one per initialized transfer.
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..WORKERS {

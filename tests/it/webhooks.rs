@@ -217,19 +217,7 @@ async fn webhooks_validate_sign_retry_disable_and_replay() {
     })
     .await;
     let c = |org: &str| server.client(server.token(org, ALL));
-    c(OWNER).register_service_owner("Owner").await.unwrap();
-    let access = client::v1::AccessRules {
-        senders: vec![format!("0192:{SENDER}")],
-        recipients: vec![format!("0192:{R1}")],
-    };
-    c(OWNER)
-        .put_resource(client::v1::PutResourceRequest {
-            resource_id: "res".into(),
-            access: Some(access),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    integration_tests::owner_with_resource(&c(OWNER), "res", &[SENDER], &[R1]).await;
 
     let receiver = Receiver::default();
     let hook = receiver.start().await;
@@ -439,17 +427,7 @@ async fn sender_server(
     })
     .await;
     let owner = server.client(server.token(OWNER, ALL));
-    owner.register_service_owner("Owner").await.unwrap();
-    let access =
-        client::v1::AccessRules { senders: vec![format!("0192:{SENDER}")], recipients: vec![] };
-    owner
-        .put_resource(client::v1::PutResourceRequest {
-            resource_id: "res".into(),
-            access: Some(access),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    integration_tests::owner_with_resource(&owner, "res", &[SENDER], &[]).await;
     (clamd, dir, server)
 }
 
@@ -614,17 +592,7 @@ async fn events_committed_before_a_kill_9_are_delivered_after_the_restart() {
     let token =
         |org: &str| key.mint(&storage::model::Party::parse_lenient(org).unwrap(), ALL, 3600);
     let owner = client::Client::connect_lazy(&url, token(OWNER)).unwrap();
-    owner.register_service_owner("Owner").await.unwrap();
-    let access =
-        client::v1::AccessRules { senders: vec![format!("0192:{SENDER}")], recipients: vec![] };
-    owner
-        .put_resource(client::v1::PutResourceRequest {
-            resource_id: "res".into(),
-            access: Some(access),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    integration_tests::owner_with_resource(&owner, "res", &[SENDER], &[]).await;
     let receiver = Receiver::default();
     let hook = receiver.start().await;
     let r = reqwest::Client::new()
