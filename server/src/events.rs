@@ -72,9 +72,7 @@ async fn feed(
 ) -> Result<Response, ApiError> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let org = event_reader(&app, value)?;
-    let param = |name: &str| {
-        params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| crate::rest::query_param(&params, name);
     let resource = param("resource").map(|r| {
         storage::model::ResourceId::parse(r).map_err(|_| {
             ApiError::invalid_field("resource", "resource must be urn:altinn:resource:{id}")

@@ -544,15 +544,18 @@ fn enum_by_name<T: Copy>(text: &str, field: &'static str, all: &[(T, &str)]) -> 
         .ok_or_else(|| ApiError::invalid_field(field, format!("The value '{text}' is not valid.")))
 }
 
+/// A query parameter by name, case-insensitively (as ASP.NET binds them).
+pub(crate) fn query_param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+}
+
 async fn search(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response> {
     let caller = caller(&app, &headers)?;
-    let param = |name: &str| {
-        params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| crate::rest::query_param(&params, name);
     let resource_id = param("resourceId").filter(|v| !v.is_empty()).ok_or_else(|| {
         ApiError::invalid_field("resourceId", "The resourceId field is required.")
     })?;
@@ -704,9 +707,7 @@ async fn monthly_statistics(
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response> {
     let caller = caller(&app, &headers)?;
-    let param = |name: &str| {
-        params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
-    };
+    let param = |name: &str| crate::rest::query_param(&params, name);
     let number = |name: &'static str| -> Result<i64> {
         param(name)
             .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field is required.")))?
