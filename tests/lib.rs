@@ -472,3 +472,22 @@ pub async fn owner_with_resource(
         .await
         .expect("configure the resource");
 }
+
+/// Initializes a transfer on `resource` from `from` to `to` (9-digit organisation numbers).
+pub async fn initialize_transfer(
+    sender: &client::Client,
+    resource: &str,
+    from: &str,
+    to: &[&str],
+) -> Result<String, tonic::Status> {
+    sender
+        .initialize(client::v1::InitializeFileTransferRequest {
+            file_name: "f.bin".into(),
+            resource_id: resource.into(),
+            senders_file_transfer_reference: "r".into(),
+            sender: format!("0192:{from}"),
+            recipients: to.iter().map(|o| format!("0192:{o}")).collect(),
+            ..Default::default()
+        })
+        .await
+}

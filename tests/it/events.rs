@@ -485,15 +485,7 @@ async fn a_stalled_watcher_is_closed_with_its_cursor_and_resumes_without_loss() 
         let sender = c(SENDER);
         workers.spawn(async move {
             for _ in 0..N / WORKERS {
-                sender
-                    .initialize(client::v1::InitializeFileTransferRequest {
-                        file_name: "w.bin".into(),
-                        resource_id: "res".into(),
-                        senders_file_transfer_reference: "r".into(),
-                        sender: format!("0192:{SENDER}"),
-                        recipients: vec![format!("0192:{OWNER}")],
-                        ..Default::default()
-                    })
+                integration_tests::initialize_transfer(&sender, "res", SENDER, &[OWNER])
                     .await
                     .unwrap();
             }

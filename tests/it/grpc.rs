@@ -178,6 +178,39 @@ async fn eicar_inside_a_larger_file_fails_the_transfer_and_leaves_no_blob() {
     assert_eq!(w.server.files_in("tmp"), 0);
 }
 
+/// Starts uploading `data` in 1 MiB chunks, `pause` apart, and abandons the attempt (the
+/// connection goes with it) at its first durable acknowledgement, whose offset it returns.
+async fn upload_until_acked(
+    sender: &client::Client,
+    id: &str,
+    data: &[u8],
+    length: Option<u64>,
+    pause: Duration,
+) -> u64 {
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (sender, id) = (sender.clone(), id.to_owned());
+    let mut chunks =
+        data.chunks(1024 * 1024).map(Bytes::copy_from_slice).collect::<Vec<_>>().into_iter();
+    let attempt = tokio::spawn(async move {
+        let next = move || {
+            let chunk = chunks.next();
+            async move {
+                tokio::time::sleep(pause).await;
+                Ok(chunk)
+            }
+        };
+        sender
+            .upload_once(&id, 0, length, next, &mut |c| {
+                let _ = acked_tx.send(c);
+            })
+            .await
+    });
+    let acked = acked_rx.recv().await.expect("an acknowledgement before the cut");
+    attempt.abort();
+    let _ = attempt.await;
+    acked
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upload_resumes_after_the_connection_is_cut() {
     let clamd = TestClamd::start();
@@ -186,31 +219,14 @@ async fn an_upload_resumes_after_the_connection_is_cut() {
     let id = w.initialize(&[R1], None).await;
 
     // First attempt: cut the connection once some offset is durable.
-    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
-    let sender = w.sender.clone();
-    let (first_id, first_data) = (id.clone(), data.clone());
-    let attempt = tokio::spawn(async move {
-        let mut chunks = first_data
-            .chunks(1024 * 1024)
-            .map(Bytes::copy_from_slice)
-            .collect::<Vec<_>>()
-            .into_iter();
-        let next = move || {
-            let chunk = chunks.next();
-            async move {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-                Ok(chunk)
-            }
-        };
-        sender
-            .upload_once(&first_id, 0, Some(40 * 1024 * 1024), next, &mut |c| {
-                let _ = acked_tx.send(c);
-            })
-            .await
-    });
-    let acked = acked_rx.recv().await.expect("an acknowledgement before the cut");
-    attempt.abort();
-    let _ = attempt.await;
+    let acked = upload_until_acked(
+        &w.sender,
+        &id,
+        &data,
+        Some(data.len() as u64),
+        Duration::from_millis(5),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let status = w.sender.upload_status(&id).await.unwrap();
     assert!(status.committed_offset >= acked, "{} < {acked}", status.committed_offset);
@@ -233,31 +249,7 @@ async fn an_upload_resumes_after_a_server_restart() {
     let w = World::new(&clamd).await;
     let data = payload(4, 24 * 1024 * 1024);
     let id = w.initialize(&[R1], None).await;
-    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
-    let sender = w.sender.clone();
-    let (first_id, first_data) = (id.clone(), data.clone());
-    let attempt = tokio::spawn(async move {
-        let mut chunks = first_data
-            .chunks(1024 * 1024)
-            .map(Bytes::copy_from_slice)
-            .collect::<Vec<_>>()
-            .into_iter();
-        let next = move || {
-            let chunk = chunks.next();
-            async move {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                Ok(chunk)
-            }
-        };
-        sender
-            .upload_once(&first_id, 0, None, next, &mut |c| {
-                let _ = acked_tx.send(c);
-            })
-            .await
-    });
-    let acked = acked_rx.recv().await.expect("an acknowledgement before the restart");
-    attempt.abort();
-    let _ = attempt.await;
+    let acked = upload_until_acked(&w.sender, &id, &data, None, Duration::from_millis(10)).await;
 
     // Restart the server on the same port and data directory.
     let World { mut server, sender, r1, _dir, .. } = w;

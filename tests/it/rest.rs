@@ -118,6 +118,12 @@ impl Api {
         }
         request.send().await.unwrap()
     }
+
+    /// R1 confirms the download of `id`.
+    async fn confirm(&self, id: &str) -> reqwest::Response {
+        let path = format!("/filetransfer/{id}/confirmdownload");
+        self.send(reqwest::Method::POST, &path, &self.token(R1), None).await
+    }
 }
 
 async fn problem(r: reqwest::Response) -> (StatusCode, Value) {
@@ -161,14 +167,7 @@ async fn normal_flow() {
         .collect();
     assert_eq!(codes, ["Initialized", "DownloadStarted"]);
 
-    let r = api
-        .send(
-            reqwest::Method::POST,
-            &format!("/filetransfer/{id}/confirmdownload"),
-            &api.token(R1),
-            None,
-        )
-        .await;
+    let r = api.confirm(&id).await;
     assert_eq!(r.status(), 204);
     let overview = api.wait_for(&id, "AllConfirmedDownloaded").await;
     assert_eq!(
@@ -177,14 +176,7 @@ async fn normal_flow() {
     );
     // Re-download after confirmation still works; confirming again is a no-op (Altinn: 400).
     assert_eq!(api.download(&id, None).await.status(), 200);
-    let r = api
-        .send(
-            reqwest::Method::POST,
-            &format!("/filetransfer/{id}/confirmdownload"),
-            &api.token(R1),
-            None,
-        )
-        .await;
+    let r = api.confirm(&id).await;
     assert_eq!(r.status(), 204);
 }
 
@@ -336,14 +328,7 @@ async fn checksums_sizes_and_confirm_rules() {
     let id = api.initialize(json!({})).await;
     assert_eq!(api.upload(&id, &data).await.status(), 200);
     api.wait_for(&id, "Published").await;
-    let r = api
-        .send(
-            reqwest::Method::POST,
-            &format!("/filetransfer/{id}/confirmdownload"),
-            &api.token(R1),
-            None,
-        )
-        .await;
+    let r = api.confirm(&id).await;
     let (status, body) = problem(r).await;
     assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("BRO-00019")));
     // Size limit with chunked encoding (no Content-Length): 400/16, nothing kept.
@@ -814,14 +799,7 @@ async fn monthly_statistics_csv() {
         for _ in 0..downloads {
             assert_eq!(api.download(id, None).await.status(), 200);
         }
-        let r = api
-            .send(
-                reqwest::Method::POST,
-                &format!("/filetransfer/{id}/confirmdownload"),
-                &api.token(R1),
-                None,
-            )
-            .await;
+        let r = api.confirm(id).await;
         assert_eq!(r.status(), 204);
     }
     let now = storage::model::Timestamp::now().to_rfc3339();

@@ -482,16 +482,7 @@ async fn wait_for_view(
 }
 
 async fn initialize(sender: &client::Client) -> Result<String, tonic::Status> {
-    sender
-        .initialize(client::v1::InitializeFileTransferRequest {
-            file_name: "f".into(),
-            resource_id: "res".into(),
-            senders_file_transfer_reference: "r".into(),
-            sender: format!("0192:{SENDER}"),
-            recipients: vec![format!("0192:{OWNER}")],
-            ..Default::default()
-        })
-        .await
+    integration_tests::initialize_transfer(sender, "res", SENDER, &[OWNER]).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
