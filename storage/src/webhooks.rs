@@ -226,6 +226,20 @@ impl Storage {
     /// Fans out the events committed since the last fan-out, at most `limit`; returns how many
     /// deliveries it created. The cursor moves in the same transaction.
     pub async fn fan_out(&self, now: Timestamp, limit: usize) -> Result<usize> {
+        // The dispatcher calls this after every event commit. Without subscriptions there is
+        // nothing to create, and a later subscription starts after the events logged so far
+        // (`from_seq`), so the cursor may stay behind: no write transaction on the hot path.
+        let idle = self.index().read(|txn| {
+            let meta = txn.open_table(META)?;
+            let cursor: u64 =
+                meta.get("fanout_cursor")?.map(|v| decode(v.value())).transpose()?.unwrap_or(0);
+            let no_events = txn.open_table(EVENT_LOG)?.range(cursor + 1..)?.next().is_none();
+            let subscriptions = txn.open_table(SUBSCRIPTIONS)?;
+            Ok(no_events || redb::ReadableTableMetadata::is_empty(&subscriptions)?)
+        })?;
+        if idle {
+            return Ok(0);
+        }
         self.index()
             .write(move |txn| {
                 let meta = txn.open_table(META)?;
