@@ -106,6 +106,10 @@ pub struct ClamdConfig {
     /// Longest wait between scan retries while clamd is unavailable, in seconds.
     #[serde(default = "default_retry_max")]
     pub retry_max_secs: u64,
+    /// Resources whose senders may disable the virus scan (`disableVirusScan`): an operator's
+    /// approval, as Altinn's administrators give it. Default none.
+    #[serde(default)]
+    pub unscanned_resources: Vec<String>,
 }
 
 impl Default for ClamdConfig {
@@ -114,6 +118,7 @@ impl Default for ClamdConfig {
             address: default_clamd(),
             reply_timeout_secs: default_reply_timeout(),
             retry_max_secs: default_retry_max(),
+            unscanned_resources: Vec::new(),
         }
     }
 }

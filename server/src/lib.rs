@@ -63,6 +63,7 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
     let options = app::AppOptions {
         global_max_upload: config.limits.max_upload_bytes,
         scan_retry_max: Duration::from_secs(config.clamd.retry_max_secs),
+        unscanned_resources: config.clamd.unscanned_resources.clone(),
     };
     let public_url =
         config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));

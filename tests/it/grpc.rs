@@ -178,6 +178,48 @@ async fn eicar_inside_a_larger_file_fails_the_transfer_and_leaves_no_blob() {
     assert_eq!(w.server.files_in("tmp"), 0);
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn only_an_operator_approved_resource_may_skip_the_scan_and_only_when_the_sender_asks() {
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
+        c.clamd.unscanned_resources = vec!["res".into()];
+    })
+    .await;
+    let w = World::around(server, dir).await;
+    w.owner.register_service_owner("Owner").await.unwrap();
+    let access = pb::AccessRules { senders: vec![p(SENDER)], recipients: vec![p(R1)] };
+    for resource in ["res", "other"] {
+        let put = pb::PutResourceRequest {
+            resource_id: resource.into(),
+            access: Some(access.clone()),
+            ..Default::default()
+        };
+        w.owner.put_resource(put).await.unwrap();
+    }
+    assert!(w.owner.resource("res").await.unwrap().approved_for_disabled_virus_scan);
+    assert!(!w.owner.resource("other").await.unwrap().approved_for_disabled_virus_scan);
+    let initialize = |resource: &str, disable: bool| pb::InitializeFileTransferRequest {
+        file_name: "e.txt".into(),
+        resource_id: resource.into(),
+        senders_file_transfer_reference: "ref".into(),
+        sender: p(SENDER),
+        recipients: vec![p(R1)],
+        disable_virus_scan: Some(disable),
+        ..Default::default()
+    };
+    let refused = w.sender.initialize(initialize("other", true)).await.unwrap_err();
+    assert_eq!(altinn_code(&refused).as_deref(), Some("BRO-00020"));
+
+    // The approved resource still scans unless the sender asks it not to.
+    let scanned = w.sender.initialize(initialize("res", false)).await.unwrap();
+    w.upload(&scanned, &eicar()).await.unwrap();
+    w.wait_for(&scanned, pb::FileTransferStatus::Failed).await;
+    let unscanned = w.sender.initialize(initialize("res", true)).await.unwrap();
+    w.upload(&unscanned, &eicar()).await.unwrap();
+    w.wait_for(&unscanned, pb::FileTransferStatus::Published).await;
+}
+
 /// Starts uploading `data` in 1 MiB chunks, `pause` apart, and abandons the attempt (the
 /// connection goes with it) at its first durable acknowledgement, whose offset it returns.
 async fn upload_until_acked(
