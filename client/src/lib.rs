@@ -277,7 +277,9 @@ impl Client {
         Ok((header, out))
     }
 
-    async fn download_into(
+    /// Downloads `length` bytes (or the rest) from `offset` into `sink`; returns the header.
+    /// Fails if fewer bytes arrive than the header announced.
+    pub async fn download_into(
         &self,
         id: &str,
         offset: u64,

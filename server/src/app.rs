@@ -359,7 +359,7 @@ impl App {
     /// `resource` with the operator's approval for unscanned transfers applied.
     fn with_operator_approval(&self, mut resource: ResourceConfig) -> ResourceConfig {
         let id = resource.id.to_string();
-        if self.options.unscanned_resources.iter().any(|r| *r == id) {
+        if self.options.unscanned_resources.contains(&id) {
             resource.approved_for_disabled_virus_scan = true;
         }
         resource

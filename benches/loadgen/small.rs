@@ -1,25 +1,19 @@
-//! Small transfers, the whole life cycle: initialize, upload 4 KiB, scan and publish, download,
-//! confirm, with 1, 16 and 64 concurrent clients (issue 6, scenario 5).
+//! Scenario 5, small transfers, the whole life cycle: initialize, upload 4 KiB, scan and
+//! publish, download, confirm, with 1, 16 and 64 concurrent clients.
 //!
-//! One process holds the server (real clamd, embedded storage, fresh data directory) and the
-//! clients, on loopback. Each client runs complete life cycles back to back; the sender learns
-//! of `Published` from one Watch stream shared by all clients (as an integrator would), not by
-//! polling. Reported: life cycles per second and p50/p99 of each step.
-//!
-//! `cargo bench -p benches --bench small_transfers`
-//! (`FERRY_BENCH_CLIENTS`, default `1,16,64`; `FERRY_BENCH_TRANSFERS` per level, default 1,000)
+//! Each client runs complete life cycles back to back, on its own connections; the sender
+//! learns of `Published` from one Watch stream shared by all clients (as an integrator would),
+//! not by polling. Reported: life cycles per second and p50/p99 of each step.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use integration_tests::{TestClamd, TestServer, payload};
 
-const OWNER: &str = "991825827";
-const SENDER: &str = "910753614";
-const RECIPIENT: &str = "986252932";
-const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
+use crate::ferry::{FerryProcess, RECIPIENT, SCANNED, SENDER};
+use crate::report::{Report, percentile};
+
 const SIZE: usize = 4096;
 const STEPS: [&str; 5] = ["initialize", "upload", "publish", "download", "confirm"];
 
@@ -57,7 +51,7 @@ async fn follow(sender: client::Client, published: Arc<Mutex<Published>>) {
     use client::v1::watch_response::Message;
     let request = client::v1::WatchRequest {
         after: "0".into(),
-        resource_id: "bench".into(),
+        resource_id: SCANNED.into(),
         types: vec!["no.altinn.broker.published".into()],
         heartbeat_seconds: 30,
     };
@@ -82,17 +76,7 @@ async fn life_cycle(
         times[i] = step.elapsed().as_micros() as u64;
         step = Instant::now();
     };
-    let id = sender
-        .initialize(client::v1::InitializeFileTransferRequest {
-            file_name: "small.bin".into(),
-            resource_id: "bench".into(),
-            senders_file_transfer_reference: "bench".into(),
-            sender: format!("0192:{SENDER}"),
-            recipients: vec![format!("0192:{RECIPIENT}")],
-            ..Default::default()
-        })
-        .await
-        .expect("initialize");
+    let id = crate::ferry::initialize(sender, SCANNED, "small.bin").await.expect("initialize");
     lap(0);
     let mut chunk = Some(data);
     sender
@@ -122,42 +106,20 @@ async fn life_cycle(
     times
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    let levels: Vec<usize> = std::env::var("FERRY_BENCH_CLIENTS")
-        .unwrap_or_else(|_| "1,16,64".into())
-        .split(',')
-        .map(|n| n.trim().parse().expect("FERRY_BENCH_CLIENTS: numbers"))
-        .collect();
-    let transfers: usize =
-        std::env::var("FERRY_BENCH_TRANSFERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let clamd = TestClamd::start();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
-    let owner = server.client(server.token(OWNER, ALL));
-    integration_tests::owner_with_resource(&owner, "bench", &[SENDER], &[RECIPIENT]).await;
+/// Runs `transfers` life cycles at each level of `clients`.
+pub(crate) async fn run(settings: &crate::Settings, report: &mut Report) -> anyhow::Result<()> {
+    let server =
+        FerryProcess::start(&settings.ferry, &settings.scratch, &settings.clamd_address).await?;
     let published = Arc::new(Mutex::new(Published::default()));
-    tokio::spawn(follow(server.client(server.token(SENDER, ALL)), published.clone()));
-
-    println!("small transfers, {SIZE} B each, real clamd, {transfers} life cycles per level");
-    println!(
-        "{:>7} {:>10}   {}",
-        "clients",
-        "cycles/s",
-        STEPS.map(|s| format!("{s:>10} p50/p99 ms")).join(" ")
-    );
-    for clients in levels {
+    tokio::spawn(follow(server.client(SENDER), published.clone()));
+    let transfers = settings.small_transfers;
+    for &clients in &settings.small_clients {
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();
         let workers: Vec<_> = (0..clients)
             .map(|_| {
-                let sender = server.client(server.token(SENDER, ALL));
-                let recipient = server.client(server.token(RECIPIENT, ALL));
+                let sender = server.client(SENDER);
+                let recipient = server.client(RECIPIENT);
                 let (next, published) = (next.clone(), published.clone());
                 tokio::spawn(async move {
                     let mut times = Vec::new();
@@ -166,7 +128,8 @@ async fn main() {
                         if n >= transfers {
                             return times;
                         }
-                        let data = Bytes::from(payload(n as u64 ^ (clients as u64) << 32, SIZE));
+                        let seed = (n as u64) ^ ((clients as u64) << 32);
+                        let data = benches::payload_chunks(seed, SIZE, SIZE).remove(0);
                         times.push(life_cycle(&sender, &recipient, &published, data).await);
                     }
                 })
@@ -174,21 +137,36 @@ async fn main() {
             .collect();
         let mut all = Vec::new();
         for w in workers {
-            all.extend(w.await.expect("client"));
+            all.extend(w.await?);
         }
         let rate = transfers as f64 / started.elapsed().as_secs_f64();
-        let columns: Vec<String> = (0..STEPS.len())
-            .map(|i| {
-                let mut step: Vec<u64> = all.iter().map(|t| t[i]).collect();
-                step.sort_unstable();
-                let ms = |us: u64| us as f64 / 1000.0;
-                format!(
-                    "{:>10.2}/{:<7.2}   ",
-                    ms(percentile(&step, 50.0)),
-                    ms(percentile(&step, 99.0))
-                )
-            })
-            .collect();
-        println!("{clients:>7} {rate:>10.1}   {}", columns.join(" "));
+        report.add(&format!("small.{clients}_clients"), "cycles/s", vec![rate], None);
+        let mut worst_call_p99 = 0.0f64;
+        for (i, step) in STEPS.iter().enumerate() {
+            let mut times: Vec<u64> = all.iter().map(|t| t[i]).collect();
+            times.sort_unstable();
+            let ms = |us: u64| us as f64 / 1000.0;
+            let (p50, p99) = (ms(percentile(&times, 50.0)), ms(percentile(&times, 99.0)));
+            report.add(&format!("small.{clients}_clients.{step}_p50"), "ms", vec![p50], None);
+            report.add(&format!("small.{clients}_clients.{step}_p99"), "ms", vec![p99], None);
+            if *step != "publish" {
+                worst_call_p99 = worst_call_p99.max(p99);
+            }
+        }
+        if clients == *settings.small_clients.iter().max().unwrap_or(&clients) {
+            report.checks.push(crate::report::Check {
+                target: format!("small transfers at {clients} clients ≥ 2,000 cycles/s"),
+                value: rate,
+                limit: 2000.0,
+                at_least: true,
+            });
+            report.checks.push(crate::report::Check {
+                target: format!("small transfers at {clients} clients: worst call p99 < 50 ms"),
+                value: worst_call_p99,
+                limit: 50.0,
+                at_least: false,
+            });
+        }
     }
+    Ok(())
 }

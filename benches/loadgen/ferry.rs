@@ -1,0 +1,175 @@
+//! A Ferry server in its own process (the release `ferry` binary), so its memory can be measured
+//! apart from the load generator's, with a fresh data directory and the shared private clamd.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+
+pub(crate) const OWNER: &str = "991825827";
+pub(crate) const SENDER: &str = "910753614";
+pub(crate) const RECIPIENT: &str = "986252932";
+const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
+/// Scanned like any resource.
+pub(crate) const SCANNED: &str = "bench";
+/// Approved by the operator for unscanned transfers (the size sweep goes past clamd's 2 GiB).
+pub(crate) const UNSCANNED: &str = "bench-unscanned";
+
+/// A running server; killed and its data directory removed on drop.
+#[derive(Debug)]
+pub(crate) struct FerryProcess {
+    child: Child,
+    pub(crate) url: String,
+    dev_key: server::auth::DevKey,
+    _dir: tempfile::TempDir,
+}
+
+impl FerryProcess {
+    /// Starts `binary` with a fresh data directory under `scratch`, scanning with `clamd`, and
+    /// configures the owner and both resources.
+    pub(crate) async fn start(binary: &Path, scratch: &Path, clamd: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir_in(scratch).context("data directory")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let data = dir.path().join("data");
+        let config = dir.path().join("ferry.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\ndev = true\n\n[clamd]\n\
+                 address = \"{clamd}\"\nunscanned_resources = [\"{UNSCANNED}\"]\n"
+            ),
+        )?;
+        let dev_key = server::auth::DevKey::load_or_create(&data).context("dev key")?;
+        let log = std::fs::File::create(dir.path().join("ferry.log"))?;
+        let child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let mut server =
+            Self { child, url: format!("http://127.0.0.1:{port}"), dev_key, _dir: dir };
+        server.wait_ready().await?;
+        let owner = server.client(OWNER);
+        owner.register_service_owner("Bench").await?;
+        for resource in [SCANNED, UNSCANNED] {
+            owner
+                .put_resource(client::v1::PutResourceRequest {
+                    resource_id: resource.into(),
+                    access: Some(client::v1::AccessRules {
+                        senders: vec![format!("0192:{SENDER}")],
+                        recipients: vec![format!("0192:{RECIPIENT}")],
+                    }),
+                    ..Default::default()
+                })
+                .await?;
+        }
+        Ok(server)
+    }
+
+    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                bail!("ferry exited during start-up ({status}); see its log");
+            }
+            let ready = http.get(format!("{}/health/ready", self.url)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        bail!("ferry was not ready within 30 s")
+    }
+
+    pub(crate) fn token(&self, org: &str) -> String {
+        let party = storage::model::Party::parse_lenient(org).expect("org number");
+        self.dev_key.mint(&party, ALL, 24 * 3600)
+    }
+
+    /// A client for `org` on its own connection.
+    pub(crate) fn client(&self, org: &str) -> client::Client {
+        client::Client::connect_lazy(&self.url, self.token(org)).expect("client")
+    }
+
+    /// Peak resident memory of the server process so far (VmHWM), in bytes.
+    pub(crate) fn peak_rss(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
+        let kib: u64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+        Ok(kib * 1024)
+    }
+}
+
+impl Drop for FerryProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Initializes a transfer of `resource` from the sender to the recipient.
+pub(crate) async fn initialize(
+    sender: &client::Client,
+    resource: &str,
+    name: &str,
+) -> anyhow::Result<String> {
+    Ok(sender
+        .initialize(client::v1::InitializeFileTransferRequest {
+            file_name: name.into(),
+            resource_id: resource.into(),
+            senders_file_transfer_reference: "bench".into(),
+            sender: format!("0192:{SENDER}"),
+            recipients: vec![format!("0192:{RECIPIENT}")],
+            disable_virus_scan: Some(resource == UNSCANNED),
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// Uploads `chunks` over gRPC as transfer `id`; returns when the last byte is durable.
+pub(crate) async fn upload(
+    sender: &client::Client,
+    id: &str,
+    chunks: Vec<Bytes>,
+) -> anyhow::Result<client::v1::UploadResult> {
+    let total = chunks.iter().map(|c| c.len() as u64).sum();
+    let mut chunks = chunks.into_iter();
+    let next = move || std::future::ready(Ok(chunks.next()));
+    Ok(sender.upload_once(id, 0, Some(total), next, &mut |_| {}).await?)
+}
+
+/// Waits until transfer `id` is published (polling every 2 ms); fails if it fails.
+pub(crate) async fn published(sender: &client::Client, id: &str) -> anyhow::Result<()> {
+    use client::v1::FileTransferStatus as S;
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    loop {
+        let overview = sender.overview(id).await?;
+        match S::try_from(overview.file_transfer_status) {
+            Ok(S::Published) => return Ok(()),
+            Ok(S::Failed) => bail!("{id} failed: {}", overview.file_transfer_status_text),
+            _ if Instant::now() > deadline => bail!("{id} not published after 30 min"),
+            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
+}
+
+/// Where the `ferry` binary is: `--ferry`, else beside this executable.
+pub(crate) fn binary(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let path = match explicit {
+        Some(p) => p,
+        None => std::env::current_exe()?.with_file_name("ferry"),
+    };
+    if !path.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release -p server) or pass --ferry",
+            path.display()
+        );
+    }
+    Ok(path)
+}

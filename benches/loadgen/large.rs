@@ -1,0 +1,392 @@
+//! Large files (scenarios 1–4, 6 and 7) and the ceilings they are measured against.
+//!
+//! Each repetition measures the ceilings first and then Ferry on the same bytes with a fresh
+//! server, so a ratio never mixes two moments of the machine. Every timed operation runs alone:
+//! before the next one starts, the scans of the previous one have finished.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::ferry::{self, FerryProcess, RECIPIENT, SCANNED, SENDER, UNSCANNED};
+use crate::report::{Report, mib_per_s};
+use crate::rest::Rest;
+use crate::{Settings, baseline};
+
+/// Incompressible bytes to send, as 1 MiB chunks of one shared buffer.
+#[derive(Debug)]
+pub(crate) struct Payload {
+    base: Vec<Bytes>,
+}
+
+const CHUNK: usize = 1024 * 1024;
+
+impl Payload {
+    pub(crate) fn new(len: u64) -> Self {
+        Self { base: benches::payload_chunks(0x0066_6572_7279, len as usize, CHUNK) }
+    }
+
+    /// `size` bytes: the shared buffer repeated as needed, with a first chunk unique to `variant`
+    /// so that no two uploads are the same content (Ferry would store them once).
+    pub(crate) fn file(&self, size: u64, variant: u64) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut left = size;
+        for chunk in self.base.iter().cycle() {
+            if left == 0 {
+                break;
+            }
+            let take = (chunk.len() as u64).min(left);
+            out.push(chunk.slice(..take as usize));
+            left -= take;
+        }
+        if let Some(first) = out.first_mut() {
+            *first = benches::payload_chunks(variant + 1, first.len(), CHUNK).remove(0);
+        }
+        out
+    }
+}
+
+/// Starts `n` uploads at once, each on its own connection, and returns (seconds until all are
+/// durable, their ids).
+async fn grpc_uploads(
+    server: &FerryProcess,
+    files: Vec<Vec<Bytes>>,
+    resource: &str,
+) -> anyhow::Result<(f64, Vec<String>)> {
+    let mut prepared = Vec::new();
+    for _ in &files {
+        let sender = server.client(SENDER);
+        let id = ferry::initialize(&sender, resource, "large.bin").await?;
+        prepared.push((sender, id));
+    }
+    let started = Instant::now();
+    let tasks: Vec<_> = prepared
+        .iter()
+        .cloned()
+        .zip(files)
+        .map(|((sender, id), file)| {
+            tokio::spawn(async move { ferry::upload(&sender, &id, file).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((seconds, prepared.into_iter().map(|(_, id)| id).collect()))
+}
+
+async fn all_published(server: &FerryProcess, ids: &[String]) -> anyhow::Result<()> {
+    let sender = server.client(SENDER);
+    for id in ids {
+        ferry::published(&sender, id).await?;
+    }
+    Ok(())
+}
+
+/// Downloads `ids` at once, each on its own connection, to nowhere; seconds.
+async fn grpc_downloads(server: &FerryProcess, ids: &[String]) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let (recipient, id) = (server.client(RECIPIENT), id.clone());
+            tokio::spawn(async move {
+                recipient.download_into(&id, 0, None, &mut tokio::io::sink()).await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await??;
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+#[derive(Debug, Default)]
+struct Samples(std::collections::BTreeMap<&'static str, Vec<f64>>);
+
+impl Samples {
+    fn push(&mut self, key: &'static str, value: f64) {
+        self.0.entry(key).or_default().push(value);
+    }
+
+    fn take(&mut self, key: &'static str) -> Vec<f64> {
+        self.0.remove(key).unwrap_or_default()
+    }
+}
+
+/// Scenarios 1–4 with their ceilings, `settings.reps` times.
+pub(crate) async fn run(
+    settings: &Settings,
+    payload: &Payload,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let size = settings.size;
+    let bytes = size;
+    let mut s = Samples::default();
+    for rep in 0..settings.reps {
+        eprintln!("large files: repetition {} of {}", rep + 1, settings.reps);
+        let file = payload.file(size, 1000 + rep as u64);
+
+        // Ceilings, on these bytes.
+        let disk_file = settings.scratch.join("disk-ceiling.bin");
+        s.push(
+            "ceiling.disk_write_fsync",
+            mib_per_s(bytes, baseline::disk_write(&disk_file, &file)?),
+        );
+        s.push("ceiling.blake3_memory", mib_per_s(bytes, baseline::blake3(&file)));
+        let clamd_seconds = baseline::clamd(&settings.clamd, &file).await?;
+        s.push("ceiling.clamd_instream_s", clamd_seconds);
+        s.push("ceiling.clamd_instream", mib_per_s(bytes, clamd_seconds));
+        let bare = baseline::start_bare_server(disk_file.clone()).await?;
+        let bare_client = client::Client::connect_lazy(&bare, "")?;
+        let started = Instant::now();
+        ferry::upload(&bare_client, "bare", file.clone()).await?;
+        s.push("ceiling.grpc_upload", mib_per_s(bytes, started.elapsed().as_secs_f64()));
+        let started = Instant::now();
+        bare_client.download_into("bare", 0, None, &mut tokio::io::sink()).await?;
+        s.push("ceiling.grpc_download", mib_per_s(bytes, started.elapsed().as_secs_f64()));
+        std::fs::remove_file(&disk_file)?;
+
+        let server =
+            FerryProcess::start(&settings.ferry, &settings.scratch, &settings.clamd_address)
+                .await?;
+        // 1 and 2: one stream, then time from the last durable byte to Published.
+        let sender = server.client(SENDER);
+        let id = ferry::initialize(&sender, SCANNED, "large.bin").await?;
+        let started = Instant::now();
+        ferry::upload(&sender, &id, file.clone()).await?;
+        let uploaded = started.elapsed().as_secs_f64();
+        ferry::published(&sender, &id).await?;
+        let total = started.elapsed().as_secs_f64();
+        s.push("upload.grpc_1_stream", mib_per_s(bytes, uploaded));
+        s.push("publish.after_last_byte_s", total - uploaded);
+        s.push("publish.first_byte_to_published_s", total);
+
+        // 1: four streams at once, each its own file and connection.
+        let files = (0..4).map(|i| payload.file(size, 2000 + 10 * rep as u64 + i)).collect();
+        let (seconds, four) = grpc_uploads(&server, files, SCANNED).await?;
+        s.push("upload.grpc_4_streams", mib_per_s(4 * bytes, seconds));
+        all_published(&server, &four).await?;
+
+        // 3: downloads from the page cache (the files were just written).
+        s.push(
+            "download.grpc_1_stream",
+            mib_per_s(bytes, grpc_downloads(&server, std::slice::from_ref(&id)).await?),
+        );
+        s.push(
+            "download.grpc_4_streams",
+            mib_per_s(4 * bytes, grpc_downloads(&server, &four).await?),
+        );
+
+        // 4: REST streamed body, TUS, REST download.
+        let rest = Rest::new(&server.url, &server.token(SENDER));
+        for (key, tus) in [("rest.upload_streamed_body", false), ("rest.upload_tus", true)] {
+            let id = ferry::initialize(&sender, SCANNED, "large.bin").await?;
+            let file = payload.file(size, 3000 + 10 * rep as u64 + u64::from(tus));
+            let started = Instant::now();
+            if tus {
+                rest.tus_upload(&id, file).await?
+            } else {
+                rest.upload(&id, file).await?
+            }
+            s.push(key, mib_per_s(bytes, started.elapsed().as_secs_f64()));
+            ferry::published(&sender, &id).await?;
+        }
+        let recipient = Rest::new(&server.url, &server.token(RECIPIENT));
+        let started = Instant::now();
+        let received = recipient.download(&id).await?;
+        anyhow::ensure!(received == bytes, "REST download: {received} of {bytes} bytes");
+        s.push("rest.download", mib_per_s(bytes, started.elapsed().as_secs_f64()));
+    }
+
+    for key in [
+        "ceiling.grpc_upload",
+        "ceiling.grpc_download",
+        "ceiling.disk_write_fsync",
+        "ceiling.blake3_memory",
+        "ceiling.clamd_instream",
+    ] {
+        report.add(key, "MiB/s", s.take(key), None);
+    }
+    report.add("ceiling.clamd_instream_s", "s", s.take("ceiling.clamd_instream_s"), None);
+    report.add(
+        "upload.grpc_1_stream",
+        "MiB/s",
+        s.take("upload.grpc_1_stream"),
+        Some("ceiling.grpc_upload"),
+    );
+    report.add(
+        "upload.grpc_4_streams",
+        "MiB/s",
+        s.take("upload.grpc_4_streams"),
+        Some("upload.grpc_1_stream"),
+    );
+    report.add(
+        "publish.after_last_byte_s",
+        "s",
+        s.take("publish.after_last_byte_s"),
+        Some("ceiling.clamd_instream_s"),
+    );
+    report.add(
+        "publish.first_byte_to_published_s",
+        "s",
+        s.take("publish.first_byte_to_published_s"),
+        Some("ceiling.clamd_instream_s"),
+    );
+    report.add(
+        "download.grpc_1_stream",
+        "MiB/s",
+        s.take("download.grpc_1_stream"),
+        Some("ceiling.grpc_download"),
+    );
+    report.add(
+        "download.grpc_4_streams",
+        "MiB/s",
+        s.take("download.grpc_4_streams"),
+        Some("download.grpc_1_stream"),
+    );
+    report.add(
+        "rest.upload_streamed_body",
+        "MiB/s",
+        s.take("rest.upload_streamed_body"),
+        Some("upload.grpc_1_stream"),
+    );
+    report.add("rest.upload_tus", "MiB/s", s.take("rest.upload_tus"), Some("upload.grpc_1_stream"));
+    report.add("rest.download", "MiB/s", s.take("rest.download"), Some("download.grpc_1_stream"));
+
+    let ceiling = |k| report.get(k).unwrap_or(f64::NAN);
+    let upload_ceiling = ceiling("ceiling.grpc_upload").min(ceiling("ceiling.disk_write_fsync"));
+    let (grpc_up, grpc_down) = (ceiling("upload.grpc_1_stream"), ceiling("download.grpc_1_stream"));
+    let clamd = ceiling("ceiling.clamd_instream_s");
+    let download_ceiling = ceiling("ceiling.grpc_download");
+    report.ratio_check(
+        "gRPC upload ≥ 0.85 × min(gRPC, disk ceiling) MiB/s",
+        "upload.grpc_1_stream",
+        true,
+        0.85,
+        upload_ceiling,
+    );
+    report.ratio_check(
+        "4 gRPC streams ≥ 1 stream MiB/s",
+        "upload.grpc_4_streams",
+        true,
+        1.0,
+        grpc_up,
+    );
+    report.ratio_check(
+        "last byte → Published ≤ 1.15 × clamd's own time s",
+        "publish.after_last_byte_s",
+        false,
+        1.15,
+        clamd,
+    );
+    report.ratio_check(
+        "gRPC download ≥ 0.85 × gRPC ceiling MiB/s",
+        "download.grpc_1_stream",
+        true,
+        0.85,
+        download_ceiling,
+    );
+    report.ratio_check(
+        "REST upload ≥ 0.9 × gRPC upload MiB/s",
+        "rest.upload_streamed_body",
+        true,
+        0.9,
+        grpc_up,
+    );
+    report.ratio_check(
+        "TUS upload ≥ 0.9 × gRPC upload MiB/s",
+        "rest.upload_tus",
+        true,
+        0.9,
+        grpc_up,
+    );
+    report.ratio_check(
+        "REST download ≥ 0.9 × gRPC download MiB/s",
+        "rest.download",
+        true,
+        0.9,
+        grpc_down,
+    );
+    Ok(())
+}
+
+/// Scenario 6: upload time across sizes, on a resource without scanning (clamd stops at 2 GiB;
+/// its cost per byte is scenario 2's).
+pub(crate) async fn sweep(
+    settings: &Settings,
+    payload: &Payload,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let server =
+        FerryProcess::start(&settings.ferry, &settings.scratch, &settings.clamd_address).await?;
+    let sender = server.client(SENDER);
+    let mut throughputs = Vec::new();
+    for (i, &size) in settings.sweep.iter().enumerate() {
+        let mut samples = Vec::new();
+        for rep in 0..settings.reps {
+            let id = ferry::initialize(&sender, UNSCANNED, "sweep.bin").await?;
+            let file = payload.file(size, 5000 + 100 * i as u64 + rep as u64);
+            let started = Instant::now();
+            ferry::upload(&sender, &id, file).await?;
+            samples.push(started.elapsed().as_secs_f64());
+            ferry::published(&sender, &id).await?;
+        }
+        let key = format!("sweep.{}", crate::human(size));
+        let per_gib: Vec<f64> =
+            samples.iter().map(|s| s / (size as f64 / (1u64 << 30) as f64)).collect();
+        report.add(&format!("{key}_s"), "s", samples, None);
+        report.add(&format!("{key}_s_per_gib"), "s/GiB", per_gib, None);
+        if size >= settings.sweep_flat_from {
+            throughputs.push(report.get(&format!("{key}_s_per_gib")).unwrap_or(f64::NAN));
+        }
+    }
+    if let (Some(best), Some(worst)) =
+        (throughputs.iter().copied().reduce(f64::min), throughputs.iter().copied().reduce(f64::max))
+    {
+        report.checks.push(crate::report::Check {
+            target: format!(
+                "sweep: worst s/GiB ≤ 1.25 × best (sizes ≥ {})",
+                crate::human(settings.sweep_flat_from)
+            ),
+            value: worst,
+            limit: 1.25 * best,
+            at_least: false,
+        });
+    }
+    Ok(())
+}
+
+/// Scenario 7: peak resident memory of the server process during 8 concurrent uploads (and
+/// their scans) of `settings.size` each.
+pub(crate) async fn memory(
+    settings: &Settings,
+    payload: &Payload,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    for rep in 0..settings.reps {
+        let server =
+            FerryProcess::start(&settings.ferry, &settings.scratch, &settings.clamd_address)
+                .await?;
+        let before = server.peak_rss()?;
+        let files =
+            (0..8).map(|i| payload.file(settings.size, 7000 + 10 * rep as u64 + i)).collect();
+        let (_, ids) = grpc_uploads(&server, files, SCANNED).await?;
+        all_published(&server, &ids).await?;
+        let peak = server.peak_rss()?;
+        eprintln!("memory: peak RSS {} MiB (after start-up {} MiB)", peak >> 20, before >> 20);
+        samples.push(peak as f64 / (1024.0 * 1024.0));
+    }
+    report.add("memory.peak_rss_8_uploads", "MiB", samples, None);
+    let limit = 200.0;
+    if let Some(value) = report.get("memory.peak_rss_8_uploads") {
+        report.checks.push(crate::report::Check {
+            target: "peak RSS during 8 concurrent uploads ≤ 200 MiB".into(),
+            value,
+            limit,
+            at_least: false,
+        });
+    }
+    Ok(())
+}
