@@ -107,7 +107,13 @@ async fn main() -> anyhow::Result<()> {
             .join("ferry-bench-tmp"),
     };
     std::fs::create_dir_all(&scratch)?;
-    let clamd = integration_tests::TestClamd::start();
+    // The limits scripts/serve gives clamd (clamd itself stops at 2 GiB − 2 bytes).
+    let clamd = integration_tests::TestClamd::start_with(integration_tests::ClamdLimits {
+        stream_max: "4000M",
+        max_file: "4000M",
+        max_scan: "4000M",
+        tcp: false,
+    });
     let clamd_version = clamd.client().version().await.unwrap_or_default();
     let settings = Settings {
         reps: args.reps.unwrap_or(if quick { 1 } else { 3 }),
