@@ -1049,19 +1049,21 @@ impl UploadSession {
         }
         let app = self.app.clone();
         let (transfer, outcome) = app.storage.complete_upload(self.id, upload, app.now()).await?;
-        let md5 = self.md5.take().expect("finish runs once").finish().await;
-        let transfer = match md5 {
-            Ok(md5) => app.storage.record_md5(self.id, md5, app.now()).await?,
-            Err(e) => {
-                tracing::warn!(transfer = %self.id, error = %e, "MD5 follower failed; hashing the blob");
-                match transfer.content {
-                    Some(c) => {
-                        let md5 = app.storage.blob_md5(&c.blake3).await?;
-                        app.storage.record_md5(self.id, md5, app.now()).await?
-                    }
-                    None => transfer,
+        let md5 = self.md5.take().expect("finish runs once");
+        // The MD5 decides the answer only if the sender declared a checksum (a mismatch is
+        // 400/9 here, as in Altinn), and an unscanned file is published now, with its MD5.
+        // Otherwise the scan decides: the MD5 catches up beside it (it is several times faster
+        // than clamd) and publication waits for both, so the client is not held up by MD5.
+        let (transfer, md5) = if transfer.declared_checksum.is_some() || self.scan.is_none() {
+            (record_followed_md5(&app, self.id, transfer.content, md5).await?, None)
+        } else {
+            let (task_app, id, content) = (app.clone(), self.id, transfer.content);
+            let recording = app.spawn(async move {
+                if let Err(e) = record_followed_md5(&task_app, id, content, md5).await {
+                    tracing::warn!(transfer = %id, error = %e, "recording the MD5 failed");
                 }
-            }
+            });
+            (transfer, Some(recording))
         };
         if outcome == UploadOutcome::ChecksumMismatch
             || transfer.latest_status().text.as_deref() == Some("Checksum mismatch")
@@ -1079,11 +1081,34 @@ impl UploadSession {
                 let first = scan.await.unwrap_or_else(|e| {
                     Err(scanner::ScanError::Source(std::io::Error::other(e.to_string())))
                 });
+                if let Some(recording) = md5 {
+                    let _ = recording.await;
+                }
                 scan::finish_scan(app, id, Some(first)).await;
             });
         }
         Ok(UploadResult { transfer })
     }
+}
+
+/// Records the MD5 `follower` computed; if it failed, hashes the stored blob instead.
+async fn record_followed_md5(
+    app: &App,
+    id: FileTransferId,
+    content: Option<storage::model::StoredContent>,
+    follower: Md5Follower,
+) -> Result<FileTransfer> {
+    let md5 = match (follower.finish().await, content) {
+        (Ok(md5), _) => md5,
+        (Err(e), Some(c)) => {
+            tracing::warn!(transfer = %id, error = %e, "MD5 follower failed; hashing the blob");
+            app.storage.blob_md5(&c.blake3).await?
+        }
+        (Err(e), None) => {
+            return Err(storage::Error::Io { context: "following the MD5", source: e }.into());
+        }
+    };
+    Ok(app.storage.record_md5(id, md5, app.now()).await?)
 }
 
 /// A recipient's current status as the overview shows it (Altinn: the highest status reached,
