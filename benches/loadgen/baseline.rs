@@ -192,3 +192,31 @@ pub(crate) async fn clamd(clamd: &scanner::Clamd, chunks: &[Bytes]) -> anyhow::R
     anyhow::ensure!(verdict.is_clean(), "clamd did not find the bench bytes clean: {verdict:?}");
     Ok(seconds)
 }
+
+/// clamd's own rate for `count` scans of `data` from `concurrency` connections at once: the
+/// ceiling of any scanned small-transfer rate; scans per second.
+pub(crate) async fn clamd_small_scans(
+    clamd: &scanner::Clamd,
+    data: Bytes,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<f64> {
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (clamd, data, next) = (clamd.clone(), data.clone(), next.clone());
+            tokio::spawn(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
+                    let verdict = clamd.scan(data.clone()).await?;
+                    anyhow::ensure!(verdict.is_clean(), "clamd: {verdict:?}");
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    Ok(count as f64 / started.elapsed().as_secs_f64())
+}

@@ -114,6 +114,14 @@ pub(crate) async fn run(settings: &crate::Settings, report: &mut Report) -> anyh
     tokio::spawn(follow(server.client(SENDER), published.clone()));
     let transfers = settings.small_transfers;
     for &clients in &settings.small_clients {
+        let data = benches::payload_chunks(clients as u64, SIZE, SIZE).remove(0);
+        let scans = crate::baseline::clamd_small_scans(&settings.clamd, data, transfers, clients);
+        report.add(
+            &format!("ceiling.clamd_4KiB_scans_{clients}_conns"),
+            "scans/s",
+            vec![scans.await?],
+            None,
+        );
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();
         let workers: Vec<_> = (0..clients)
@@ -140,7 +148,8 @@ pub(crate) async fn run(settings: &crate::Settings, report: &mut Report) -> anyh
             all.extend(w.await?);
         }
         let rate = transfers as f64 / started.elapsed().as_secs_f64();
-        report.add(&format!("small.{clients}_clients"), "cycles/s", vec![rate], None);
+        let ceiling = format!("ceiling.clamd_4KiB_scans_{clients}_conns");
+        report.add(&format!("small.{clients}_clients"), "cycles/s", vec![rate], Some(&ceiling));
         let mut worst_call_p99 = 0.0f64;
         for (i, step) in STEPS.iter().enumerate() {
             let mut times: Vec<u64> = all.iter().map(|t| t[i]).collect();
