@@ -38,6 +38,9 @@ struct Args {
     /// Life cycles per client level in the small-transfer scenario (default 2,000; 50 quick).
     #[arg(long)]
     small_transfers: Option<usize>,
+    /// Client counts of the small-transfer scenario (default 1,16,64; 1,8 with --quick).
+    #[arg(long, value_delimiter = ',')]
+    small_clients: Vec<usize>,
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/ferry-bench.json")]
     json: PathBuf,
@@ -124,7 +127,11 @@ async fn main() -> anyhow::Result<()> {
             vec![MIB, 16 * MIB, 256 * MIB, 1024 * MIB, 4096 * MIB]
         },
         sweep_flat_from: if quick { 4 * MIB } else { 256 * MIB },
-        small_clients: if quick { vec![1, 8] } else { vec![1, 16, 64] },
+        small_clients: match (args.small_clients.is_empty(), quick) {
+            (false, _) => args.small_clients.clone(),
+            (true, true) => vec![1, 8],
+            (true, false) => vec![1, 16, 64],
+        },
         small_transfers: args.small_transfers.unwrap_or(if quick { 50 } else { 2000 }),
         ferry: ferry::binary(args.ferry)?,
         scratch,

@@ -69,7 +69,7 @@ impl Report {
         baseline: Option<&str>,
     ) {
         let m = Measure { key: key.into(), unit, samples, baseline: baseline.map(Into::into) };
-        println!("{}", self.line(&m));
+        eprintln!("{}", self.line(&m));
         self.measures.push(m);
     }
 
