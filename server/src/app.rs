@@ -1039,14 +1039,15 @@ impl UploadSession {
     /// to a background task that publishes (or fails) the transfer.
     pub async fn finish(mut self) -> Result<UploadResult> {
         self.flush_frames().await?;
-        let upload = self.upload.take().ok_or_else(|| ApiError::invalid("the upload is over"))?;
-        if let Some(declared) = self.declared_length.filter(|n| *n != upload.offset()) {
-            // Keep what arrived: the client can resume and send the rest.
+        if let Some(declared) = self.declared_length.filter(|n| *n != self.offset()) {
+            // Keep what arrived, durably: the client can resume and send the rest.
+            self.sync_point().await?;
             return Err(ApiError::invalid(format!(
                 "the upload ended at {} bytes but its declared length is {declared}",
-                upload.offset()
+                self.offset()
             )));
         }
+        let upload = self.upload.take().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         let app = self.app.clone();
         let (transfer, outcome) = app.storage.complete_upload(self.id, upload, app.now()).await?;
         let md5 = self.md5.take().expect("finish runs once");

@@ -222,19 +222,12 @@ impl FileTransferService for FileTransferApi {
                     }
                 }
             }
-            match session.checkpoint().await {
-                Ok(committed) => {
-                    let _ = tx.send(ack(committed)).await;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
-                    return;
-                }
-            }
+            // No checkpoint first: completing fsyncs the file and commits in one step, and a
+            // checkpoint just before it would cost a second fsync and commit for nothing.
             let result = session.finish().await.map(|r| {
                 let t = r.transfer;
                 let content = t.content.expect("a finished upload has content");
-                pb::UploadResponse {
+                (content.size, pb::UploadResponse {
                     message: Some(Out::Result(pb::UploadResult {
                         file_transfer_id: t.id.to_string(),
                         size: content.size,
@@ -243,9 +236,18 @@ impl FileTransferService for FileTransferApi {
                         status: status_to_proto(t.status()) as i32,
                         status_text: t.status_text().to_owned(),
                     })),
-                }
+                })
             });
-            let _ = tx.send(result.map_err(Status::from)).await;
+            match result {
+                Ok((size, result)) => {
+                    if tx.send(ack(size)).await.is_ok() {
+                        let _ = tx.send(Ok(result)).await;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                }
+            }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

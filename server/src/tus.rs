@@ -507,15 +507,16 @@ async fn patch_body(
             "Checksum Mismatch",
         ));
     }
-    let committed = checkpoint(&app, &mut target).await?;
-    match target {
-        Parked::Transfer(session) if committed == length => {
+    // The last bytes: completing fsyncs and commits in one step (no checkpoint before it).
+    if let Parked::Transfer(session) = target {
+        if session.offset() == length {
             session.finish().await.map_err(api)?;
+            return Ok(respond(StatusCode::NO_CONTENT, &[("upload-offset", length.to_string())]));
         }
-        other => {
-            app.parked.lock().expect("parked map").insert(upload_id, other);
-        }
+        target = Parked::Transfer(session);
     }
+    let committed = checkpoint(&app, &mut target).await?;
+    app.parked.lock().expect("parked map").insert(upload_id, target);
     Ok(respond(StatusCode::NO_CONTENT, &[("upload-offset", committed.to_string())]))
 }
 
@@ -578,7 +579,6 @@ async fn concatenate(
             session.write(chunk).await.map_err(api)?;
         }
     }
-    session.checkpoint().await.map_err(api)?;
     session.finish().await.map_err(api)?;
     for (upload_id, _) in &partials {
         let _ = app.storage.abort_upload(upload_id).await;
