@@ -864,6 +864,13 @@ impl App {
         Ok(counts)
     }
 
+    /// Hashes transfer `id`'s stored file (blob `digest`) and records its MD5 (the blob's record
+    /// keeps it too, so identical content is hashed once).
+    async fn record_blob_md5(&self, id: FileTransferId, digest: &Digest) -> Result<FileTransfer> {
+        let md5 = self.storage.blob_md5(digest).await?;
+        Ok(self.storage.record_md5(id, md5, self.now()).await?)
+    }
+
     /// Finishes what a restart interrupted: MD5s not yet recorded and scans not yet done.
     pub async fn resume_pending(self: &Arc<Self>) -> anyhow::Result<()> {
         for id in self.storage.transfer_ids()? {
@@ -874,8 +881,7 @@ impl App {
                 continue;
             }
             if let Some(content) = t.content.filter(|c| c.md5.is_none()) {
-                let md5 = self.storage.blob_md5(&content.blake3).await?;
-                self.storage.record_md5(id, md5, self.now()).await?;
+                self.record_blob_md5(id, &content.blake3).await?;
             }
             if t.use_virus_scan && !t.scan_passed {
                 tracing::info!(transfer = %id, "resuming the scan of a transfer");
@@ -1062,21 +1068,13 @@ impl UploadSession {
         // it followed the upload. Otherwise the scan decides: the MD5 is computed from the blob
         // beside it (several times faster than clamd) and publication waits for both, so a
         // Published transfer always shows its checksum and the client is not held up by MD5.
+        let digest = transfer.content.expect("a completed upload has content").blake3;
         let (transfer, md5) = match self.md5.take() {
-            Some(follower) => {
-                (record_followed_md5(&app, self.id, transfer.content, follower).await?, None)
-            }
+            Some(follower) => (record_followed_md5(&app, self.id, digest, follower).await?, None),
             None => {
                 let (task_app, id) = (app.clone(), self.id);
-                let digest = transfer.content.map(|c| c.blake3);
                 let recording = app.spawn(async move {
-                    let recorded = async {
-                        let digest = digest.ok_or_else(|| ApiError::internal("no content"))?;
-                        let md5 = task_app.storage.blob_md5(&digest).await?;
-                        task_app.storage.record_md5(id, md5, task_app.now()).await?;
-                        Ok::<_, ApiError>(())
-                    };
-                    if let Err(e) = recorded.await {
+                    if let Err(e) = task_app.record_blob_md5(id, &digest).await {
                         tracing::warn!(transfer = %id, error = %e, "recording the MD5 failed");
                     }
                 });
@@ -1109,24 +1107,20 @@ impl UploadSession {
     }
 }
 
-/// Records the MD5 `follower` computed; if it failed, hashes the stored blob instead.
+/// Records the MD5 `follower` computed; if it failed, hashes the stored blob (`digest`) instead.
 async fn record_followed_md5(
     app: &App,
     id: FileTransferId,
-    content: Option<storage::model::StoredContent>,
+    digest: Digest,
     follower: Md5Follower,
 ) -> Result<FileTransfer> {
-    let md5 = match (follower.finish().await, content) {
-        (Ok(md5), _) => md5,
-        (Err(e), Some(c)) => {
+    match follower.finish().await {
+        Ok(md5) => Ok(app.storage.record_md5(id, md5, app.now()).await?),
+        Err(e) => {
             tracing::warn!(transfer = %id, error = %e, "MD5 follower failed; hashing the blob");
-            app.storage.blob_md5(&c.blake3).await?
+            app.record_blob_md5(id, &digest).await
         }
-        (Err(e), None) => {
-            return Err(storage::Error::Io { context: "following the MD5", source: e }.into());
-        }
-    };
-    Ok(app.storage.record_md5(id, md5, app.now()).await?)
+    }
 }
 
 /// A recipient's current status as the overview shows it (Altinn: the highest status reached,
