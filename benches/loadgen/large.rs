@@ -203,123 +203,72 @@ pub(crate) async fn run(
         s.push("rest.download", mib_per_s(bytes, started.elapsed().as_secs_f64()));
     }
 
-    for key in [
-        "ceiling.grpc_upload",
-        "ceiling.grpc_download",
-        "ceiling.disk_write_fsync",
-        "ceiling.blake3_memory",
-        "ceiling.clamd_instream",
-    ] {
-        report.add(key, "MiB/s", s.take(key), None);
+    // Each figure in the table, its unit, and what its ratio column divides it by.
+    let table: [(&str, &str, Option<&str>); 16] = [
+        ("ceiling.grpc_upload", "MiB/s", None),
+        ("ceiling.grpc_download", "MiB/s", None),
+        ("ceiling.disk_write_fsync", "MiB/s", None),
+        ("ceiling.blake3_memory", "MiB/s", None),
+        ("ceiling.clamd_instream", "MiB/s", None),
+        ("ceiling.clamd_instream_s", "s", None),
+        ("upload.grpc_1_stream", "MiB/s", Some("ceiling.grpc_upload")),
+        ("upload.grpc_1_stream_ratio", "×", None),
+        ("upload.grpc_4_streams", "MiB/s", Some("upload.grpc_1_stream")),
+        ("publish.after_last_byte_s", "s", Some("ceiling.clamd_instream_s")),
+        ("publish.first_byte_to_published_s", "s", Some("ceiling.clamd_instream_s")),
+        ("download.grpc_1_stream", "MiB/s", Some("ceiling.grpc_download")),
+        ("download.grpc_4_streams", "MiB/s", Some("download.grpc_1_stream")),
+        ("rest.upload_streamed_body", "MiB/s", Some("upload.grpc_1_stream")),
+        ("rest.upload_tus", "MiB/s", Some("upload.grpc_1_stream")),
+        ("rest.download", "MiB/s", Some("download.grpc_1_stream")),
+    ];
+    for (key, unit, baseline) in table {
+        report.add(key, unit, s.take(key), baseline);
     }
-    report.add("ceiling.clamd_instream_s", "s", s.take("ceiling.clamd_instream_s"), None);
-    report.add(
-        "upload.grpc_1_stream",
-        "MiB/s",
-        s.take("upload.grpc_1_stream"),
-        Some("ceiling.grpc_upload"),
-    );
-    report.add("upload.grpc_1_stream_ratio", "×", s.take("upload.grpc_1_stream_ratio"), None);
-    report.add(
-        "upload.grpc_4_streams",
-        "MiB/s",
-        s.take("upload.grpc_4_streams"),
-        Some("upload.grpc_1_stream"),
-    );
-    report.add(
-        "publish.after_last_byte_s",
-        "s",
-        s.take("publish.after_last_byte_s"),
-        Some("ceiling.clamd_instream_s"),
-    );
-    report.add(
-        "publish.first_byte_to_published_s",
-        "s",
-        s.take("publish.first_byte_to_published_s"),
-        Some("ceiling.clamd_instream_s"),
-    );
-    report.add(
-        "download.grpc_1_stream",
-        "MiB/s",
-        s.take("download.grpc_1_stream"),
-        Some("ceiling.grpc_download"),
-    );
-    report.add(
-        "download.grpc_4_streams",
-        "MiB/s",
-        s.take("download.grpc_4_streams"),
-        Some("download.grpc_1_stream"),
-    );
-    report.add(
-        "rest.upload_streamed_body",
-        "MiB/s",
-        s.take("rest.upload_streamed_body"),
-        Some("upload.grpc_1_stream"),
-    );
-    report.add("rest.upload_tus", "MiB/s", s.take("rest.upload_tus"), Some("upload.grpc_1_stream"));
-    report.add("rest.download", "MiB/s", s.take("rest.download"), Some("download.grpc_1_stream"));
 
     let ceiling = |k| report.get(k).unwrap_or(f64::NAN);
     let upload_ceiling = ceiling("ceiling.grpc_upload").min(ceiling("ceiling.disk_write_fsync"));
     let (grpc_up, grpc_down) = (ceiling("upload.grpc_1_stream"), ceiling("download.grpc_1_stream"));
     let clamd = ceiling("ceiling.clamd_instream_s");
     let download_ceiling = ceiling("ceiling.grpc_download");
-    report.ratio_check(
-        "gRPC upload ≥ 0.85 × min(gRPC, disk ceiling) MiB/s (medians)",
-        "upload.grpc_1_stream",
-        true,
-        0.85,
-        upload_ceiling,
-    );
-    report.ratio_check(
-        "the same, median of each repetition's own ratio",
-        "upload.grpc_1_stream_ratio",
-        true,
-        0.85,
-        1.0,
-    );
-    report.ratio_check(
-        "4 gRPC streams ≥ 1 stream MiB/s",
-        "upload.grpc_4_streams",
-        true,
-        1.0,
-        grpc_up,
-    );
-    report.ratio_check(
-        "last byte → Published ≤ 1.15 × clamd's own time s",
-        "publish.after_last_byte_s",
-        false,
-        1.15,
-        clamd,
-    );
-    report.ratio_check(
-        "gRPC download ≥ 0.85 × gRPC ceiling MiB/s",
-        "download.grpc_1_stream",
-        true,
-        0.85,
-        download_ceiling,
-    );
-    report.ratio_check(
-        "REST upload ≥ 0.9 × gRPC upload MiB/s",
-        "rest.upload_streamed_body",
-        true,
-        0.9,
-        grpc_up,
-    );
-    report.ratio_check(
-        "TUS upload ≥ 0.9 × gRPC upload MiB/s",
-        "rest.upload_tus",
-        true,
-        0.9,
-        grpc_up,
-    );
-    report.ratio_check(
-        "REST download ≥ 0.9 × gRPC download MiB/s",
-        "rest.download",
-        true,
-        0.9,
-        grpc_down,
-    );
+    // (target, figure, at least?, factor, of what)
+    let targets = [
+        (
+            "gRPC upload ≥ 0.85 × min(gRPC, disk ceiling) MiB/s (medians)",
+            "upload.grpc_1_stream",
+            true,
+            0.85,
+            upload_ceiling,
+        ),
+        (
+            "the same, median of each repetition's own ratio",
+            "upload.grpc_1_stream_ratio",
+            true,
+            0.85,
+            1.0,
+        ),
+        ("4 gRPC streams ≥ 1 stream MiB/s", "upload.grpc_4_streams", true, 1.0, grpc_up),
+        (
+            "last byte → Published ≤ 1.15 × clamd's own time s",
+            "publish.after_last_byte_s",
+            false,
+            1.15,
+            clamd,
+        ),
+        (
+            "gRPC download ≥ 0.85 × gRPC ceiling MiB/s",
+            "download.grpc_1_stream",
+            true,
+            0.85,
+            download_ceiling,
+        ),
+        ("REST upload ≥ 0.9 × gRPC upload MiB/s", "rest.upload_streamed_body", true, 0.9, grpc_up),
+        ("TUS upload ≥ 0.9 × gRPC upload MiB/s", "rest.upload_tus", true, 0.9, grpc_up),
+        ("REST download ≥ 0.9 × gRPC download MiB/s", "rest.download", true, 0.9, grpc_down),
+    ];
+    for (target, key, at_least, factor, of) in targets {
+        report.ratio_check(target, key, at_least, factor, of);
+    }
     Ok(())
 }
 
@@ -364,15 +313,11 @@ pub(crate) async fn sweep(
     if let (Some(best), Some(worst)) =
         (ratios.iter().copied().reduce(f64::min), ratios.iter().copied().reduce(f64::max))
     {
-        report.checks.push(crate::report::Check {
-            target: format!(
-                "sweep: worst (time / disk time) ≤ 1.25 × best, sizes ≥ {}",
-                crate::human(settings.sweep_flat_from)
-            ),
-            value: worst,
-            limit: 1.25 * best,
-            at_least: false,
-        });
+        let target = format!(
+            "sweep: worst (time / disk time) ≤ 1.25 × best, sizes ≥ {}",
+            crate::human(settings.sweep_flat_from)
+        );
+        report.check(target, worst, 1.25 * best, false);
     }
     Ok(())
 }
@@ -393,16 +338,8 @@ pub(crate) async fn memory(
     all_published(&server, &ids).await?;
     let peak = server.peak_rss()?;
     eprintln!("memory: peak RSS {} MiB (after start-up {} MiB)", peak >> 20, before >> 20);
-    let samples = vec![peak as f64 / (1024.0 * 1024.0)];
-    report.add("memory.peak_rss_8_uploads", "MiB", samples, None);
-    let limit = 200.0;
-    if let Some(value) = report.get("memory.peak_rss_8_uploads") {
-        report.checks.push(crate::report::Check {
-            target: "peak RSS during 8 concurrent uploads ≤ 200 MiB".into(),
-            value,
-            limit,
-            at_least: false,
-        });
-    }
+    let mib = peak as f64 / (1024.0 * 1024.0);
+    report.add("memory.peak_rss_8_uploads", "MiB", vec![mib], None);
+    report.check("peak RSS during 8 concurrent uploads ≤ 200 MiB", mib, 200.0, false);
     Ok(())
 }

@@ -56,7 +56,7 @@ impl Check {
 #[derive(Debug, Default)]
 pub(crate) struct Report {
     pub(crate) measures: Vec<Measure>,
-    pub(crate) checks: Vec<Check>,
+    checks: Vec<Check>,
 }
 
 impl Report {
@@ -77,6 +77,17 @@ impl Report {
         self.measures.iter().find(|m| m.key == key).map(Measure::median)
     }
 
+    /// Adds a target: `value` at least (or at most) `limit`.
+    pub(crate) fn check(
+        &mut self,
+        target: impl Into<String>,
+        value: f64,
+        limit: f64,
+        at_least: bool,
+    ) {
+        self.checks.push(Check { target: target.into(), value, limit, at_least });
+    }
+
     /// Adds `target` if both figures were measured: `key`'s median against `factor` × `of`'s.
     pub(crate) fn ratio_check(
         &mut self,
@@ -89,7 +100,7 @@ impl Report {
         if let Some(value) = self.get(key)
             && of.is_finite()
         {
-            self.checks.push(Check { target: target.into(), value, limit: factor * of, at_least });
+            self.check(target, value, factor * of, at_least);
         }
     }
 

@@ -163,18 +163,10 @@ pub(crate) async fn run(settings: &crate::Settings, report: &mut Report) -> anyh
             }
         }
         if clients == *settings.small_clients.iter().max().unwrap_or(&clients) {
-            report.checks.push(crate::report::Check {
-                target: format!("small transfers at {clients} clients ≥ 2,000 cycles/s"),
-                value: rate,
-                limit: 2000.0,
-                at_least: true,
-            });
-            report.checks.push(crate::report::Check {
-                target: format!("small transfers at {clients} clients: worst call p99 < 50 ms"),
-                value: worst_call_p99,
-                limit: 50.0,
-                at_least: false,
-            });
+            let target = format!("small transfers at {clients} clients ≥ 2,000 cycles/s");
+            report.check(target, rate, 2000.0, true);
+            let target = format!("small transfers at {clients} clients: worst call p99 < 50 ms");
+            report.check(target, worst_call_p99, 50.0, false);
         }
     }
     Ok(())
