@@ -1068,8 +1068,12 @@ impl UploadSession {
         // it followed the upload. Otherwise the scan decides: the MD5 is computed from the blob
         // beside it (several times faster than clamd) and publication waits for both, so a
         // Published transfer always shows its checksum and the client is not held up by MD5.
-        let digest = transfer.content.expect("a completed upload has content").blake3;
+        // A small file (storage's `INLINE_MD5_LIMIT`) got its MD5 while it was written, and
+        // `complete_upload` already checked and recorded it.
+        let content = transfer.content.expect("a completed upload has content");
+        let digest = content.blake3;
         let (transfer, md5) = match self.md5.take() {
+            _ if content.md5.is_some() => (transfer, None),
             Some(follower) => (record_followed_md5(&app, self.id, digest, follower).await?, None),
             None => {
                 let (task_app, id) = (app.clone(), self.id);

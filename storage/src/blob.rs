@@ -24,6 +24,7 @@ pub use reader::{BlobRange, Verification};
 pub use writer::BlobTail;
 pub(crate) use writer::BlobWriter;
 pub(crate) use writer::FinishedBlob;
+pub use writer::INLINE_MD5_LIMIT;
 
 use crate::digest::Digest;
 

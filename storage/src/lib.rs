@@ -35,7 +35,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use blob::{BlobRange, BlobTail, Verification};
+pub use blob::{BlobRange, BlobTail, INLINE_MD5_LIMIT, Verification};
 pub use digest::{Digest, Md5};
 pub use error::{Error, Result};
 pub use index::IndexStats;

@@ -1,6 +1,6 @@
 use bytes::Bytes;
 use integration_tests::{CHUNK, INTERESTING_SIZES, chunks, payload, temp_storage};
-use storage::{Digest, Md5, Md5Follower, Storage, Verification};
+use storage::{Digest, INLINE_MD5_LIMIT, Md5, Md5Follower, Storage, Verification};
 
 async fn add(storage: &Storage, data: &[u8], piece: usize) -> storage::model::StoredContent {
     let mut ingest = storage.blob_writer().await.unwrap();
@@ -10,8 +10,13 @@ async fn add(storage: &Storage, data: &[u8], piece: usize) -> storage::model::St
         ingest.write(chunk).await.unwrap();
     }
     let mut content = storage.add_blob(ingest).await.unwrap();
-    assert_eq!(content.md5, None, "ingest does not wait for MD5");
-    content.md5 = Some(md5.finish().await.unwrap());
+    let followed = md5.finish().await.unwrap();
+    if data.len() as u64 <= INLINE_MD5_LIMIT {
+        assert_eq!(content.md5, Some(followed), "a small blob gets its MD5 inline");
+    } else {
+        assert_eq!(content.md5, None, "ingest of a large blob does not wait for MD5");
+    }
+    content.md5 = Some(followed);
     content
 }
 

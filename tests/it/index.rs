@@ -166,7 +166,8 @@ async fn a_checksum_mismatch_keeps_nothing() {
     let mut t = new_transfer("res", 1, &[2], true);
     t.declared_checksum = Some(storage::Md5::of(b"something else"));
     storage.insert_transfer(t.clone()).await.unwrap();
-    let data = payload(5, 100_000);
+    let data = payload(5, 300_000);
+    assert!(data.len() as u64 > storage::INLINE_MD5_LIMIT);
     // The upload completes at disk speed; the MD5 arrives after it and fails the transfer.
     assert_eq!(upload(&storage, t.id, &data).await, UploadOutcome::Processing);
     let digest = storage::Digest::of(&data);
@@ -177,6 +178,46 @@ async fn a_checksum_mismatch_keeps_nothing() {
     assert_eq!(stored.latest_status().display_text(), "Checksum mismatch");
     assert!(storage.blob(&digest).unwrap().is_none());
     assert!(!storage.blob_path(&digest).exists(), "a rejected upload's bytes stayed on disk");
+}
+
+#[tokio::test]
+async fn a_small_files_checksum_mismatch_fails_it_at_completion_and_keeps_nothing() {
+    let (dir, storage) = temp_storage().await;
+    let mut t = new_transfer("res", 1, &[2], true);
+    t.declared_checksum = Some(storage::Md5::of(b"something else"));
+    storage.insert_transfer(t.clone()).await.unwrap();
+    let data = payload(5, 4096);
+    // Its MD5 was computed while it was written: no second pass, no late verdict.
+    assert_eq!(upload(&storage, t.id, &data).await, UploadOutcome::ChecksumMismatch);
+    let stored = storage.transfer(t.id).unwrap().unwrap();
+    assert_eq!(stored.status(), FileTransferStatus::Failed);
+    assert_eq!(stored.latest_status().display_text(), "Checksum mismatch");
+    let digest = storage::Digest::of(&data);
+    assert!(storage.blob(&digest).unwrap().is_none());
+    assert!(!storage.blob_path(&digest).exists(), "a rejected upload's bytes stayed on disk");
+    assert_eq!(std::fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert!(storage.check_consistency().await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_small_files_md5_is_known_when_its_upload_completes() {
+    let (_dir, storage) = temp_storage().await;
+    let data = payload(6, 4096);
+    let mut t = new_transfer("res", 1, &[2], true);
+    t.declared_checksum = Some(storage::Md5::of(&data));
+    storage.insert_transfer(t.clone()).await.unwrap();
+    assert_eq!(upload(&storage, t.id, &data).await, UploadOutcome::Processing);
+    let stored = storage.transfer(t.id).unwrap().unwrap();
+    assert_eq!(stored.content.unwrap().md5, Some(storage::Md5::of(&data)));
+    assert!(!stored.checksum_pending());
+    // So the clean scan alone publishes it.
+    let (published, ()) = storage
+        .update_transfer(t.id, |t| Ok(t.record_scan(&ScanOutcome::Clean, Timestamp::now())?))
+        .await
+        .unwrap();
+    assert_eq!(published.status(), FileTransferStatus::Published);
+    let digest = storage::Digest::of(&data);
+    assert_eq!(storage.blob(&digest).unwrap().unwrap().md5, Some(storage::Md5::of(&data)));
 }
 
 #[tokio::test]

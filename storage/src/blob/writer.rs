@@ -4,10 +4,12 @@
 //! each chunk (a shared `Bytes`, not a copy) goes to a hasher thread through a bounded channel
 //! while the writing task copies it into the page cache, so on two cores the two overlap and
 //! ingest runs at the disk's pace (measured: hashing inline cost ~20% of a 1.2 GiB/s disk).
-//! Smaller blobs hash inline and never pay for a thread. MD5 is deliberately not here: at 0.6–0.7 GiB/s on one core it is slower than this
-//! machine's disk (≈1.2 GiB/s with fdatasync), so any ingest that waits for it runs at half the
-//! disk's speed. [`crate::Md5Follower`] computes it instead by tailing the same file on the other
-//! core, and its result is recorded when it is ready (Altinn's `checksum` may also appear late).
+//! Smaller blobs hash inline and never pay for a thread. MD5 is here only for blobs up to
+//! [`INLINE_MD5_LIMIT`]: at 0.6–0.7 GiB/s on one core it is slower than this machine's disk
+//! (≈1.2 GiB/s with fdatasync), so any large ingest that waited for it would run at half the
+//! disk's speed. For larger blobs [`crate::Md5Follower`] computes it by tailing the same file on
+//! the other core, and its result is recorded when it is ready (Altinn's `checksum` may also
+//! appear late).
 //!
 //! Durability: [`BlobWriter::sync_data`] makes a prefix durable (resumable uploads record that
 //! offset in the index afterwards); [`BlobWriter::finish`] fsyncs the whole file before
@@ -24,13 +26,19 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use tokio::sync::watch;
 
-use crate::digest::Digest;
+use crate::digest::{Digest, Md5};
 use crate::model::StoredContent;
 
 /// Blobs smaller than this hash inline; larger ones move BLAKE3 to a thread of their own.
 pub(crate) const HASH_THREAD_THRESHOLD: u64 = 1 << 20;
 /// Chunks in flight to the hasher thread before the writer waits for it.
 const HASH_QUEUE_DEPTH: usize = 16;
+/// Blobs up to this size also get their MD5 inline, so it is known when the upload completes
+/// and no second pass over the file is needed (for a 4 KiB file that pass was a blocking-pool
+/// hop, a read and an index commit of its own). Past it MD5 is dropped: [`crate::Md5Follower`]
+/// or a pass after completion computes it off the ingest path, and at most this much MD5 work
+/// was wasted on a large file.
+pub const INLINE_MD5_LIMIT: u64 = 256 * 1024;
 /// Read size when re-hashing the committed prefix of a resumed upload.
 const REHASH_CHUNK: usize = 1 << 20;
 
@@ -105,17 +113,25 @@ fn hasher_gone() -> io::Error {
 struct WriterState {
     file: File,
     hash: HashPipe,
+    /// MD5 of every byte, while the blob is within [`INLINE_MD5_LIMIT`] (and was not resumed).
+    md5: Option<md5::Md5>,
     len: u64,
 }
 
 impl WriterState {
-    fn new(file: File, hasher: blake3::Hasher, len: u64) -> Self {
-        Self { file, hash: HashPipe::Inline(Box::new(hasher)), len }
+    fn new(file: File, hasher: blake3::Hasher, md5: Option<md5::Md5>, len: u64) -> Self {
+        Self { file, hash: HashPipe::Inline(Box::new(hasher)), md5, len }
     }
 
     fn write(&mut self, chunk: &Bytes) -> io::Result<()> {
         // Hand the chunk to the hasher first, so hashing and the write run at the same time.
-        self.hash.update(chunk, self.len + chunk.len() as u64)?;
+        let len_after = self.len + chunk.len() as u64;
+        self.hash.update(chunk, len_after)?;
+        if len_after > INLINE_MD5_LIMIT {
+            self.md5 = None;
+        } else if let Some(md5) = &mut self.md5 {
+            md5::Digest::update(md5, chunk);
+        }
         self.file.write_all(chunk)?;
         self.len += chunk.len() as u64;
         Ok(())
@@ -146,7 +162,7 @@ impl BlobWriter {
     pub(crate) fn create(path: PathBuf, keep_on_drop: bool, sync: bool) -> io::Result<Self> {
         let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
         Ok(Self::from_state(
-            WriterState::new(file, blake3::Hasher::new(), 0),
+            WriterState::new(file, blake3::Hasher::new(), Some(md5::Digest::new()), 0),
             path,
             keep_on_drop,
             sync,
@@ -184,7 +200,8 @@ impl BlobWriter {
                 rehashed += n as u64;
             }
         }
-        let mut state = WriterState::new(file, hasher, rehashed);
+        // The MD5 of a resumed prefix is left to the pass after completion.
+        let mut state = WriterState::new(file, hasher, None, rehashed);
         if state.len != committed {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
@@ -257,7 +274,7 @@ impl BlobWriter {
             Ok(StoredContent {
                 size: state.len,
                 blake3: Digest::from(state.hash.finish()?),
-                md5: None,
+                md5: state.md5.map(|m| Md5::from_bytes(md5::Digest::finalize(m).into())),
             })
         })
         .await
