@@ -72,6 +72,20 @@ pub(crate) struct Settings {
 const MIB: u64 = 1024 * 1024;
 
 /// `1MiB`, `256MiB`, `4GiB`.
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}
+
 pub(crate) fn human(bytes: u64) -> String {
     if bytes >= 1024 * MIB && bytes.is_multiple_of(1024 * MIB) {
         format!("{}GiB", bytes / (1024 * MIB))
@@ -147,17 +161,26 @@ async fn main() -> anyhow::Result<()> {
     );
     let payload = large::Payload::new(size.min(1024 * MIB));
     let mut report = report::Report::default();
-    if runs("large") {
-        large::run(&settings, &payload, &mut report).await?;
-    }
-    if runs("small") {
-        small::run(&settings, &mut report).await?;
-    }
-    if runs("sweep") {
-        large::sweep(&settings, &payload, &mut report).await?;
-    }
-    if runs("memory") {
-        large::memory(&settings, &payload, &mut report).await?;
+    let scenarios = async {
+        if runs("large") {
+            large::run(&settings, &payload, &mut report).await?;
+        }
+        if runs("small") {
+            small::run(&settings, &mut report).await?;
+        }
+        if runs("sweep") {
+            large::sweep(&settings, &payload, &mut report).await?;
+        }
+        if runs("memory") {
+            large::memory(&settings, &payload, &mut report).await?;
+        }
+        anyhow::Ok(())
+    };
+    // Ctrl-C or a kill must not leave the private clamd and a ferry server running: returning
+    // drops the scenario (which stops its servers) and then clamd.
+    tokio::select! {
+        result = scenarios => result?,
+        signal = interrupted() => anyhow::bail!("stopped by {signal}; its clamd and servers are stopped too"),
     }
     report.print();
     let json = report.json(serde_json::json!({
