@@ -34,6 +34,14 @@ pub(crate) fn new_transfer(
     )
 }
 
+/// A scanned transfer whose sender declared `checksum`, stored.
+async fn transfer_declaring(storage: &Storage, checksum: storage::Md5) -> FileTransfer {
+    let mut t = new_transfer("res", 1, &[2], true);
+    t.declared_checksum = Some(checksum);
+    storage.insert_transfer(t.clone()).await.unwrap();
+    t
+}
+
 /// Uploads `data` as the file of `transfer` through a resumable upload.
 pub(crate) async fn upload(storage: &Storage, id: FileTransferId, data: &[u8]) -> UploadOutcome {
     storage.update_transfer(id, |t| Ok(t.start_upload(Timestamp::now())?)).await.unwrap();
@@ -163,9 +171,7 @@ async fn blob_references_follow_the_transfers() {
 #[tokio::test]
 async fn a_checksum_mismatch_keeps_nothing() {
     let (_dir, storage) = temp_storage().await;
-    let mut t = new_transfer("res", 1, &[2], true);
-    t.declared_checksum = Some(storage::Md5::of(b"something else"));
-    storage.insert_transfer(t.clone()).await.unwrap();
+    let t = transfer_declaring(&storage, storage::Md5::of(b"something else")).await;
     let data = payload(5, 300_000);
     assert!(data.len() as u64 > storage::INLINE_MD5_LIMIT);
     // The upload completes at disk speed; the MD5 arrives after it and fails the transfer.
@@ -183,9 +189,7 @@ async fn a_checksum_mismatch_keeps_nothing() {
 #[tokio::test]
 async fn a_small_files_checksum_mismatch_fails_it_at_completion_and_keeps_nothing() {
     let (dir, storage) = temp_storage().await;
-    let mut t = new_transfer("res", 1, &[2], true);
-    t.declared_checksum = Some(storage::Md5::of(b"something else"));
-    storage.insert_transfer(t.clone()).await.unwrap();
+    let t = transfer_declaring(&storage, storage::Md5::of(b"something else")).await;
     let data = payload(5, 4096);
     // Its MD5 was computed while it was written: no second pass, no late verdict.
     assert_eq!(upload(&storage, t.id, &data).await, UploadOutcome::ChecksumMismatch);
@@ -203,9 +207,7 @@ async fn a_small_files_checksum_mismatch_fails_it_at_completion_and_keeps_nothin
 async fn a_small_files_md5_is_known_when_its_upload_completes() {
     let (_dir, storage) = temp_storage().await;
     let data = payload(6, 4096);
-    let mut t = new_transfer("res", 1, &[2], true);
-    t.declared_checksum = Some(storage::Md5::of(&data));
-    storage.insert_transfer(t.clone()).await.unwrap();
+    let t = transfer_declaring(&storage, storage::Md5::of(&data)).await;
     assert_eq!(upload(&storage, t.id, &data).await, UploadOutcome::Processing);
     let stored = storage.transfer(t.id).unwrap().unwrap();
     assert_eq!(stored.content.unwrap().md5, Some(storage::Md5::of(&data)));
@@ -224,9 +226,7 @@ async fn a_small_files_md5_is_known_when_its_upload_completes() {
 async fn a_matching_checksum_publishes_once_scan_and_md5_are_in() {
     let (_dir, storage) = temp_storage().await;
     let data = payload(6, 300_000);
-    let mut t = new_transfer("res", 1, &[2], true);
-    t.declared_checksum = Some(storage::Md5::of(&data));
-    storage.insert_transfer(t.clone()).await.unwrap();
+    let t = transfer_declaring(&storage, storage::Md5::of(&data)).await;
     assert_eq!(upload(&storage, t.id, &data).await, UploadOutcome::Processing);
     let (after_scan, ()) = storage
         .update_transfer(t.id, |t| Ok(t.record_scan(&ScanOutcome::Clean, Timestamp::now())?))
