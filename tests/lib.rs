@@ -491,3 +491,70 @@ pub async fn initialize_transfer(
         })
         .await
 }
+
+/// A real, small filesystem (tmpfs) for "disk full" tests, unmounted when dropped. Mounting
+/// needs root (CI runs as root); elsewhere [`SmallFs::mount`] says why and returns `None`.
+#[derive(Debug)]
+pub struct SmallFs {
+    dir: TempDir,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `mib` MiB on a fresh temporary directory.
+    pub fn mount(mib: u64) -> Option<Self> {
+        let uid = Command::new("id").arg("-u").output().expect("id -u");
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+            eprintln!("SKIPPED: mounting a small filesystem needs root (CI runs as root)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("mount point");
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mount -t tmpfs failed: {status}");
+        Some(Self { dir })
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fills the filesystem with a file of zeros until it is full (or `leave` bytes are left),
+    /// and returns that file's path: delete it to free the space again.
+    pub fn fill(&self, name: &str, leave: u64) -> PathBuf {
+        use std::io::Write as _;
+        let path = self.path().join(name);
+        let mut file = std::fs::File::create(&path).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        loop {
+            let free = free_bytes(self.path());
+            if free <= leave {
+                break;
+            }
+            let n = (free - leave).min(block.len() as u64) as usize;
+            if file.write_all(&block[..n]).is_err() {
+                break;
+            }
+        }
+        path
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// Free bytes of the filesystem holding `path` (`df`'s "available").
+pub fn free_bytes(path: &Path) -> u64 {
+    let out = Command::new("df").args(["--output=avail", "-B1"]).arg(path).output().expect("df");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df prints the available bytes")
+}

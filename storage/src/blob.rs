@@ -33,12 +33,21 @@ use crate::digest::Digest;
 pub(crate) struct BlobStore {
     blobs: PathBuf,
     tmp: PathBuf,
-    sync: bool,
+    write: WriteOptions,
+}
+
+/// How temporaries are written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriteOptions {
+    /// fsync data (off only for throwaway test data).
+    pub(crate) sync: bool,
+    /// Bytes of the filesystem that writes leave free (see [`crate::StorageOptions::min_free_bytes`]).
+    pub(crate) reserve: u64,
 }
 
 impl BlobStore {
-    pub(crate) fn open(root: &Path, sync: bool) -> io::Result<Self> {
-        let store = Self { blobs: root.join("blobs"), tmp: root.join("tmp"), sync };
+    pub(crate) fn open(root: &Path, write: WriteOptions) -> io::Result<Self> {
+        let store = Self { blobs: root.join("blobs"), tmp: root.join("tmp"), write };
         fs::create_dir_all(&store.blobs)?;
         fs::create_dir_all(&store.tmp)?;
         Ok(store)
@@ -58,8 +67,8 @@ impl BlobStore {
         format!("{}.part", uuid::Uuid::new_v4().simple())
     }
 
-    pub(crate) fn sync(&self) -> bool {
-        self.sync
+    pub(crate) fn write_options(&self) -> WriteOptions {
+        self.write
     }
 
     /// Links a finished temporary into place under its digest. If the blob already exists
@@ -98,7 +107,7 @@ impl BlobStore {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.sync { fs::File::open(dir)?.sync_all() } else { Ok(()) }
+        if self.write.sync { fs::File::open(dir)?.sync_all() } else { Ok(()) }
     }
 
     /// Deletes a blob file. Missing is fine: removal is idempotent.

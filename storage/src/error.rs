@@ -42,6 +42,16 @@ pub enum Error {
     /// The storage is shutting down.
     #[error("storage is shut down")]
     Closed,
+    /// The data directory's filesystem is full (ENOSPC or a quota), or a write would have gone
+    /// below [`crate::StorageOptions::min_free_bytes`]. Nothing of the refused write is visible.
+    #[error("out of storage space while {context}")]
+    StorageFull {
+        /// What was being done.
+        context: &'static str,
+    },
+    /// The index is being reopened after an I/O failure; try again in a moment.
+    #[error("the index is recovering from an I/O error")]
+    Recovering,
 }
 
 /// Storage results.
@@ -49,7 +59,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub(crate) fn io(context: &'static str) -> impl FnOnce(io::Error) -> Self {
-        move |source| Self::Io { context, source }
+        move |source| {
+            if is_out_of_space(&source) {
+                Self::StorageFull { context }
+            } else {
+                Self::Io { context, source }
+            }
+        }
+    }
+
+    /// Whether this is [`Error::StorageFull`].
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, Self::StorageFull { .. })
+    }
+}
+
+fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
+/// redb's engine error, with a full disk told apart from the rest.
+fn from_redb_storage(e: redb::StorageError) -> Error {
+    match e {
+        redb::StorageError::Io(io) if is_out_of_space(&io) => {
+            Error::StorageFull { context: "committing to the index" }
+        }
+        other => Error::Index(Box::new(other)),
     }
 }
 
@@ -63,14 +98,29 @@ macro_rules! wrap_redb {
     )*};
 }
 
-wrap_redb!(
-    redb::Error,
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+wrap_redb!(redb::Error, redb::DatabaseError);
+
+impl From<redb::StorageError> for Error {
+    fn from(e: redb::StorageError) -> Self {
+        from_redb_storage(e)
+    }
+}
+
+/// The redb errors that wrap an engine error: unwrapped, so a full disk is seen as one.
+macro_rules! wrap_redb_storage {
+    ($($ty:ident),*) => {$(
+        impl From<redb::$ty> for Error {
+            fn from(e: redb::$ty) -> Self {
+                match e {
+                    redb::$ty::Storage(inner) => from_redb_storage(inner),
+                    other => Self::Index(Box::new(other)),
+                }
+            }
+        }
+    )*};
+}
+
+wrap_redb_storage!(TransactionError, TableError, CommitError);
 
 impl From<postcard::Error> for Error {
     fn from(e: postcard::Error) -> Self {

@@ -82,7 +82,16 @@ pub struct StorageOptions {
     pub sweep_orphan_blobs: bool,
     /// Life-cycle job timing.
     pub lifecycle: Lifecycle,
+    /// Bytes of the data directory's filesystem that uploads leave free, so that the index can
+    /// always commit: a write that would go below it fails with [`Error::StorageFull`] before any
+    /// of its bytes are written. 0 turns the check off (the filesystem's own ENOSPC still maps
+    /// to [`Error::StorageFull`]).
+    pub min_free_bytes: u64,
 }
+
+/// The default [`StorageOptions::min_free_bytes`]: room for many index commits and the reads
+/// and small writes that keep a full server serving.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
 
 impl StorageOptions {
     /// Durable defaults for a data directory.
@@ -93,7 +102,24 @@ impl StorageOptions {
             max_batch: 512,
             sweep_orphan_blobs: true,
             lifecycle: Lifecycle::default(),
+            min_free_bytes: DEFAULT_MIN_FREE_BYTES,
         }
+    }
+}
+
+/// Free space of the data directory (see [`Storage::space`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes an unprivileged writer may still use.
+    pub free: u64,
+    /// [`StorageOptions::min_free_bytes`].
+    pub min_free: u64,
+}
+
+impl Space {
+    /// Free space is below the reserve: uploads are refused.
+    pub fn is_low(&self) -> bool {
+        self.min_free > 0 && self.free < self.min_free
     }
 }
 
@@ -137,7 +163,8 @@ impl Storage {
     /// Opens (or creates) the storage in `options.root` and recovers from any crash.
     pub async fn open(options: StorageOptions) -> Result<Self> {
         std::fs::create_dir_all(&options.root).map_err(Error::io("creating the data directory"))?;
-        let blobs = BlobStore::open(&options.root, options.sync)
+        let write = blob::WriteOptions { sync: options.sync, reserve: options.min_free_bytes };
+        let blobs = BlobStore::open(&options.root, write)
             .map_err(Error::io("creating the blob directories"))?;
         let index_path = options.root.join("index.redb");
         let index = tokio::task::spawn_blocking(move || {
@@ -231,6 +258,35 @@ impl Storage {
     /// Group-commit counters.
     pub fn index_stats(&self) -> &IndexStats {
         self.inner.index.stats()
+    }
+
+    /// Free space of the data directory's filesystem, against the configured reserve.
+    pub fn space(&self) -> Result<Space> {
+        let stat = rustix::fs::statvfs(&self.inner.root)
+            .map_err(|e| Error::io("reading the free space")(e.into()))?;
+        Ok(Space {
+            free: stat.f_bavail.saturating_mul(stat.f_frsize),
+            min_free: self.inner.blobs.write_options().reserve,
+        })
+    }
+
+    /// Fails with [`Error::StorageFull`] unless `needed` more bytes fit above the reserve: an
+    /// upload whose length is known is refused before its first byte, not at its last.
+    pub fn check_space(&self, needed: u64) -> Result<()> {
+        let space = self.space()?;
+        if space.min_free > 0 && space.free < space.min_free.saturating_add(needed) {
+            return Err(Error::StorageFull { context: "accepting an upload" });
+        }
+        Ok(())
+    }
+
+    /// Whether the index can commit now: an empty write transaction, committed and fsynced like
+    /// any other (it shares a group commit with whatever else is queued).
+    pub async fn probe_commit(&self) -> Result<()> {
+        if !self.inner.index.healthy() {
+            return Err(Error::Recovering);
+        }
+        self.inner.index.write(|_| Ok(())).await
     }
 
     async fn lock(&self, digest: &Digest) -> tokio::sync::MutexGuard<'_, ()> {
@@ -392,9 +448,10 @@ impl Storage {
     /// Starts a one-shot (not resumable) blob write. Dropping it unfinished deletes its temporary.
     pub async fn blob_writer(&self) -> Result<BlobIngest> {
         let path = self.inner.blobs.temp_path(&BlobStore::new_temp_name());
-        let sync = self.inner.blobs.sync();
+        let options = self.inner.blobs.write_options();
         let writer =
-            blocking(move || BlobWriter::create(path, false, sync), "creating a temporary").await?;
+            blocking(move || BlobWriter::create(path, false, options), "creating a temporary")
+                .await?;
         Ok(BlobIngest { writer })
     }
 

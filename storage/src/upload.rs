@@ -58,13 +58,13 @@ impl Storage {
     pub async fn open_upload(&self, id: UploadId, at: Timestamp) -> Result<Upload> {
         let claim = LiveClaim::take(self, &id)?;
         let existing = self.index().read(|txn| ops::get_upload(txn, &id))?;
-        let sync = self.blob_store().sync();
+        let options = self.blob_store().write_options();
         let (writer, committed) = match existing {
             Some(record) => {
                 let path = self.blob_store().temp_path(&record.temp_name);
                 let committed = record.committed;
                 let writer = blocking(
-                    move || BlobWriter::resume(path, committed, sync),
+                    move || BlobWriter::resume(path, committed, options),
                     "resuming an upload",
                 )
                 .await?;
@@ -74,7 +74,7 @@ impl Storage {
                 let temp_name = BlobStore::new_temp_name();
                 let path = self.blob_store().temp_path(&temp_name);
                 let writer =
-                    blocking(move || BlobWriter::create(path, true, sync), "creating an upload")
+                    blocking(move || BlobWriter::create(path, true, options), "creating an upload")
                         .await?;
                 let record = UploadRecord {
                     temp_name,

@@ -11,6 +11,7 @@
 mod blob_store;
 mod cli;
 mod crash;
+mod disk_full;
 mod events;
 mod grpc;
 mod index;

@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use super::WriteOptions;
 use crate::digest::{Digest, Md5};
 use crate::model::StoredContent;
 
@@ -116,14 +117,24 @@ struct WriterState {
     /// MD5 of every byte, while the blob is within [`INLINE_MD5_LIMIT`] (and was not resumed).
     md5: Option<md5::Md5>,
     len: u64,
+    /// Bytes of the filesystem this writer leaves free.
+    reserve: u64,
 }
 
 impl WriterState {
     fn new(file: File, hasher: blake3::Hasher, md5: Option<md5::Md5>, len: u64) -> Self {
-        Self { file, hash: HashPipe::Inline(Box::new(hasher)), md5, len }
+        Self { file, hash: HashPipe::Inline(Box::new(hasher)), md5, len, reserve: 0 }
     }
 
     fn write(&mut self, chunk: &Bytes) -> io::Result<()> {
+        // Refuse the chunk, before writing any of it, if it would eat into the reserve: the
+        // index must always find room for its commits (a failed commit costs a reopen).
+        if self.reserve > 0 {
+            let free = free_bytes(&self.file)?;
+            if free < self.reserve.saturating_add(chunk.len() as u64) {
+                return Err(below_reserve(free, self.reserve));
+            }
+        }
         // Hand the chunk to the hasher first, so hashing and the write run at the same time.
         let len_after = self.len + chunk.len() as u64;
         self.hash.update(chunk, len_after)?;
@@ -159,20 +170,24 @@ impl std::fmt::Debug for BlobWriter {
 
 impl BlobWriter {
     /// Creates a new, empty temporary file at `path` (blocking).
-    pub(crate) fn create(path: PathBuf, keep_on_drop: bool, sync: bool) -> io::Result<Self> {
+    pub(crate) fn create(
+        path: PathBuf,
+        keep_on_drop: bool,
+        options: WriteOptions,
+    ) -> io::Result<Self> {
         let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
         Ok(Self::from_state(
             WriterState::new(file, blake3::Hasher::new(), Some(md5::Digest::new()), 0),
             path,
             keep_on_drop,
-            sync,
+            options,
         ))
     }
 
     /// Reopens the temporary of an interrupted upload (blocking): cuts it back to the durable
     /// `committed` offset (anything after it may be torn) and re-hashes that prefix, so the final
     /// digests cover every byte exactly as an uninterrupted upload would.
-    pub(crate) fn resume(path: PathBuf, committed: u64, sync: bool) -> io::Result<Self> {
+    pub(crate) fn resume(path: PathBuf, committed: u64, options: WriteOptions) -> io::Result<Self> {
         let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
         let on_disk = file.metadata()?.len();
         if on_disk < committed {
@@ -209,12 +224,25 @@ impl BlobWriter {
             ));
         }
         state.file.seek(SeekFrom::Start(committed))?;
-        Ok(Self::from_state(state, path, true, sync))
+        Ok(Self::from_state(state, path, true, options))
     }
 
-    fn from_state(state: WriterState, temp_path: PathBuf, keep_on_drop: bool, sync: bool) -> Self {
+    fn from_state(
+        mut state: WriterState,
+        temp_path: PathBuf,
+        keep_on_drop: bool,
+        options: WriteOptions,
+    ) -> Self {
+        state.reserve = options.reserve;
         let (progress, _) = watch::channel(Progress { written: state.len, state: TailState::Open });
-        Self { state: Some(state), temp_path, progress, keep_on_drop, sync, finished: false }
+        Self {
+            state: Some(state),
+            temp_path,
+            progress,
+            keep_on_drop,
+            sync: options.sync,
+            finished: false,
+        }
     }
 
     /// Bytes written so far.
@@ -302,6 +330,20 @@ impl Drop for BlobWriter {
             let _ = super::remove_if_exists(&self.temp_path);
         }
     }
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem that holds `file`.
+pub(crate) fn free_bytes(file: &File) -> io::Result<u64> {
+    let stat = rustix::fs::fstatvfs(file).map_err(io::Error::from)?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// The error for a write refused to keep the reserve free: it reads as "no space" everywhere.
+fn below_reserve(free: u64, reserve: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::StorageFull,
+        format!("{free} bytes free, and {reserve} are kept free for the index"),
+    )
 }
 
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -9,12 +9,19 @@
 //! failed job gets the error and the rest run again in a fresh transaction. That is why jobs are
 //! `FnMut`: they may run more than once, each time against a transaction in which none of their
 //! earlier effects exist.
+//!
+//! An I/O failure (a full disk, above all) poisons a redb database: every later read and write
+//! answers "Previous I/O error occurred". The writer then reopens the database, which recovers
+//! its last committed state, so the server heals by itself once the cause is gone: the jobs of
+//! the failed commit get their error, nothing of them is visible, and the next jobs run against
+//! the reopened database. Readers wait for a reopen (milliseconds) rather than fail.
 
 use std::any::Any;
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -43,6 +50,7 @@ pub(crate) struct IndexOptions {
 pub struct IndexStats {
     commits: AtomicU64,
     jobs: AtomicU64,
+    reopens: AtomicU64,
 }
 
 impl IndexStats {
@@ -55,11 +63,51 @@ impl IndexStats {
     pub fn jobs(&self) -> u64 {
         self.jobs.load(Ordering::Relaxed)
     }
+
+    /// Times the database was reopened after an I/O failure.
+    pub fn reopens(&self) -> u64 {
+        self.reopens.load(Ordering::Relaxed)
+    }
+}
+
+/// The open database, replaced when an I/O failure poisoned it. Readers and the writer hold
+/// the read lock for as long as they use a transaction, so a reopen (the write lock) never
+/// closes a database under anyone.
+struct Slot {
+    path: PathBuf,
+    db: RwLock<Option<Database>>,
+    /// The last commit (or reopen) succeeded.
+    healthy: AtomicBool,
+}
+
+impl Slot {
+    fn guard(&self) -> std::sync::RwLockReadGuard<'_, Option<Database>> {
+        // A poisoned lock only means a panic elsewhere; the database itself is still sound.
+        self.db.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Closes the poisoned database and opens it again. On failure (the disk may still be
+    /// full) the slot stays empty and the next write tries again.
+    fn reopen(&self, stats: &IndexStats) {
+        let mut db = self.db.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(db.take());
+        match Database::create(&self.path) {
+            Ok(reopened) => {
+                *db = Some(reopened);
+                self.healthy.store(true, Ordering::Relaxed);
+                stats.reopens.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("index reopened after an I/O failure");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reopening the index failed; retrying on the next write")
+            }
+        }
+    }
 }
 
 /// The redb database and its writer thread.
 pub(crate) struct Index {
-    db: Arc<Database>,
+    slot: Arc<Slot>,
     tx: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<IndexStats>,
@@ -74,18 +122,28 @@ impl std::fmt::Debug for Index {
 impl Index {
     /// Opens (or creates) the database. redb repairs itself after a crash on open.
     pub(crate) fn open(path: &Path, options: IndexOptions) -> Result<Self> {
-        let db = Arc::new(Database::create(path)?);
+        let db = Database::create(path)?;
+        let slot = Arc::new(Slot {
+            path: path.to_owned(),
+            db: RwLock::new(Some(db)),
+            healthy: AtomicBool::new(true),
+        });
         let (tx, rx) = mpsc::channel(options.max_batch.max(1) * 4);
         let stats = Arc::new(IndexStats::default());
         let thread = {
-            let db = db.clone();
+            let slot = slot.clone();
             let stats = stats.clone();
             std::thread::Builder::new()
                 .name("ferry-index".into())
-                .spawn(move || run(db, rx, options, stats))
+                .spawn(move || run(&slot, rx, options, &stats))
                 .map_err(Error::io("starting the index writer"))?
         };
-        Ok(Self { db, tx: Some(tx), thread: Some(thread), stats })
+        Ok(Self { slot, tx: Some(tx), thread: Some(thread), stats })
+    }
+
+    /// Whether the last commit succeeded (readiness: a poisoned or full index cannot commit).
+    pub(crate) fn healthy(&self) -> bool {
+        self.slot.healthy.load(Ordering::Relaxed)
     }
 
     /// Runs `job` in the next group commit and returns its result once it is durable.
@@ -104,7 +162,9 @@ impl Index {
 
     /// Runs `f` on a consistent snapshot. Reads never wait for the writer.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
-        let txn = self.db.begin_read()?;
+        let guard = self.slot.guard();
+        let db = guard.as_ref().ok_or(Error::Recovering)?;
+        let txn = db.begin_read()?;
         f(&txn)
     }
 
@@ -127,12 +187,10 @@ impl Drop for Index {
     }
 }
 
-fn run(
-    db: Arc<Database>,
-    mut rx: mpsc::Receiver<Request>,
-    options: IndexOptions,
-    stats: Arc<IndexStats>,
-) {
+fn run(slot: &Slot, mut rx: mpsc::Receiver<Request>, options: IndexOptions, stats: &IndexStats) {
+    /// Least time between two reopen attempts while the database cannot be opened.
+    const REOPEN_BACKOFF: Duration = Duration::from_millis(200);
+    let mut last_reopen: Option<Instant> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < options.max_batch {
@@ -141,20 +199,57 @@ fn run(
                 Err(_) => break,
             }
         }
-        commit_batch(&db, batch, options.sync, &stats);
+        let poisoned = {
+            let guard = slot.guard();
+            match guard.as_ref() {
+                Some(db) => {
+                    // A job refused by a rule fails alone; only a poisoned database is unhealthy.
+                    let failed = commit_batch(db, batch, options.sync, stats);
+                    let poisoned = failed && is_poisoned(db);
+                    slot.healthy.store(!poisoned, Ordering::Relaxed);
+                    poisoned
+                }
+                None => {
+                    fail_all(batch, || Error::Recovering);
+                    true
+                }
+            }
+        };
+        if poisoned && last_reopen.is_none_or(|at| at.elapsed() >= REOPEN_BACKOFF) {
+            last_reopen = Some(Instant::now());
+            slot.reopen(stats);
+        }
     }
 }
 
-fn commit_batch(db: &Database, mut batch: Vec<Request>, sync: bool, stats: &IndexStats) {
+/// Whether an I/O failure left `db` unusable (redb then answers every call with `PreviousIo`).
+fn is_poisoned(db: &Database) -> bool {
+    match db.begin_write() {
+        Ok(txn) => txn.abort().is_err(),
+        Err(redb::TransactionError::Storage(redb::StorageError::PreviousIo)) => true,
+        Err(redb::TransactionError::Storage(redb::StorageError::Io(_))) => true,
+        Err(_) => false,
+    }
+}
+
+/// Runs and commits one batch; returns whether any job or the commit failed.
+fn commit_batch(db: &Database, mut batch: Vec<Request>, sync: bool, stats: &IndexStats) -> bool {
+    let mut failures = false;
     loop {
         let mut txn = match db.begin_write() {
             Ok(txn) => txn,
-            Err(e) => return fail_all(batch, &e.to_string()),
+            Err(e) => {
+                let e = Error::from(e);
+                fail_all(batch, || clone_error(&e));
+                return true;
+            }
         };
         if let Err(e) =
             txn.set_durability(if sync { Durability::Immediate } else { Durability::None })
         {
-            return fail_all(batch, &e.to_string());
+            let e = e.to_string();
+            fail_all(batch, || Error::Index(e.clone().into()));
+            return true;
         }
         let mut replies = Vec::with_capacity(batch.len());
         let mut failed = None;
@@ -169,13 +264,14 @@ fn commit_batch(db: &Database, mut batch: Vec<Request>, sync: bool, stats: &Inde
         }
         if let Some((i, e)) = failed {
             // Roll back everything, tell the failed job, and run the others again.
+            failures = true;
             if let Err(abort_err) = txn.abort() {
                 tracing::error!(error = %abort_err, "aborting an index transaction failed");
             }
             let request = batch.remove(i);
             let _ = request.reply.send(Err(e));
             if batch.is_empty() {
-                return;
+                return true;
             }
             continue;
         }
@@ -186,16 +282,31 @@ fn commit_batch(db: &Database, mut batch: Vec<Request>, sync: bool, stats: &Inde
                 for (request, reply) in batch.into_iter().zip(replies) {
                     let _ = request.reply.send(Ok(reply));
                 }
+                return failures;
             }
-            Err(e) => fail_all(batch, &e.to_string()),
+            Err(e) => {
+                let e = Error::from(e);
+                fail_all(batch, || clone_error(&e));
+                return true;
+            }
         }
-        return;
     }
 }
 
-fn fail_all(batch: Vec<Request>, message: &str) {
-    tracing::error!(error = message, n_jobs = batch.len(), "index commit failed");
+/// The same failure for every job of a batch (errors are not `Clone`: a full disk stays a full
+/// disk, anything else its message).
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::StorageFull { context } => Error::StorageFull { context },
+        Error::Recovering => Error::Recovering,
+        Error::Index(inner) => Error::Index(inner.to_string().into()),
+        other => Error::Index(other.to_string().into()),
+    }
+}
+
+fn fail_all(batch: Vec<Request>, error: impl Fn() -> Error) {
+    tracing::error!(error = %error(), n_jobs = batch.len(), "index commit failed");
     for request in batch {
-        let _ = request.reply.send(Err(Error::Index(message.to_owned().into())));
+        let _ = request.reply.send(Err(error()));
     }
 }
