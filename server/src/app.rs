@@ -21,6 +21,8 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 pub const FRAME_BUFFER: usize = 256 * 1024;
 /// Upload checkpoints: bytes between fsync'd, acknowledged offsets.
 pub const CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
+/// The status text of a transfer whose upload ran out of storage space.
+pub const STORAGE_FULL_TEXT: &str = "Upload failed: the server ran out of storage space while receiving the file; initialize a new file transfer to send it again";
 /// Ranged downloads by the same recipient within this window record one `DownloadStarted`.
 pub const DOWNLOAD_DEBOUNCE: Duration = Duration::from_secs(300);
 
@@ -262,12 +264,24 @@ impl App {
         scan::backoff(attempt, self.options.scan_retry_max)
     }
 
-    /// Readiness: storage answers and clamd answers; returns clamd's version.
-    pub async fn readiness(&self) -> Result<String, String> {
-        self.storage
-            .upload_offset(&UploadId::from_stored("readiness-probe"))
-            .map_err(|e| format!("storage: {e}"))?;
-        self.scanner.version().await.map_err(|e| format!("scanner: {e}"))
+    /// Readiness: the index can commit, the data directory has room above its reserve, and
+    /// clamd answers.
+    pub async fn readiness(&self) -> Readiness {
+        let storage = match self.storage.probe_commit().await {
+            Err(e) if e.is_storage_full() => Err("full: the index cannot commit".to_owned()),
+            Err(e) => Err(format!("cannot commit: {e}")),
+            Ok(()) => match self.storage.space() {
+                Ok(space) if space.is_low() => Err(format!(
+                    "full: {} bytes free, below the reserve of {}; uploads are refused",
+                    space.free, space.min_free
+                )),
+                Ok(_) => Ok(()),
+                Err(e) => Err(format!("cannot read the free space: {e}")),
+            },
+        };
+        let space = self.storage.space().ok();
+        let scanner = self.scanner.version().await.map_err(|e| e.to_string());
+        Readiness { storage, space, scanner }
     }
 
     /// A transfer the caller takes part in (sender or recipient). Anyone else learns nothing,
@@ -565,6 +579,10 @@ impl App {
         if declared_length.is_some_and(|n| n > limit) {
             return Err(too_large(limit));
         }
+        // Refused before anything is created if the rest cannot fit above the storage reserve:
+        // the sender does not pay for an upload that would fail at its end.
+        let remaining = declared_length.map_or(0, |n| n.saturating_sub(offset.unwrap_or(0)));
+        self.storage.check_space(remaining)?;
         let upload_id = UploadId::for_transfer(id);
         let mut upload = self.storage.open_upload(upload_id.clone(), self.now()).await?;
         // `None`: start over (a REST upload sends the whole file), discarding a partial upload.
@@ -905,6 +923,30 @@ fn too_large(limit: u64) -> ApiError {
     ApiError::altinn_with(16, format!("File size exceeds maximum ({limit} bytes)"))
 }
 
+fn past_declared_length(declared: u64, end: u64, committed: u64) -> ApiError {
+    ApiError::invalid(format!(
+        "the upload's declared length is {declared} bytes, and this data would end at byte {end}: bytes past the declared length are refused ({committed} bytes are durable; resume from there)"
+    ))
+}
+
+/// What `/health/ready` reports.
+#[derive(Debug)]
+pub struct Readiness {
+    /// The index commits and there is room for uploads.
+    pub storage: std::result::Result<(), String>,
+    /// The data directory's free space, if it could be read.
+    pub space: Option<storage::Space>,
+    /// clamd's version.
+    pub scanner: std::result::Result<String, String>,
+}
+
+impl Readiness {
+    /// Ready for every request, uploads included.
+    pub fn is_ready(&self) -> bool {
+        self.storage.is_ok() && self.scanner.is_ok()
+    }
+}
+
 /// An upload in progress, driven by a transport.
 pub struct UploadSession {
     app: Arc<App>,
@@ -964,6 +1006,11 @@ impl UploadSession {
             self.discard().await;
             return Err(too_large(self.limit));
         }
+        if let Some((declared, end)) = self.past_declared(chunk.len() as u64) {
+            let committed = self.sync_point().await?;
+            return Err(past_declared_length(declared, end, committed));
+        }
+        let upload = self.upload.as_mut().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         if !self.started {
             let at = self.app.now();
             self.app.storage.update_transfer(self.id, move |t| Ok(t.start_upload(at)?)).await?;
@@ -971,12 +1018,23 @@ impl UploadSession {
         }
         self.since_checkpoint += chunk.len() as u64;
         let n = chunk.len() as u64;
-        upload.write(chunk).await?;
+        if let Err(e) = upload.write(chunk).await {
+            return Err(self.failed_write(e).await);
+        }
         self.app.metrics.upload_bytes.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         if self.auto_checkpoint && self.since_checkpoint >= CHECKPOINT_BYTES {
             return self.sync_point().await.map(Some);
         }
         Ok(None)
+    }
+
+    /// Where `more` bytes would end, if that is past the declared length. The caller refuses
+    /// them before any is written and makes what came before durable (the client may resume
+    /// from it): nothing past the declared length is ever committed.
+    fn past_declared(&self, more: u64) -> Option<(u64, u64)> {
+        let declared = self.declared_length?;
+        let end = self.offset() + self.pending.len() as u64 + more;
+        (end > declared).then_some((declared, end))
     }
 
     /// The transfer.
@@ -1008,6 +1066,10 @@ impl UploadSession {
             self.discard().await;
             return Err(too_large(self.limit));
         }
+        if let Some((declared, end)) = self.past_declared(frame.len() as u64) {
+            let committed = self.checkpoint().await?;
+            return Err(past_declared_length(declared, end, committed));
+        }
         self.pending.extend_from_slice(frame);
         if self.pending.len() >= FRAME_BUFFER {
             let chunk = self.pending.split().freeze();
@@ -1034,7 +1096,32 @@ impl UploadSession {
         let at = self.app.now();
         let upload = self.upload.as_mut().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         self.since_checkpoint = 0;
-        Ok(upload.checkpoint(at).await?)
+        match upload.checkpoint(at).await {
+            Ok(committed) => Ok(committed),
+            Err(e) => Err(self.failed_write(e).await),
+        }
+    }
+
+    /// A write or checkpoint failed. Out of space, the upload ends for good: its partial file
+    /// is deleted at once (it would keep the disk full) and the transfer fails with a reason
+    /// that says so; the sender initializes a new transfer once there is room. Any other
+    /// failure leaves the durable prefix to resume from.
+    async fn failed_write(&mut self, e: storage::Error) -> ApiError {
+        if !e.is_storage_full() {
+            return e.into();
+        }
+        tracing::warn!(transfer = %self.id, received = self.offset(), "upload failed: out of storage space");
+        self.discard().await;
+        let at = self.app.now();
+        if let Err(e) = self
+            .app
+            .storage
+            .update_transfer(self.id, move |t| Ok(t.fail(STORAGE_FULL_TEXT, at)?))
+            .await
+        {
+            tracing::warn!(transfer = %self.id, error = %e, "failing an upload that ran out of space");
+        }
+        ApiError::storage_full()
     }
 
     async fn discard(&mut self) {
@@ -1062,7 +1149,11 @@ impl UploadSession {
         }
         let upload = self.upload.take().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         let app = self.app.clone();
-        let (transfer, outcome) = app.storage.complete_upload(self.id, upload, app.now()).await?;
+        let (transfer, outcome) =
+            match app.storage.complete_upload(self.id, upload, app.now()).await {
+                Ok(done) => done,
+                Err(e) => return Err(self.failed_write(e).await),
+            };
         // The MD5 decides the answer only if the sender declared a checksum (a mismatch is
         // 400/9 here, as in Altinn), and an unscanned file is published now, with its MD5: then
         // it followed the upload. Otherwise the scan decides: the MD5 is computed from the blob

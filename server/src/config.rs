@@ -46,6 +46,30 @@ pub struct Config {
     /// Webhook delivery.
     #[serde(default)]
     pub webhooks: crate::webhooks::WebhookConfig,
+    /// The data directory's storage.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Bytes of the data directory's filesystem that uploads leave free for the index; below
+    /// it uploads are refused (507 / RESOURCE_EXHAUSTED) and `/health/ready` says not ready.
+    /// 0 turns the reserve off.
+    #[serde(default = "default_min_free")]
+    pub min_free_bytes: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { min_free_bytes: default_min_free() }
+    }
+}
+
+fn default_min_free() -> u64 {
+    storage::DEFAULT_MIN_FREE_BYTES
 }
 
 /// `[lifecycle]`.

@@ -26,6 +26,8 @@ pub enum Kind {
     OutOfRange,
     /// Try again later (HTTP 503).
     Unavailable,
+    /// Out of a resource: storage space (HTTP 507), a message size limit.
+    ResourceExhausted,
     /// Our fault (HTTP 500).
     Internal,
 }
@@ -103,6 +105,18 @@ impl ApiError {
             code: None,
             message: message.into(),
             http_status: 503,
+            field: None,
+        }
+    }
+
+    /// The server has no room for the bytes: HTTP 507, gRPC `RESOURCE_EXHAUSTED`. No path or
+    /// internal detail is told.
+    pub fn storage_full() -> Self {
+        Self {
+            kind: Kind::ResourceExhausted,
+            code: None,
+            message: "the server is out of storage space; nothing of this request was kept, try again later".into(),
+            http_status: 507,
             field: None,
         }
     }
@@ -262,6 +276,13 @@ impl From<storage::Error> for ApiError {
             },
             E::Resource(r) => Self::altinn_with(r.code(), r.to_string()),
             E::Id(id) => Self::invalid(id.to_string()),
+            E::StorageFull { context } => {
+                tracing::warn!(context, "out of storage space");
+                Self::storage_full()
+            }
+            E::Recovering => Self::unavailable(
+                "the server is recovering from a storage failure; try again in a moment",
+            ),
             E::AlreadyExists(what) if what.starts_with("a writer for upload") => {
                 Self::unavailable(format!("{what} is still active; retry in a moment"))
             }
@@ -281,6 +302,7 @@ impl From<ApiError> for Status {
             Kind::AlreadyExists => Code::AlreadyExists,
             Kind::OutOfRange => Code::OutOfRange,
             Kind::Unavailable => Code::Unavailable,
+            Kind::ResourceExhausted => Code::ResourceExhausted,
             Kind::Internal => Code::Internal,
         };
         match e.code_string() {

@@ -29,6 +29,57 @@ fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Status> {
     })
 }
 
+/// If `status` is tonic's refusal of a message over the size limit: what to tell the client.
+fn too_large_message(status: &Status) -> Option<String> {
+    (status.code() == tonic::Code::OutOfRange
+        && status.message().contains("message length too large"))
+    .then(|| {
+        format!(
+            "a message larger than the limit of {} bytes was refused ({}): send data in chunks of at most 1 MiB",
+            crate::MAX_MESSAGE,
+            status.message()
+        )
+    })
+}
+
+/// Gives tonic's refusal of an oversized request message, which happens before any handler
+/// runs, the code gRPC prescribes (RESOURCE_EXHAUSTED, not OUT_OF_RANGE) and a message that
+/// names the limit. Such refusals are trailers-only responses: the status is in the headers.
+pub async fn oversized_requests(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers();
+    let refused = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers.get("grpc-message").and_then(|v| v.to_str().ok()).is_some_and(|m| {
+            m.contains("message%20length%20too%20large") || m.contains("message length too large")
+        });
+    if refused {
+        let status = Status::new(tonic::Code::OutOfRange, "message length too large");
+        let message = too_large_message(&status).expect("a refusal");
+        let headers = response.headers_mut();
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("8"));
+        if let Ok(value) = axum::http::HeaderValue::from_str(&percent_encode(&message)) {
+            headers.insert("grpc-message", value);
+        }
+    }
+    response
+}
+
+/// gRPC's percent-encoding of `grpc-message` (everything outside printable ASCII and `%`).
+fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn transfer_id(text: &str) -> Result<FileTransferId, Status> {
     text.parse().map_err(|e: IdError| ApiError::invalid(e.to_string()).into())
 }
@@ -213,11 +264,23 @@ impl FileTransferService for FileTransferApi {
                         return;
                     }
                     Err(status) => {
-                        // The client went away: keep what arrived durable so it can resume.
+                        // A message over the limit, or the client went away: keep what arrived
+                        // durable so it can resume, and say why (a gone client hears nothing).
                         tracing::info!(transfer = %id, %status, "upload interrupted");
-                        if let Err(e) = session.checkpoint().await {
-                            tracing::warn!(transfer = %id, error = %e, "checkpoint after interruption failed");
-                        }
+                        let committed = match session.checkpoint().await {
+                            Ok(committed) => committed,
+                            Err(e) => {
+                                tracing::warn!(transfer = %id, error = %e, "checkpoint after interruption failed");
+                                session.committed()
+                            }
+                        };
+                        let status = match too_large_message(&status) {
+                            Some(limit) => Status::resource_exhausted(format!(
+                                "{limit}; {committed} bytes are durable, resume from there"
+                            )),
+                            None => status,
+                        };
+                        let _ = tx.send(Err(status)).await;
                         return;
                     }
                 }

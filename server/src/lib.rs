@@ -42,7 +42,8 @@ use tokio::net::TcpListener;
 pub use app::App;
 pub use config::Config;
 
-/// Largest gRPC message accepted: a 1 MiB data chunk plus framing headroom.
+/// Largest gRPC message accepted on every service: a 1 MiB data chunk plus framing headroom.
+/// A larger message is refused with RESOURCE_EXHAUSTED (see `grpc::oversized_requests`).
 pub const MAX_MESSAGE: usize = 2 * 1024 * 1024;
 
 /// Opens storage, keys and scanner as `config` says.
@@ -51,9 +52,12 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
         stuck_upload_after: Duration::from_secs(config.lifecycle.stuck_upload_secs),
         scan_timeout: Duration::from_secs(config.lifecycle.scan_timeout_secs),
     };
-    let storage =
-        Storage::open(StorageOptions { lifecycle, ..StorageOptions::new(&config.data_dir) })
-            .await?;
+    let storage = Storage::open(StorageOptions {
+        lifecycle,
+        min_free_bytes: config.storage.min_free_bytes,
+        ..StorageOptions::new(&config.data_dir)
+    })
+    .await?;
     let dev_key =
         if config.dev { Some(auth::DevKey::load_or_create(&config.data_dir)?) } else { None };
     let authenticator =
@@ -100,10 +104,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let app = open_app(&config).await?;
     tracing::info!(data_dir = %config.data_dir.display(), recovery = ?app.storage.recovery(), dev = config.dev, "storage open");
-    match app.readiness().await {
+    let readiness = app.readiness().await;
+    match &readiness.scanner {
         Ok(version) => tracing::info!(clamd = %config.clamd.address, %version, "scanner ready"),
         // Not fatal: transfers wait in UploadProcessing until clamd is back.
         Err(reason) => tracing::warn!(clamd = %config.clamd.address, %reason, "scanner not ready"),
+    }
+    if let Err(reason) = &readiness.storage {
+        tracing::warn!(%reason, "storage not ready for uploads");
     }
     app.resume_pending().await?;
     app.spawn(webhooks::run_forever(app.clone()));
@@ -126,13 +134,20 @@ pub async fn run(
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE),
     )
-    .add_service(ResourceServiceServer::new(grpc::ResourceApi::new(app.clone())))
-    .add_service(proto::v1::event_service_server::EventServiceServer::new(watch::EventApi::new(
-        app.clone(),
-    )))
+    .add_service(
+        ResourceServiceServer::new(grpc::ResourceApi::new(app.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
+    .add_service(
+        proto::v1::event_service_server::EventServiceServer::new(watch::EventApi::new(app.clone()))
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE),
+    )
     .add_service(health_service)
     .add_service(reflection)
     .into_axum_router()
+    .layer(axum::middleware::from_fn(grpc::oversized_requests))
     .layer(tonic_web::GrpcWebLayer::new());
     let http = {
         let ready_app = app.clone();
@@ -221,17 +236,20 @@ async fn metrics(app: Arc<App>) -> impl IntoResponse {
     )
 }
 
+/// `/health/ready`: 200 when every request can be served, 503 (with what is wrong) when the
+/// index cannot commit, free space is below the reserve (a load balancer stops sending
+/// uploads), or clamd does not answer.
 async fn ready(app: Arc<App>) -> impl IntoResponse {
-    match app.readiness().await {
-        Ok(version) => (
-            StatusCode::OK,
-            axum::Json(
-                serde_json::json!({ "status": "ready", "storage": "ok", "scanner": version }),
-            ),
-        ),
-        Err(reason) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({ "status": "not ready", "reason": reason })),
-        ),
+    let r = app.readiness().await;
+    let mut body = serde_json::json!({
+        "status": if r.is_ready() { "ready" } else { "not ready" },
+        "storage": match &r.storage { Ok(()) => "ok".to_owned(), Err(e) => e.clone() },
+        "scanner": match &r.scanner { Ok(v) => v.clone(), Err(e) => format!("unavailable: {e}") },
+    });
+    if let Some(space) = r.space {
+        body["freeBytes"] = space.free.into();
+        body["minFreeBytes"] = space.min_free.into();
     }
+    let status = if r.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body))
 }

@@ -16,6 +16,7 @@ mod events;
 mod grpc;
 mod index;
 mod pipeline;
+mod protocol_edges;
 mod rest;
 mod resume;
 mod scanner;
