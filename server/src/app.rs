@@ -36,6 +36,8 @@ pub struct AppOptions {
     /// Resources the operator approved for transfers without a virus scan (Altinn's
     /// `approvedForDisabledVirusScan`, an administrator's decision that no API can make).
     pub unscanned_resources: Vec<String>,
+    /// How long an upload's body or stream may bring nothing before it is cut off.
+    pub idle_timeout: Duration,
 }
 
 impl Default for AppOptions {
@@ -44,6 +46,7 @@ impl Default for AppOptions {
             global_max_upload: ResourceConfig::GLOBAL_MAX_SIZE,
             scan_retry_max: Duration::from_secs(60),
             unscanned_resources: Vec::new(),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -56,7 +59,7 @@ pub struct App {
     pub scanner: Clamd,
     /// Token validation.
     pub auth: Authenticator,
-    options: AppOptions,
+    pub(crate) options: AppOptions,
     clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
     download_debounce: Mutex<HashMap<(FileTransferId, Party), Instant>>,
     /// Cancelled when the server shuts down: background work stops at a resumable point.
@@ -584,18 +587,42 @@ impl App {
         let remaining = declared_length.map_or(0, |n| n.saturating_sub(offset.unwrap_or(0)));
         self.storage.check_space(remaining)?;
         let upload_id = UploadId::for_transfer(id);
-        let mut upload = self.storage.open_upload(upload_id.clone(), self.now()).await?;
+        // A TUS session parked between two PATCHes gives way: any protocol may resume.
+        self.parked.lock().expect("parked map").remove(&upload_id);
+        // The declared length is recorded with the upload, so whichever protocol resumes it
+        // after an interruption (TUS needs `Upload-Length`) knows the total.
+        let mut upload = self
+            .storage
+            .open_upload_declared(upload_id.clone(), self.now(), declared_length)
+            .await?;
         // `None`: start over (a REST upload sends the whole file), discarding a partial upload.
         let offset = match offset {
             Some(offset) => offset,
-            None if upload.offset() == 0 => 0,
+            None if upload.offset() == 0 && upload.length() == declared_length => 0,
             None => {
                 drop(upload);
                 self.storage.abort_upload(&upload_id).await?;
-                upload = self.storage.open_upload(upload_id, self.now()).await?;
+                upload = self
+                    .storage
+                    .open_upload_declared(upload_id, self.now(), declared_length)
+                    .await?;
                 0
             }
         };
+        if let (Some(recorded), Some(declared)) = (upload.length(), declared_length)
+            && recorded != declared
+        {
+            return Err(ApiError {
+                kind: crate::error::Kind::FailedPrecondition,
+                code: None,
+                message: format!(
+                    "the upload was begun with a length of {recorded} bytes, not {declared}: resume it with the same length, or start it over"
+                ),
+                http_status: 409,
+                field: None,
+            });
+        }
+        let declared_length = declared_length.or(upload.length());
         if offset != upload.offset() {
             return Err(ApiError {
                 kind: crate::error::Kind::FailedPrecondition,

@@ -28,6 +28,8 @@ pub const SCOPE_WRITE: &str = "altinn:broker.write";
 pub const SCOPE_READ: &str = "altinn:broker.read";
 /// Scope of service owners.
 pub const SCOPE_SERVICE_OWNER: &str = "altinn:serviceowner";
+/// Altinn Events' scope for reading events (the feed, Watch, webhook subscriptions).
+pub const SCOPE_EVENTS_SUBSCRIBE: &str = "altinn:events.subscribe";
 
 /// Who is calling.
 #[derive(Debug, Clone, PartialEq, Eq)]

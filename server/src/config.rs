@@ -176,12 +176,25 @@ pub struct LimitsConfig {
     /// from (seconds).
     #[serde(default = "default_watch_stall")]
     pub watch_stall_secs: u64,
+    /// An upload whose request body (HTTP) or stream (gRPC) brings no byte for this long is
+    /// checkpointed and cut off: 408 and `Connection: close`, gRPC UNAVAILABLE; it resumes from
+    /// its committed offset (seconds, at least 1).
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_upload_bytes: default_max_upload(), watch_stall_secs: default_watch_stall() }
+        Self {
+            max_upload_bytes: default_max_upload(),
+            watch_stall_secs: default_watch_stall(),
+            idle_timeout_secs: default_idle_timeout(),
+        }
     }
+}
+
+fn default_idle_timeout() -> u64 {
+    30
 }
 
 fn default_watch_stall() -> u64 {

@@ -257,6 +257,20 @@ fn altinn_error(code: u16) -> (Kind, u16, &'static str) {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    /// 401, saying what to send: every front-end reports a refused token the same way.
+    fn from(e: crate::auth::AuthError) -> Self {
+        match e {
+            crate::auth::AuthError::Missing => Self::unauthenticated(
+                "a bearer token is required: send `Authorization: Bearer <token>`",
+            ),
+            crate::auth::AuthError::Invalid(reason) => {
+                Self::unauthenticated(format!("invalid token: {reason}"))
+            }
+        }
+    }
+}
+
 impl From<storage::Error> for ApiError {
     fn from(e: storage::Error) -> Self {
         use storage::Error as E;

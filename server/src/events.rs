@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use storage::EventRecord;
 
 use crate::app::App;
-use crate::auth::{SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
+use crate::auth::{SCOPE_EVENTS_SUBSCRIBE, SCOPE_READ, SCOPE_WRITE};
 use crate::error::ApiError;
 
 const MAX_PAGE: usize = 1000;
@@ -48,17 +48,16 @@ pub fn cloud_event(app: &App, e: &EventRecord) -> Value {
     })
 }
 
-/// Who reads events (feed, Watch, subscriptions): an authenticated caller with any broker
-/// scope, acting for its organisation.
+/// Who reads events (feed, Watch, subscriptions): an authenticated caller acting for its
+/// organisation, with Altinn Events' scope `altinn:events.subscribe` or a broker scope
+/// (`altinn:broker.read`, `altinn:broker.write`): whoever may send or receive transfers may see
+/// their events. `altinn:serviceowner` alone is not enough (it configures resources).
 pub(crate) fn event_reader(
     app: &App,
     authorization: Option<&str>,
 ) -> Result<storage::model::Party, ApiError> {
-    let caller = app
-        .auth
-        .authenticate(authorization)
-        .map_err(|e| ApiError::unauthenticated(e.to_string()))?;
-    let scopes = [SCOPE_READ, SCOPE_WRITE, SCOPE_SERVICE_OWNER];
+    let caller = app.auth.authenticate(authorization)?;
+    let scopes = [SCOPE_EVENTS_SUBSCRIBE, SCOPE_READ, SCOPE_WRITE];
     if !caller.has_any_scope(&scopes) {
         return Err(ApiError::missing_scope(&scopes));
     }

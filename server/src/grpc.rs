@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::app::{App, InitializeRequest, SearchQuery};
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::error::ApiError;
 
 /// Download message size: large enough to keep per-message overhead small, well under the
@@ -21,12 +21,7 @@ const DOWNLOAD_CHUNK: usize = 1024 * 1024;
 
 fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Status> {
     let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-    app.auth.authenticate(header).map_err(|e| match e {
-        AuthError::Missing => ApiError::unauthenticated("a bearer token is required").into(),
-        AuthError::Invalid(reason) => {
-            ApiError::unauthenticated(format!("invalid token: {reason}")).into()
-        }
-    })
+    app.auth.authenticate(header).map_err(|e| ApiError::from(e).into())
 }
 
 /// If `status` is tonic's refusal of a message over the size limit: what to tell the client.
@@ -200,7 +195,11 @@ impl FileTransferService for FileTransferApi {
         use pb::upload_response::Message as Out;
         let caller = caller(&self.app, &request)?;
         let mut stream = request.into_inner();
-        let start = match stream.message().await?.and_then(|m| m.message) {
+        let idle = self.app.options.idle_timeout;
+        let first = tokio::time::timeout(idle, stream.message()).await.map_err(|_| {
+            Status::unavailable(format!("no `start` message within {} s", idle.as_secs()))
+        })?;
+        let start = match first?.and_then(|m| m.message) {
             Some(In::Start(start)) => start,
             _ => return Err(ApiError::invalid("the first upload message must be `start`").into()),
         };
@@ -228,6 +227,20 @@ impl FileTransferService for FileTransferApi {
                             ),
                             Err(e) => format!("the server is shutting down: {e}"),
                         };
+                        let _ = tx.send(Err(Status::unavailable(message))).await;
+                        return;
+                    }
+                    () = tokio::time::sleep(idle) => {
+                        // The client stopped sending but keeps the stream open: free the
+                        // upload and say where to resume ([limits] idle_timeout_secs).
+                        let message = match session.checkpoint().await {
+                            Ok(committed) => format!(
+                                "no message for {} s; {committed} bytes are durable, resume from there",
+                                idle.as_secs()
+                            ),
+                            Err(e) => format!("no message for {} s: {e}", idle.as_secs()),
+                        };
+                        tracing::info!(transfer = %id, "upload stream idle; cut off");
                         let _ = tx.send(Err(Status::unavailable(message))).await;
                         return;
                     }

@@ -12,6 +12,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -68,6 +69,7 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
         global_max_upload: config.limits.max_upload_bytes,
         scan_retry_max: Duration::from_secs(config.clamd.retry_max_secs),
         unscanned_resources: config.clamd.unscanned_resources.clone(),
+        idle_timeout: Duration::from_secs(config.limits.idle_timeout_secs.max(1)),
     };
     let public_url =
         config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
@@ -123,9 +125,17 @@ pub async fn run(
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<FileTransferServiceServer<grpc::FileTransferApi>>().await;
     health.set_serving::<ResourceServiceServer<grpc::ResourceApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    health
+        .set_serving::<proto::v1::event_service_server::EventServiceServer<watch::EventApi>>()
+        .await;
+    // Both reflection versions: grpcurl and most tools speak v1; Python's grpcio-reflection and
+    // older tools only v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     // gRPC services get the gRPC-Web translation; REST, TUS and health do not (tonic-web
     // refuses plain HTTP/1.1 requests it does not understand).
@@ -145,7 +155,8 @@ pub async fn run(
             .max_encoding_message_size(MAX_MESSAGE),
     )
     .add_service(health_service)
-    .add_service(reflection)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
     .into_axum_router()
     .layer(axum::middleware::from_fn(grpc::oversized_requests))
     .layer(tonic_web::GrpcWebLayer::new());
@@ -168,14 +179,17 @@ pub async fn run(
     };
     let all = grpc
         .merge(http)
+        .fallback(not_found)
+        // Browsers: CORS as configured (gRPC-Web is translated on the gRPC routes above).
+        .layer(tower::util::option_layer(cors_layer(&config.cors)))
+        // Outside CORS, which would answer every OPTIONS itself and hide TUS discovery.
+        .layer(axum::middleware::from_fn(tus::discovery))
         .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::count_requests));
     let routes = tonic::service::Routes::from(all);
 
     tracing::info!(addr = %listener.local_addr()?, "listening");
     tonic::transport::Server::builder()
         .accept_http1(true)
-        // Browsers: CORS as configured (gRPC-Web is translated on the gRPC routes above).
-        .layer(tower::util::option_layer(cors_layer(&config.cors)))
         // Larger frames and windows roughly double loopback throughput (platform notes).
         .max_frame_size(Some(1024 * 1024 - 1))
         // A stream's window is what the server may hold of it unwritten: 2 MiB covers a
@@ -207,8 +221,28 @@ pub async fn run(
     Ok(())
 }
 
-/// CORS for the configured origins; none configured, no layer (tower-http answers every OPTIONS
-/// request itself, which would hide TUS's OPTIONS).
+/// An unknown path: 404. Under `/broker/` a ProblemDetails (as the API's other errors); a gRPC
+/// call to an unknown method gets gRPC's UNIMPLEMENTED; elsewhere plain text.
+async fn not_found(request: axum::extract::Request) -> axum::response::Response {
+    let path = request.uri().path();
+    let grpc = request
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/grpc"));
+    if grpc {
+        return tonic::Status::unimplemented(format!("no such method: {path}")).into_http();
+    }
+    if path.starts_with("/broker/") {
+        return rest::problem_details(
+            StatusCode::NOT_FOUND,
+            &format!("no such endpoint: {path}; see /broker/api/v1/openapi.json"),
+        );
+    }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// CORS for the configured origins; none configured, no layer.
 fn cors_layer(config: &config::CorsConfig) -> Option<tower_http::cors::CorsLayer> {
     use tower_http::cors::{AllowOrigin, Any, CorsLayer};
     if config.allowed_origins.is_empty() {

@@ -26,7 +26,7 @@ use serde_json::{Map, Value, json};
 use storage::model::*;
 
 use crate::app::{App, InitializeRequest, SearchQuery, checksum_of, recipient_views};
-use crate::auth::{AuthError, Caller};
+use crate::auth::Caller;
 use crate::error::{ApiError, Kind};
 
 /// Where the API lives.
@@ -75,9 +75,16 @@ fn rfc9110(status: StatusCode) -> &'static str {
         401 => "https://tools.ietf.org/html/rfc9110#section-15.5.2",
         403 => "https://tools.ietf.org/html/rfc9110#section-15.5.4",
         404 => "https://tools.ietf.org/html/rfc9110#section-15.5.5",
+        405 => "https://tools.ietf.org/html/rfc9110#section-15.5.6",
+        408 => "https://tools.ietf.org/html/rfc9110#section-15.5.9",
         409 => "https://tools.ietf.org/html/rfc9110#section-15.5.10",
+        410 => "https://tools.ietf.org/html/rfc9110#section-15.5.11",
+        412 => "https://tools.ietf.org/html/rfc9110#section-15.5.13",
+        413 => "https://tools.ietf.org/html/rfc9110#section-15.5.14",
+        415 => "https://tools.ietf.org/html/rfc9110#section-15.5.16",
         416 => "https://tools.ietf.org/html/rfc9110#section-15.5.17",
         503 => "https://tools.ietf.org/html/rfc9110#section-15.6.4",
+        507 => "https://tools.ietf.org/html/rfc4918#section-11.5",
         _ => "https://tools.ietf.org/html/rfc9110#section-15.6.1",
     }
 }
@@ -141,6 +148,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A plain RFC 7807 ProblemDetails answer (no Altinn code), for the HTTP front-ends that are not
+/// Altinn's JSON API (TUS, unknown paths).
+pub(crate) fn problem_details(status: StatusCode, detail: &str) -> Response {
+    let body = json!({
+        "type": rfc9110(status),
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+        "traceId": trace_id(),
+    });
+    problem(status, body)
+}
+
 fn problem(status: StatusCode, body: Value) -> Response {
     let mut response = (status, axum::Json(body)).into_response();
     response
@@ -196,10 +216,7 @@ async fn accept_check(request: Request, next: Next, produces: &'static str) -> R
 
 fn caller(app: &App, headers: &HeaderMap) -> Result<Caller> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    app.auth.authenticate(value).map_err(|e| match e {
-        AuthError::Missing => ApiError::unauthenticated("a bearer token is required"),
-        AuthError::Invalid(reason) => ApiError::unauthenticated(reason),
-    })
+    Ok(app.auth.authenticate(value)?)
 }
 
 fn transfer_id(text: &str) -> Result<FileTransferId> {
@@ -207,14 +224,30 @@ fn transfer_id(text: &str) -> Result<FileTransferId> {
     text.parse().map_err(|_| ApiError::altinn(1))
 }
 
-/// A JSON object whose property names are matched case-insensitively.
-struct CiObject(HashMap<String, Value>);
+/// A JSON request body read as ASP.NET's web defaults read it, which Altinn clients rely on:
+/// property names match case-insensitively (Postman sends `MaxFileTransferSize`), and numbers
+/// may be sent as JSON strings (`"maxFileTransferSize": "1112391230"`). A value of the wrong
+/// type is refused with ASP.NET's message. Every JSON body of the REST and events APIs goes
+/// through it.
+pub(crate) struct CiObject(HashMap<String, Value>);
+
+/// ASP.NET's message for a JSON value of the wrong type.
+fn not_convertible(name: &'static str, dotnet_type: &str) -> ApiError {
+    ApiError::invalid_field(
+        name,
+        format!("The JSON value could not be converted to {dotnet_type}. Path: $.{name}."),
+    )
+}
 
 impl CiObject {
-    fn parse(body: &Bytes) -> Result<Self> {
+    pub(crate) fn parse(body: &Bytes) -> Result<Self> {
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::invalid_field("body", format!("The request body is not valid JSON: {e}"))
         })?;
+        Self::from_value(value)
+    }
+
+    fn from_value(value: Value) -> Result<Self> {
         let Value::Object(map) = value else {
             return Err(ApiError::invalid_field("body", "The request body must be a JSON object"));
         };
@@ -225,38 +258,50 @@ impl CiObject {
         self.0.get(&name.to_ascii_lowercase()).filter(|v| !v.is_null())
     }
 
-    fn string(&self, name: &'static str) -> Result<Option<String>> {
+    /// A nested object, read the same way.
+    fn object(&self, name: &'static str) -> Result<Option<Self>> {
         match self.get(name) {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v @ Value::Object(_)) => Self::from_value(v.clone()).map(Some),
             Some(_) => {
-                Err(ApiError::invalid_field(name, format!("The {name} field must be a string.")))
+                Err(ApiError::invalid_field(name, format!("The {name} field must be an object.")))
             }
         }
     }
 
-    fn required_string(&self, name: &'static str) -> Result<String> {
+    pub(crate) fn string(&self, name: &'static str) -> Result<Option<String>> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(not_convertible(name, "System.String")),
+        }
+    }
+
+    pub(crate) fn required_string(&self, name: &'static str) -> Result<String> {
         self.string(name)?
             .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field is required.")))
     }
 
     fn bool(&self, name: &'static str) -> Result<Option<bool>> {
         match self.get(name) {
+            // As in ASP.NET: `"true"` is not a boolean (only numbers may be strings).
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(ApiError::invalid_field(
-                name,
-                format!("The {name} field must be true or false."),
-            )),
+            Some(_) => Err(not_convertible(name, "System.Boolean")),
         }
     }
 
+    /// An integer: a JSON number, or a string holding one (ASP.NET's `AllowReadingFromString`).
     fn int(&self, name: &'static str) -> Result<Option<i64>> {
         match self.get(name) {
             None => Ok(None),
-            Some(v) => v.as_i64().map(Some).ok_or_else(|| {
-                ApiError::invalid_field(name, format!("The {name} field must be an integer."))
-            }),
+            Some(Value::Number(n)) => {
+                n.as_i64().map(Some).ok_or_else(|| not_convertible(name, "System.Int64"))
+            }
+            Some(Value::String(s)) => {
+                s.parse::<i64>().map(Some).map_err(|_| not_convertible(name, "System.Int64"))
+            }
+            Some(_) => Err(not_convertible(name, "System.Int64")),
         }
     }
 
@@ -388,13 +433,18 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let mut session = app.begin_upload(&caller, id, None, declared).await?;
+    let (body, idle) = crate::body::idle(body, app.options.idle_timeout);
     let mut stream = body.into_data_stream();
     while let Some(frame) = stream.next().await {
         let frame = match frame {
             Ok(frame) => frame,
             Err(e) => {
-                // The client went away mid-body: keep what arrived (the gRPC API can resume it).
-                let _ = session.checkpoint().await;
+                // The client stalled or went away mid-body: keep what arrived (TUS or gRPC
+                // resume it from there).
+                let committed = session.checkpoint().await;
+                if idle.fired() {
+                    return Ok(timed_out(&app, id, committed.ok()));
+                }
                 return Err(ApiError::invalid_field(
                     "body",
                     format!("the upload was interrupted: {e}"),
@@ -407,6 +457,21 @@ async fn upload(
     Ok(axum::Json(json!({ "fileTransferId": id.to_string() })).into_response())
 }
 
+/// 408 for an upload body that brought nothing for the idle timeout, closing the connection
+/// (the rest of the body is not read): what was received is kept and where to resume is said.
+pub(crate) fn timed_out(app: &App, id: FileTransferId, committed: Option<u64>) -> Response {
+    let secs = app.options.idle_timeout.as_secs();
+    let detail = match committed {
+        Some(offset) => format!(
+            "the request body brought no data for {secs} s; the first {offset} bytes are kept: resume from offset {offset} with TUS (HEAD {BASE}/filetransfer/upload/tus/{id}) or gRPC"
+        ),
+        None => format!("the request body brought no data for {secs} s"),
+    };
+    let mut response = problem_details(StatusCode::REQUEST_TIMEOUT, &detail);
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// `POST /filetransfer/upload`: initialize and upload in one multipart request. The file part
 /// (`FileTransfer`) streams into storage like a raw upload, so the `Metadata.*` fields must come
 /// before it (as form encoders send them).
@@ -414,6 +479,9 @@ async fn initialize_and_upload(State(app): State<Arc<App>>, request: Request) ->
     use axum::extract::FromRequest as _;
     // Identity first (401 before any complaint about the body), then the form.
     let caller = caller(&app, request.headers())?;
+    let (parts, body) = request.into_parts();
+    let (body, idle) = crate::body::idle(body, app.options.idle_timeout);
+    let request = Request::from_parts(parts, body);
     let mut form = axum::extract::Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::invalid_field("body", e.body_text()))?;
@@ -433,8 +501,18 @@ async fn initialize_and_upload(State(app): State<Arc<App>>, request: Request) ->
             }
             let id = app.initialize(&caller, request).await?;
             let mut session = app.begin_upload(&caller, id, None, None).await?;
-            while let Some(chunk) = field.chunk().await.map_err(bad)? {
-                session.write_frame(&chunk).await?;
+            loop {
+                match field.chunk().await {
+                    Ok(Some(chunk)) => session.write_frame(&chunk).await?,
+                    Ok(None) => break,
+                    Err(e) => {
+                        let committed = session.checkpoint().await;
+                        if idle.fired() {
+                            return Ok(timed_out(&app, id, committed.ok()));
+                        }
+                        return Err(bad(e));
+                    }
+                }
             }
             session.finish().await?;
             return Ok(axum::Json(json!({ "fileTransferId": id.to_string() })).into_response());
@@ -795,20 +873,12 @@ async fn put_resource(
             })
             .collect()
     };
-    let access = match body.get("access") {
+    let access = match body.object("access")? {
         None => None,
-        Some(Value::Object(_)) => {
-            let inner = CiObject::parse(&Bytes::from(
-                serde_json::to_vec(body.get("access").unwrap_or(&Value::Null)).unwrap_or_default(),
-            ))?;
-            Some(AccessRules {
-                senders: parties(inner.strings("senders")?.unwrap_or_default())?,
-                recipients: parties(inner.strings("recipients")?.unwrap_or_default())?,
-            })
-        }
-        Some(_) => {
-            return Err(ApiError::invalid_field("access", "The access field must be an object."));
-        }
+        Some(inner) => Some(AccessRules {
+            senders: parties(inner.strings("senders")?.unwrap_or_default())?,
+            recipients: parties(inner.strings("recipients")?.unwrap_or_default())?,
+        }),
     };
     let update = ResourceUpdate {
         max_file_transfer_size: body.int("maxFileTransferSize")?,

@@ -50,7 +50,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route(
             &format!("{BASE}/filetransfer/upload/tus/{{id}}"),
-            post(create).head(head).patch(patch).delete(terminate).options(options),
+            post(create).head(head).patch(patch).delete(terminate),
         )
         .route(
             &format!("{BASE}/filetransfer/upload/tus/{{id}}/partial/{{partial}}"),
@@ -82,9 +82,52 @@ fn respond(status: StatusCode, headers: &[(&'static str, String)]) -> Response {
     response
 }
 
+/// A TUS error: ProblemDetails saying what to do, with the TUS headers.
 fn tus_error(status: StatusCode, message: &str) -> Response {
-    let mut response = (status, message.to_owned()).into_response();
+    let mut response = crate::rest::problem_details(status, message);
     tus_headers(&mut response);
+    response
+}
+
+/// The headers of TUS discovery (`OPTIONS`), on every TUS path.
+fn discovery_headers(response: &mut Response) {
+    let h = response.headers_mut();
+    h.insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+    h.insert(
+        "tus-extension",
+        HeaderValue::from_static("creation,termination,expiration,checksum,concatenation"),
+    );
+    h.insert("tus-checksum-algorithm", HeaderValue::from_static("md5,sha1,sha256"));
+    h.insert("tus-max-size", HeaderValue::from(ResourceConfig::GLOBAL_MAX_SIZE));
+    tus_headers(response);
+}
+
+/// Whether `path` is one of the TUS routes' paths.
+fn is_tus_path(path: &str) -> bool {
+    path.strip_prefix(BASE)
+        .and_then(|p| p.strip_prefix("/filetransfer/upload/tus/"))
+        .is_some_and(|rest| !rest.is_empty())
+}
+
+/// TUS discovery, outside CORS: an `OPTIONS` request on a TUS path is answered with the TUS
+/// headers (version, extensions, checksum algorithms, maximum size), without a token as the
+/// protocol expects (they describe the server, not an upload). A CORS preflight there gets the
+/// CORS layer's answer with the TUS headers added, so a browser client sees both; without CORS
+/// configured, no CORS headers are added (the browser refuses, as it should).
+pub async fn discovery(request: Request, next: axum::middleware::Next) -> Response {
+    if request.method() != axum::http::Method::OPTIONS || !is_tus_path(request.uri().path()) {
+        return next.run(request).await;
+    }
+    let preflight = request.headers().contains_key(header::ORIGIN)
+        && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight { next.run(request).await } else { Response::default() };
+    if !response.status().is_success() {
+        response = Response::default();
+    }
+    if response.status() == StatusCode::OK && !preflight {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+    }
+    discovery_headers(&mut response);
     response
 }
 
@@ -108,22 +151,25 @@ fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, Response> 
 fn check_version(headers: &HeaderMap) -> Result<(), Response> {
     match header_str(headers, "tus-resumable") {
         Some(TUS_VERSION) => Ok(()),
-        _ => Err(respond(StatusCode::PRECONDITION_FAILED, &[("tus-version", TUS_VERSION.into())])),
+        _ => {
+            let mut refused = tus_error(
+                StatusCode::PRECONDITION_FAILED,
+                "send Tus-Resumable: 1.0.0 (the only TUS version this server speaks)",
+            );
+            refused.headers_mut().insert("tus-version", HeaderValue::from_static(TUS_VERSION));
+            Err(refused)
+        }
     }
 }
 
+/// `Upload-Expires`: an RFC 9110 HTTP date, as TUS's expiration extension requires.
 fn expires(record: &storage::UploadRecord) -> String {
-    // RFC 9110 date (IMF-fixdate) is what TUS asks for; RFC 3339 is what we can print without a
-    // date library, and tus clients only show it. Both name the same instant.
-    record.updated.saturating_add(EXPIRATION).to_rfc3339()
+    record.updated.saturating_add(EXPIRATION).to_http_date()
 }
 
 fn caller_for(app: &App, headers: &HeaderMap) -> Result<crate::auth::Caller, Response> {
     let value = header_str(headers, "authorization");
-    let caller = app
-        .auth
-        .authenticate(value)
-        .map_err(|_| ApiError::unauthenticated("token").into_response())?;
+    let caller = app.auth.authenticate(value).map_err(api)?;
     if !caller.has_any_scope(&[SCOPE_WRITE]) {
         return Err(ApiError::missing_scope(&[SCOPE_WRITE]).into_response());
     }
@@ -132,21 +178,6 @@ fn caller_for(app: &App, headers: &HeaderMap) -> Result<crate::auth::Caller, Res
 
 fn transfer_id(text: &str) -> Result<FileTransferId, Response> {
     text.parse().map_err(|_| tus_error(StatusCode::NOT_FOUND, "Missing file transfer id"))
-}
-
-async fn options(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(r) = caller_for(&app, &headers) {
-        return r;
-    }
-    respond(
-        StatusCode::NO_CONTENT,
-        &[
-            ("tus-version", TUS_VERSION.into()),
-            ("tus-extension", "creation,termination,expiration,checksum,concatenation".into()),
-            ("tus-checksum-algorithm", "md5,sha1,sha256".into()),
-            ("tus-max-size", ResourceConfig::GLOBAL_MAX_SIZE.to_string()),
-        ],
-    )
 }
 
 async fn create(
@@ -176,9 +207,13 @@ async fn create_inner(app: Arc<App>, id: String, headers: HeaderMap) -> Result<R
         // transfer's own upload.
         let partial = uuid::Uuid::new_v4().simple().to_string();
         check_sender(&app, &caller, id, length).await?;
+        app.storage.check_space(length).map_err(api)?;
         let upload_id = UploadId::partial(id, &partial);
-        let upload = app.storage.open_upload(upload_id.clone(), app.now()).await.map_err(api)?;
-        app.storage.declare_upload_length(&upload_id, length).await.map_err(api)?;
+        let upload = app
+            .storage
+            .open_upload_declared(upload_id.clone(), app.now(), Some(length))
+            .await
+            .map_err(api)?;
         start(&app, id).await?;
         app.parked.lock().expect("parked map").insert(upload_id, Parked::Partial(upload));
         location = format!("{BASE}/filetransfer/upload/tus/{id}/partial/{partial}");
@@ -187,7 +222,6 @@ async fn create_inner(app: Arc<App>, id: String, headers: HeaderMap) -> Result<R
         app.parked.lock().expect("parked map").remove(&upload_id);
         let mut session = app.begin_upload(&caller, id, None, Some(length)).await.map_err(api)?;
         session.mark_started().await.map_err(api)?;
-        app.storage.declare_upload_length(&upload_id, length).await.map_err(api)?;
         if length == 0 {
             session.finish().await.map_err(api)?;
         } else {
@@ -195,7 +229,11 @@ async fn create_inner(app: Arc<App>, id: String, headers: HeaderMap) -> Result<R
         }
         location = format!("{BASE}/filetransfer/upload/tus/{id}");
     }
-    Ok(respond(StatusCode::CREATED, &[("location", location), ("upload-offset", "0".into())]))
+    let expires = app.now().saturating_add(EXPIRATION).to_http_date();
+    Ok(respond(
+        StatusCode::CREATED,
+        &[("location", location), ("upload-offset", "0".into()), ("upload-expires", expires)],
+    ))
 }
 
 fn api(e: impl Into<ApiError>) -> Response {
@@ -350,6 +388,7 @@ async fn patch_partial(
 
 /// What a PATCH needs once its headers passed the checks.
 struct PatchContext {
+    id: FileTransferId,
     upload_id: UploadId,
     offset: u64,
     length: u64,
@@ -427,21 +466,45 @@ async fn patch_checks(
         let _ = app.storage.abort_upload(&upload_id).await;
         return Err(tus_error(StatusCode::GONE, "the upload expired"));
     }
-    let length = record
-        .length
-        .ok_or_else(|| tus_error(StatusCode::BAD_REQUEST, "the upload has no Upload-Length"))?;
+    // An upload begun elsewhere without a length (a chunked REST body, a gRPC stream without
+    // `length`) takes it from this PATCH, as for a deferred length in TUS.
+    let announced = header_u64(headers, "upload-length")?;
+    let length = match (record.length, announced) {
+        (Some(known), Some(announced)) if known != announced => {
+            return Err(tus_error(
+                StatusCode::BAD_REQUEST,
+                &format!("Upload-Length is {known} for this upload and cannot change"),
+            ));
+        }
+        (Some(known), _) => known,
+        (None, Some(announced)) => announced,
+        (None, None) => {
+            return Err(tus_error(
+                StatusCode::BAD_REQUEST,
+                "the upload's total length is not known yet: send Upload-Length with this PATCH",
+            ));
+        }
+    };
     if offset != record.committed {
-        return Err(respond(
+        let mut conflict = tus_error(
             StatusCode::CONFLICT,
-            &[("upload-offset", record.committed.to_string())],
-        ));
+            &format!(
+                "Upload-Offset is {offset} but the upload continues at {}: send HEAD to learn the offset, then PATCH from there",
+                record.committed
+            ),
+        );
+        conflict.headers_mut().insert("upload-offset", HeaderValue::from(record.committed));
+        return Err(conflict);
     }
     let checksum = Checksum::parse(headers)?;
     let parked = app.parked.lock().expect("parked map").remove(&upload_id);
     let mut target = match parked {
         Some(parked) => parked,
         None if partial.is_some() => Parked::Partial(
-            app.storage.open_upload(upload_id.clone(), app.now()).await.map_err(api)?,
+            app.storage
+                .open_upload_declared(upload_id.clone(), app.now(), Some(length))
+                .await
+                .map_err(api)?,
         ),
         None => Parked::Transfer(
             app.begin_upload(&caller, id, Some(offset), Some(length)).await.map_err(api)?,
@@ -450,7 +513,7 @@ async fn patch_checks(
     if let Parked::Transfer(session) = &mut target {
         session.set_auto_checkpoint(checksum.is_none());
     }
-    Ok(Ok(PatchContext { upload_id, offset, length, checksum, target }))
+    Ok(Ok(PatchContext { id, upload_id, offset, length, checksum, target }))
 }
 
 async fn patch_body(
@@ -458,7 +521,8 @@ async fn patch_body(
     context: PatchContext,
     body: axum::body::Body,
 ) -> Result<Response, Response> {
-    let PatchContext { upload_id, offset, length, mut checksum, mut target } = context;
+    let PatchContext { id, upload_id, offset, length, mut checksum, mut target } = context;
+    let (body, idle) = crate::body::idle(body, app.options.idle_timeout);
     let mut stream = body.into_data_stream();
     let mut buffer = BytesMut::new();
     let mut received = offset;
@@ -467,9 +531,31 @@ async fn patch_body(
         let done = frame.is_none();
         if let Some(frame) = frame {
             let Ok(frame) = frame else {
-                // The connection broke: keep what is durable; the client asks HEAD and resumes.
-                if checksum.is_none() {
-                    let _ = checkpoint(&app, &mut target).await;
+                // The connection broke or stalled: keep what is durable (a chunk with a
+                // checksum is all or nothing); the client asks HEAD and resumes.
+                let committed = if checksum.is_none() {
+                    let pending = buffer.split().freeze();
+                    let written = match &mut target {
+                        _ if pending.is_empty() => Ok(()),
+                        Parked::Transfer(session) => session.write(pending).await.map(drop),
+                        Parked::Partial(upload) => {
+                            upload.write(pending).await.map_err(ApiError::from)
+                        }
+                    };
+                    match written {
+                        Ok(()) => checkpoint(&app, &mut target).await.ok(),
+                        Err(_) => None,
+                    }
+                } else {
+                    None
+                };
+                if committed.is_some() {
+                    app.parked.lock().expect("parked map").insert(upload_id, target);
+                }
+                if idle.fired() {
+                    let mut response = crate::rest::timed_out(&app, id, committed);
+                    tus_headers(&mut response);
+                    return Err(response);
                 }
                 return Err(tus_error(StatusCode::BAD_REQUEST, "the request body was interrupted"));
             };
@@ -491,7 +577,16 @@ async fn patch_body(
                 Parked::Transfer(session) => {
                     session.write(chunk).await.map_err(api)?;
                 }
-                Parked::Partial(upload) => upload.write(chunk).await.map_err(api)?,
+                Parked::Partial(upload) => {
+                    if let Err(e) = upload.write(chunk).await {
+                        // Out of space: the partial goes, as a transfer's upload does.
+                        if e.is_storage_full() {
+                            drop(target);
+                            let _ = app.storage.abort_upload(&upload_id).await;
+                        }
+                        return Err(api(e));
+                    }
+                }
             }
         }
         if done {
@@ -517,7 +612,11 @@ async fn patch_body(
     }
     let committed = checkpoint(&app, &mut target).await?;
     app.parked.lock().expect("parked map").insert(upload_id, target);
-    Ok(respond(StatusCode::NO_CONTENT, &[("upload-offset", committed.to_string())]))
+    let expires = app.now().saturating_add(EXPIRATION).to_http_date();
+    Ok(respond(
+        StatusCode::NO_CONTENT,
+        &[("upload-offset", committed.to_string()), ("upload-expires", expires)],
+    ))
 }
 
 async fn checkpoint(app: &App, target: &mut Parked) -> Result<u64, Response> {

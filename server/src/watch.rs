@@ -52,10 +52,14 @@ impl EventService for EventApi {
             .map_err(|e| Status::from(ApiError::invalid(e.to_string())))?;
         let mut after = parse_cursor(&self.app, &r.after)?;
         let filter = EventFilter { org, resource, types: r.types };
-        let heartbeat = Duration::from_secs(u64::from(if r.heartbeat_seconds == 0 {
-            15
-        } else {
-            r.heartbeat_seconds.clamp(1, 300)
+        let heartbeat = Duration::from_secs(u64::from(match r.heartbeat_seconds {
+            0 => 15,
+            n @ 1..=300 => n,
+            n => {
+                return Err(Status::invalid_argument(format!(
+                    "heartbeat_seconds is {n}: use 1–300, or 0 for the default of 15"
+                )));
+            }
         }));
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         // The closing status comes after every event already queued, so the cursor it names

@@ -201,25 +201,18 @@ async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let org = caller(&app, &headers)?;
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid_field("body", e.to_string()))?;
-    let field = |name: &str| -> Option<String> {
-        body.as_object()?
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.as_str())
-            .map(str::to_owned)
-    };
-    let end_point = field("endPoint")
+    let body = crate::rest::CiObject::parse(&body)?;
+    let field = |name: &'static str| body.string(name);
+    let end_point = field("endPoint")?
         .ok_or_else(|| ApiError::invalid_field("endPoint", "The endPoint field is required."))?;
-    let resource = field("resourceFilter").ok_or_else(|| {
+    let resource = field("resourceFilter")?.ok_or_else(|| {
         ApiError::invalid_field("resourceFilter", "The resourceFilter field is required.")
     })?;
     let resource = ResourceId::parse(&resource).map_err(|_| {
         ApiError::invalid_field("resourceFilter", "resourceFilter must be urn:altinn:resource:{id}")
     })?;
     // A subscriber receives only its own organisation's events.
-    let subject = match field("subjectFilter") {
+    let subject = match field("subjectFilter")? {
         None => org.clone(),
         Some(s) => Party::parse_lenient(&s)
             .map_err(|e| ApiError::invalid_field("subjectFilter", e.to_string()))?,
@@ -244,7 +237,7 @@ async fn create(
             end_point,
             resource_filter: resource,
             subject_filter: subject,
-            type_filter: field("typeFilter"),
+            type_filter: field("typeFilter")?,
             created: app.now(),
             validated: false,
             disabled: None,

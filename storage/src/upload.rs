@@ -22,6 +22,8 @@ pub struct Upload {
     id: UploadId,
     writer: BlobWriter,
     committed: u64,
+    /// The total length the client declared, if it did.
+    length: Option<u64>,
     _claim: LiveClaim,
 }
 
@@ -56,10 +58,23 @@ impl Storage {
     /// [`Error::AlreadyExists`] (a client that reconnects while its old stream is still being
     /// torn down retries).
     pub async fn open_upload(&self, id: UploadId, at: Timestamp) -> Result<Upload> {
+        self.open_upload_declared(id, at, None).await
+    }
+
+    /// [`Storage::open_upload`], recording the total `length` the client declared if the upload
+    /// has none yet, in the same step that creates it: an upload however begun (REST, TUS, gRPC)
+    /// can then be resumed by any protocol after a restart, TUS needing the length. A length
+    /// recorded earlier is kept; [`Upload::length`] tells it.
+    pub async fn open_upload_declared(
+        &self,
+        id: UploadId,
+        at: Timestamp,
+        length: Option<u64>,
+    ) -> Result<Upload> {
         let claim = LiveClaim::take(self, &id)?;
         let existing = self.index().read(|txn| ops::get_upload(txn, &id))?;
         let options = self.blob_store().write_options();
-        let (writer, committed) = match existing {
+        let (writer, committed, length) = match existing {
             Some(record) => {
                 let path = self.blob_store().temp_path(&record.temp_name);
                 let committed = record.committed;
@@ -68,7 +83,16 @@ impl Storage {
                     "resuming an upload",
                 )
                 .await?;
-                (writer, committed)
+                let known = match (record.length, length) {
+                    (None, Some(length)) => {
+                        let key = id.clone();
+                        let record = UploadRecord { length: Some(length), ..record };
+                        self.index().write(move |txn| ops::put_upload(txn, &key, &record)).await?;
+                        Some(length)
+                    }
+                    (known, _) => known,
+                };
+                (writer, committed, known)
             }
             None => {
                 let temp_name = BlobStore::new_temp_name();
@@ -76,40 +100,19 @@ impl Storage {
                 let writer =
                     blocking(move || BlobWriter::create(path, true, options), "creating an upload")
                         .await?;
-                let record = UploadRecord {
-                    temp_name,
-                    committed: 0,
-                    created: at,
-                    updated: at,
-                    length: None,
-                };
+                let record =
+                    UploadRecord { temp_name, committed: 0, created: at, updated: at, length };
                 let key = id.clone();
                 self.index().write(move |txn| ops::put_upload(txn, &key, &record)).await?;
-                (writer, 0)
+                (writer, 0, length)
             }
         };
-        Ok(Upload { storage: self.clone(), id, writer, committed, _claim: claim })
+        Ok(Upload { storage: self.clone(), id, writer, committed, length, _claim: claim })
     }
 
     /// The record of an upload in progress, if there is one.
     pub fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
         self.index().read(|txn| ops::get_upload(txn, id))
-    }
-
-    /// Records the total length a client announced for an upload (TUS `Upload-Length`).
-    pub async fn declare_upload_length(&self, id: &UploadId, length: u64) -> Result<()> {
-        let id = id.clone();
-        self.index()
-            .write(move |txn| {
-                let record = {
-                    let table = txn.open_table(crate::index::tables::UPLOADS)?;
-                    let value = redb::ReadableTable::get(&table, id.as_str())?
-                        .ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
-                    ops::decode::<UploadRecord>(value.value())?
-                };
-                ops::put_upload(txn, &id, &UploadRecord { length: Some(length), ..record })
-            })
-            .await
     }
 
     /// Reads the committed bytes of an upload in progress (e.g. a finished TUS partial upload
@@ -184,6 +187,11 @@ impl Upload {
     /// Which upload this is.
     pub fn id(&self) -> &UploadId {
         &self.id
+    }
+
+    /// The total length the client declared, if any client did.
+    pub fn length(&self) -> Option<u64> {
+        self.length
     }
 
     /// Bytes written so far (durable or not).

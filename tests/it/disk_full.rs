@@ -190,6 +190,24 @@ async fn a_full_disk_refuses_uploads_cleanly_and_keeps_serving() {
     let (_, got) = recipient.download_range(&first, 0, None).await.unwrap();
     assert!(got == bytes, "the first transfer downloads intact");
     let after = new_transfer().await.unwrap();
+    // A TUS upload under way when the disk fills up.
+    let http = reqwest::Client::new();
+    let tus_id = new_transfer().await.unwrap();
+    let tus_url = format!("{}/broker/api/v1/filetransfer/upload/tus/{tus_id}", server.url());
+    let tus = |method: reqwest::Method, url: &str| {
+        http.request(method, url).bearer_auth(&token).header("tus-resumable", "1.0.0")
+    };
+    let r =
+        tus(reqwest::Method::POST, &tus_url).header("upload-length", "10").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let r = tus(reqwest::Method::PATCH, &tus_url)
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", "0")
+        .body("01234")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
 
     // 4. Below the reserve (something else filled the disk): not ready, uploads refused before
     //    they start, reads and confirmations served.
@@ -205,6 +223,17 @@ async fn a_full_disk_refuses_uploads_cleanly_and_keeps_serving() {
     assert_eq!(status_of(&sender, &after).await.0, S::Initialized as i32, "refused, not failed");
     recipient.confirm(&first).await.unwrap();
     assert!(recipient.download_range(&first, 0, Some(10)).await.is_ok());
+    assert!(new_transfer().await.is_ok(), "initialize is a small write: served");
+    // A TUS partial that cannot fit is refused up front; a TUS upload can be terminated.
+    let r = tus(reqwest::Method::POST, &tus_url)
+        .header("upload-concat", "partial")
+        .header("upload-length", (100 * MIB).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 507);
+    assert_eq!(tus(reqwest::Method::DELETE, &tus_url).send().await.unwrap().status(), 204);
+    assert_eq!(server.files_in("tmp"), 0, "the terminated upload's temporary is gone");
 
     // Space comes back: ready again, and the refused upload goes through.
     std::fs::remove_file(filler).unwrap();

@@ -455,6 +455,11 @@ async fn grpc_watch_replays_then_follows_with_heartbeats() {
         ..Default::default()
     };
     assert_eq!(c(R1).watch(bad).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    // A heartbeat outside its documented 1–300 s is refused, not silently changed.
+    let slow = client::v1::WatchRequest { heartbeat_seconds: 1000, ..Default::default() };
+    let status = c(R1).watch(slow).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("1–300"), "{status:?}");
     // `send --wait`'s helper: settles on the published event.
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), payload(71, 20_000)).unwrap();

@@ -14,6 +14,7 @@ mod crash;
 mod disk_full;
 mod events;
 mod grpc;
+mod http_edges;
 mod index;
 mod pipeline;
 mod protocol_edges;

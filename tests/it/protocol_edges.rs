@@ -1,5 +1,6 @@
 //! gRPC protocol edges (issue 12, items 5, 6 and 10): messages over the size limit, data past
 //! the declared length, and a stream that stalls. A real tonic client against a real server.
+//! (The HTTP side of these edges is in `http_edges`.)
 
 use bytes::Bytes;
 use client::v1 as pb;
@@ -150,4 +151,73 @@ async fn bytes_past_the_declared_length_are_never_committed() {
     assert_eq!(recipient.wait_settled(&id, "res").await.unwrap(), "no.altinn.broker.published");
     let (_, got) = recipient.download_range(&id, 0, None).await.unwrap();
     assert!(got == a, "the published file is the declared megabyte");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_upload_stream_is_cut_off_while_others_are_served_and_resumes() {
+    let s = setup(|c| c.limits.idle_timeout_secs = 2).await;
+    let data = Bytes::from(payload(4, 3 * MIB));
+    let id = s.new_transfer().await;
+    // `start` and 300 kB, then nothing: the stream stays open.
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::UploadRequest>(4);
+    tx.send(pb::UploadRequest { message: Some(start(&id, 0, Some(data.len() as u64))) })
+        .await
+        .unwrap();
+    tx.send(pb::UploadRequest { message: Some(In::Data(data.slice(..300_000))) }).await.unwrap();
+    let mut raw = s.raw.clone();
+    let request = s.request(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let started = std::time::Instant::now();
+    let stalled = tokio::spawn(async move {
+        let mut responses = raw.upload(request).await?.into_inner();
+        while responses.message().await?.is_some() {}
+        Ok::<_, tonic::Status>(())
+    });
+
+    // Meanwhile another upload goes through.
+    let other = s.new_transfer().await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &data).unwrap();
+    s.sender.upload_file(&other, file.path(), &mut |_| {}).await.unwrap();
+
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), stalled)
+        .await
+        .expect("the stalled stream is cut off in time")
+        .unwrap()
+        .unwrap_err();
+    let waited = started.elapsed();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("300000 bytes are durable"), "{status:?}");
+    assert!(waited >= std::time::Duration::from_secs(2), "{waited:?}");
+    drop(tx);
+    // It resumes from there.
+    assert_eq!(s.committed(&id).await, 300_000);
+    let (_, result) = s
+        .upload(vec![
+            start(&id, 300_000, Some(data.len() as u64)),
+            In::Data(data.slice(300_000..300_000 + MIB)),
+            In::Data(data.slice(300_000 + MIB..)),
+            finish(),
+        ])
+        .await;
+    result.unwrap();
+    let recipient = s.server.client(s.server.token(RECIPIENT, ALL));
+    assert_eq!(recipient.wait_settled(&id, "res").await.unwrap(), "no.altinn.broker.published");
+    let (_, got) = recipient.download_range(&id, 0, None).await.unwrap();
+    assert!(got == data);
+
+    // A stream that never sends `start` is cut off too.
+    let (tx, rx) = tokio::sync::mpsc::channel::<pb::UploadRequest>(1);
+    let mut raw = s.raw.clone();
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        raw.upload(s.request(tokio_stream::wrappers::ReceiverStream::new(rx))),
+    )
+    .await
+    .expect("cut off in time");
+    let status = match result {
+        Err(status) => status,
+        Ok(response) => response.into_inner().message().await.unwrap_err(),
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    drop(tx);
 }

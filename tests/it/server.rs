@@ -56,15 +56,19 @@ async fn grpc_health_and_reflection_answer_on_the_same_port() {
         tonic::transport::Endpoint::from_shared(server.url()).unwrap().connect().await.unwrap();
 
     let mut health = HealthClient::new(channel.clone());
-    let status = health
-        .check(HealthCheckRequest { service: "ferry.v1.FileTransferService".into() })
-        .await
-        .unwrap()
-        .into_inner()
-        .status;
-    assert_eq!(status, ServingStatus::Serving as i32);
+    for service in
+        ["", "ferry.v1.FileTransferService", "ferry.v1.ResourceService", "ferry.v1.EventService"]
+    {
+        let status = health
+            .check(HealthCheckRequest { service: service.into() })
+            .await
+            .unwrap_or_else(|e| panic!("health of {service:?}: {e:?}"))
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service:?}");
+    }
 
-    let mut reflection = ServerReflectionClient::new(channel);
+    let mut reflection = ServerReflectionClient::new(channel.clone());
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -81,4 +85,63 @@ async fn grpc_health_and_reflection_answer_on_the_same_port() {
     let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"ferry.v1.FileTransferService".to_owned()), "{names:?}");
     assert!(names.contains(&"ferry.v1.ResourceService".to_owned()), "{names:?}");
+
+    // The older protocol version, which Python's grpcio-reflection and older grpcurl speak.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new(channel);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = reflection
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("v1alpha reflection is served")
+            .into_inner();
+        let response = responses.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = response.message_response else {
+            panic!("unexpected v1alpha reflection answer: {response:?}");
+        };
+        let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.contains(&"ferry.v1.EventService".to_owned()), "{names:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_paths_are_404() {
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
+    let http = reqwest::Client::new();
+    for path in ["/", "/nothing/here"] {
+        let r = http.get(format!("{}{path}", server.url())).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(r.text().await.unwrap().trim(), "not found", "{path}");
+    }
+    for path in ["/broker/api/v1/nothing", "/broker/api/v2/filetransfer"] {
+        let r = http.get(format!("{}{path}", server.url())).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["status"], 404);
+        assert!(body["detail"].as_str().unwrap().contains(path), "{body}");
+    }
+    // An unknown gRPC method is still gRPC's UNIMPLEMENTED.
+    let channel =
+        tonic::transport::Endpoint::from_shared(server.url()).unwrap().connect().await.unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary::<(), (), _>(
+            tonic::Request::new(()),
+            "/ferry.v1.Nothing/Here".parse().unwrap(),
+            tonic_prost::ProstCodec::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
 }

@@ -138,17 +138,30 @@ impl FileTransfer {
                 FileTransferStatus::UploadStarted | FileTransferStatus::Cancelled => {}
             }
         }
+        // A confirmation comes before what it causes: the last one makes the transfer
+        // `AllConfirmedDownloaded` at the same instant, so at equal times recipients' events go
+        // first (a stable sort keeps each history's own order).
+        let mut confirmations = Vec::new();
         for entry in self.recipient_history.iter().skip(n_recipient) {
             if entry.status == RecipientFileTransferStatus::DownloadConfirmed {
-                events.push(DomainEvent {
+                confirmations.push(DomainEvent {
                     kind: EventType::DownloadConfirmed,
                     party: entry.recipient.clone(),
                     role: EventRole::Recipient,
                     at: entry.at,
                 });
-                events.push(to_sender(EventType::DownloadConfirmed, entry.at));
+                confirmations.push(to_sender(EventType::DownloadConfirmed, entry.at));
             }
         }
-        events
+        if confirmations.is_empty() {
+            return events;
+        }
+        let mut all: Vec<(bool, DomainEvent)> = confirmations
+            .into_iter()
+            .map(|e| (false, e))
+            .chain(events.into_iter().map(|e| (true, e)))
+            .collect();
+        all.sort_by_key(|(from_status, e)| (e.at, *from_status));
+        all.into_iter().map(|(_, e)| e).collect()
     }
 }

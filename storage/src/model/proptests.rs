@@ -311,3 +311,27 @@ fn events_follow_the_life_cycle_with_altinns_addressees() {
         .collect();
     assert_eq!(never[0].party, party(1));
 }
+
+#[test]
+fn the_last_confirmation_comes_before_the_all_confirmed_event_it_causes() {
+    use super::event::{EventRole, EventType::*};
+    let mut t = transfer(1, true, false);
+    let at = Timestamp::EPOCH;
+    t.start_upload(at).unwrap();
+    let content = StoredContent { size: 7, blake3: Digest::of(b"content"), md5: None };
+    t.complete_upload(content, at).unwrap();
+    t.record_scan(&ScanOutcome::Clean, at).unwrap();
+    t.record_download(&party(0), at).unwrap();
+    let before = (t.status_history.len(), t.recipient_history.len());
+    t.confirm_download(&party(0), at).unwrap();
+    let kinds: Vec<_> =
+        t.events_since(before.0, before.1).into_iter().map(|e| (e.kind, e.role)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (DownloadConfirmed, EventRole::Recipient),
+            (DownloadConfirmed, EventRole::Sender),
+            (AllConfirmedDownloaded, EventRole::Sender)
+        ]
+    );
+}

@@ -58,6 +58,27 @@ impl Timestamp {
         )
     }
 
+    /// HTTP's date format (RFC 9110 §5.6.7 IMF-fixdate), e.g. `Sun, 22 Nov 2026 00:30:00 GMT`:
+    /// what TUS's `Upload-Expires` and HTTP date headers carry. Whole seconds.
+    pub fn to_http_date(&self) -> String {
+        const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+        const MONTHS: [&str; 12] =
+            ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+        let secs = self.0.div_euclid(1_000_000);
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        // 1970-01-01 was a Thursday.
+        let weekday = DAYS[days.rem_euclid(7) as usize];
+        let month = MONTHS[(m - 1) as usize];
+        format!(
+            "{weekday}, {d:02} {month} {y:04} {:02}:{:02}:{:02} GMT",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+
     /// Parses RFC 3339 / ISO 8601 date-times with an offset (`Z` or `±HH:MM`), optional
     /// fraction; a bare date-time without offset is read as UTC, and a bare date as midnight UTC.
     pub fn parse_rfc3339(text: &str) -> Option<Self> {
@@ -238,6 +259,18 @@ mod tests {
             assert_eq!(parse_iso8601_duration(text), Some(Duration::from_secs(secs)), "{text}");
         }
         assert_eq!(parse_iso8601_duration("PT1.5S"), Some(Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn http_dates_are_imf_fixdate() {
+        // 2026-11-22 is a Sunday; 1970-01-01 a Thursday; 2000-02-29 a Tuesday.
+        let t = Timestamp::from_unix_micros(1_795_307_400_123_456);
+        assert_eq!(t.to_http_date(), "Sun, 22 Nov 2026 00:30:00 GMT");
+        assert_eq!(Timestamp::EPOCH.to_http_date(), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(
+            Timestamp::from_unix_micros(951_782_400_000_000 + 3_723_000_000).to_http_date(),
+            "Tue, 29 Feb 2000 01:02:03 GMT"
+        );
     }
 
     #[test]
