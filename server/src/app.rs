@@ -75,6 +75,8 @@ pub struct App {
     pub lifecycle: storage::Lifecycle,
     /// The public base URL (CloudEvent `source`).
     pub public_url: String,
+    /// Issues exchanged tokens, when the token exchange is on.
+    pub(crate) token_issuer: Option<Arc<crate::exchange::TokenIssuer>>,
     /// Webhook delivery settings.
     pub webhooks: crate::webhooks::WebhookConfig,
     /// The HTTP client webhooks go out with.
@@ -201,6 +203,7 @@ impl App {
             metrics: crate::metrics::Metrics::default(),
             lifecycle: storage::Lifecycle::default(),
             public_url: "http://127.0.0.1:8080".into(),
+            token_issuer: None,
             webhooks: crate::webhooks::WebhookConfig::default(),
             http: webhook_client(Duration::from_secs(30)),
             in_flight: crate::webhooks::InFlight::default(),
@@ -220,6 +223,12 @@ impl App {
         self.http = webhook_client(Duration::from_secs(webhooks.timeout_secs));
         self.webhooks = webhooks;
         self
+    }
+
+    /// Turns the token exchange on: `issuer` signs exchanged tokens, and they are trusted.
+    pub fn with_token_issuer(self, issuer: crate::exchange::TokenIssuer) -> anyhow::Result<Self> {
+        self.auth.trust(&issuer.issuer, issuer.verifying_keys()?);
+        Ok(Self { token_issuer: Some(Arc::new(issuer)), ..self })
     }
 
     /// Sets how long a Watch reader may stall.

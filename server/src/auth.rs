@@ -1,8 +1,9 @@
 //! Identity: bearer JWTs, scopes and the caller's organisation (contract §3).
 //!
-//! Tokens are validated against keys configured per issuer (PEM files or a JWKS file):
-//! signature (RS256 or ES256), issuer, expiry with a small leeway. Audience is not checked, as in
-//! Altinn. The caller's organisation comes from, in order, `authorization_details.systemuser_org.ID`
+//! Tokens are validated against keys configured per issuer (PEM files, a JWKS file, a JWKS URL
+//! fetched again in the background): signature (RS256 or ES256, the key chosen by `kid` where
+//! both name one), issuer, expiry with a small leeway, and the audience only where the issuer's
+//! configuration names one (Altinn checks none). The caller's organisation comes from, in order, `authorization_details.systemuser_org.ID`
 //! (system users), `urn:altinn:orgNumber` (Altinn enterprise tokens) and `consumer.ID`
 //! (Maskinporten); scopes from `urn:altinn:scope` or `scope`.
 //!
@@ -69,14 +70,60 @@ pub struct IssuerConfig {
     pub pem_files: Vec<PathBuf>,
     /// A JWKS file.
     pub jwks_file: Option<PathBuf>,
+    /// A JWKS URL (e.g. Maskinporten's `https://maskinporten.no/jwk`), fetched at start-up and
+    /// every `[auth] jwks_refresh_secs`, so the issuer's key rotations need no restart.
+    pub jwks_url: Option<String>,
+    /// The `aud` its tokens must carry; not checked when unset (as Altinn does).
+    pub audience: Option<String>,
+}
+
+/// A verification key: its algorithm, its key id if it has one, the key.
+#[derive(Clone)]
+pub struct VerifyingKey {
+    /// RS256 or ES256.
+    pub alg: Algorithm,
+    /// The JWK `kid`, matched against a token's header `kid` when both have one.
+    pub kid: Option<String>,
+    /// The key.
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for VerifyingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyingKey").field("alg", &self.alg).field("kid", &self.kid).finish()
+    }
+}
+
+/// What Ferry trusts of one issuer.
+#[derive(Clone, Default)]
+struct IssuerKeys {
+    audience: Option<String>,
+    /// From PEM and JWKS files, or Ferry's own signing keys.
+    fixed: Vec<VerifyingKey>,
+    /// From the JWKS URL, replaced by each refresh.
+    fetched: Vec<VerifyingKey>,
+    jwks_url: Option<String>,
 }
 
 /// Validates tokens.
 #[derive(Clone)]
 pub struct Authenticator {
-    keys: HashMap<String, Vec<(Algorithm, DecodingKey)>>,
+    issuers: std::sync::Arc<std::sync::RwLock<HashMap<String, IssuerKeys>>>,
     leeway: Duration,
     verified: std::sync::Arc<std::sync::Mutex<VerifiedTokens>>,
+}
+
+/// A token that passed every check.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// Who it names.
+    pub caller: Caller,
+    /// Its issuer.
+    pub issuer: String,
+    /// Its expiry (Unix seconds).
+    pub exp: i64,
+    /// All its claims.
+    pub claims: serde_json::Value,
 }
 
 /// Tokens whose signature has been checked, by the BLAKE3 of the whole token, with the caller
@@ -111,10 +158,54 @@ impl VerifiedTokens {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let issuers: Vec<String> =
+            self.issuers.read().map(|i| i.keys().cloned().collect()).unwrap_or_default();
         f.debug_struct("Authenticator")
-            .field("issuers", &self.keys.keys().collect::<Vec<_>>())
+            .field("issuers", &issuers)
             .field("leeway", &self.leeway)
             .finish()
+    }
+}
+
+/// The keys of a JWKS document.
+pub fn keys_from_jwks(text: &str) -> anyhow::Result<Vec<VerifyingKey>> {
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(text).context("parsing a JWKS")?;
+    set.keys
+        .iter()
+        .map(|jwk| {
+            let key = DecodingKey::from_jwk(jwk).context("a JWKS key")?;
+            let alg = match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                _ => Algorithm::RS256,
+            };
+            Ok(VerifyingKey { alg, kid: jwk.common.key_id.clone(), key })
+        })
+        .collect()
+}
+
+/// A token's claims, read without checking anything (to find its issuer and, once verified,
+/// to copy claims).
+fn unverified_claims(token: &str) -> Option<serde_json::Value> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// What a refused token did wrong, in words a client's developer can act on.
+fn explain(e: &jsonwebtoken::errors::Error, issuer: &str, audience: Option<&str>) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::ExpiredSignature => "the token has expired".to_owned(),
+        K::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),
+        K::InvalidAudience => {
+            format!("the token's audience (aud) must be {:?}", audience.unwrap_or_default())
+        }
+        K::InvalidSignature => format!("the signature does not match a key of {issuer}"),
+        K::MissingRequiredClaim(claim) => format!("the token has no {claim} claim"),
+        other => format!("{other:?}"),
     }
 }
 
@@ -132,46 +223,87 @@ struct Claims {
 }
 
 impl Authenticator {
-    /// Loads the keys of `issuers`; `dev_key` adds the development key.
+    /// Loads the keys of `issuers` from their files; `dev_key` adds the development key. Keys at
+    /// JWKS URLs come with [`Authenticator::refresh_jwks`].
     pub fn load(
         issuers: &[IssuerConfig],
         dev_key: Option<&DevKey>,
         leeway: Duration,
     ) -> anyhow::Result<Self> {
-        let mut keys: HashMap<String, Vec<(Algorithm, DecodingKey)>> = HashMap::new();
+        let mut all: HashMap<String, IssuerKeys> = HashMap::new();
         for issuer in issuers {
-            let entry = keys.entry(issuer.issuer.clone()).or_default();
+            let entry = all.entry(issuer.issuer.clone()).or_default();
+            entry.audience = issuer.audience.clone();
+            entry.jwks_url = issuer.jwks_url.clone();
             for path in &issuer.pem_files {
                 let pem =
                     std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-                entry.push(
-                    decoding_key_from_pem(&pem)
-                        .with_context(|| format!("key in {}", path.display()))?,
-                );
+                let (alg, key) = decoding_key_from_pem(&pem)
+                    .with_context(|| format!("key in {}", path.display()))?;
+                entry.fixed.push(VerifyingKey { alg, kid: None, key });
             }
             if let Some(path) = &issuer.jwks_file {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading {}", path.display()))?;
-                let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
-                    .with_context(|| format!("parsing JWKS {}", path.display()))?;
-                for jwk in &set.keys {
-                    let key = DecodingKey::from_jwk(jwk).context("JWKS key")?;
-                    let alg = match &jwk.algorithm {
-                        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => {
-                            Algorithm::ES256
-                        }
-                        _ => Algorithm::RS256,
-                    };
-                    entry.push((alg, key));
-                }
+                entry
+                    .fixed
+                    .extend(keys_from_jwks(&text).with_context(|| path.display().to_string())?);
             }
         }
         if let Some(dev) = dev_key {
-            keys.entry(DEV_ISSUER.to_owned())
-                .or_default()
-                .push((Algorithm::ES256, dev.decoding.clone()));
+            all.entry(DEV_ISSUER.to_owned()).or_default().fixed.push(VerifyingKey {
+                alg: Algorithm::ES256,
+                kid: None,
+                key: dev.decoding.clone(),
+            });
         }
-        Ok(Self { keys, leeway, verified: Default::default() })
+        Ok(Self {
+            issuers: std::sync::Arc::new(std::sync::RwLock::new(all)),
+            leeway,
+            verified: Default::default(),
+        })
+    }
+
+    /// Trusts `keys` for tokens of `issuer` besides whatever it had (Ferry's own exchanged
+    /// tokens).
+    pub fn trust(&self, issuer: &str, keys: Vec<VerifyingKey>) {
+        let mut issuers = self.issuers.write().expect("issuer keys");
+        issuers.entry(issuer.to_owned()).or_default().fixed.extend(keys);
+    }
+
+    /// Fetches the keys of every issuer with a JWKS URL and replaces what was fetched before.
+    /// A failed fetch keeps the previous keys; the failures are returned (to be logged).
+    pub async fn refresh_jwks(&self, http: &reqwest::Client) -> Vec<(String, anyhow::Error)> {
+        let urls: Vec<(String, String)> = {
+            let issuers = self.issuers.read().expect("issuer keys");
+            issuers
+                .iter()
+                .filter_map(|(iss, k)| k.jwks_url.clone().map(|url| (iss.clone(), url)))
+                .collect()
+        };
+        let mut failures = Vec::new();
+        for (issuer, url) in urls {
+            let fetched = async {
+                let response = http.get(&url).send().await?.error_for_status()?;
+                keys_from_jwks(&response.text().await?)
+            }
+            .await;
+            match fetched {
+                Ok(keys) => {
+                    let mut issuers = self.issuers.write().expect("issuer keys");
+                    if let Some(entry) = issuers.get_mut(&issuer) {
+                        entry.fetched = keys;
+                    }
+                }
+                Err(e) => failures.push((url, e)),
+            }
+        }
+        failures
+    }
+
+    /// Whether any issuer has a JWKS URL to refresh.
+    pub fn has_jwks_urls(&self) -> bool {
+        self.issuers.read().expect("issuer keys").values().any(|k| k.jwks_url.is_some())
     }
 
     /// Validates the value of an `authorization` header/metadata entry.
@@ -187,33 +319,81 @@ impl Authenticator {
         if let Some(caller) = self.verified.lock().expect("token cache").get(&key, now, leeway) {
             return Ok(caller);
         }
-        let (caller, exp) = self.verify(token)?;
-        self.verified.lock().expect("token cache").insert(key, caller.clone(), exp, now, leeway);
+        let verified = self.verify(token)?;
+        let caller = verified.caller;
+        self.verified.lock().expect("token cache").insert(
+            key,
+            caller.clone(),
+            verified.exp,
+            now,
+            leeway,
+        );
         Ok(caller)
     }
 
-    /// Checks `token`'s signature, issuer and expiry; the caller and the expiry.
-    fn verify(&self, token: &str) -> Result<(Caller, i64), AuthError> {
+    /// Checks `token`'s signature (with its issuer's keys, by `kid` where both name one),
+    /// issuer, audience (where configured) and expiry.
+    pub fn verify(&self, token: &str) -> Result<VerifiedToken, AuthError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         if !matches!(header.alg, Algorithm::RS256 | Algorithm::ES256) {
-            return Err(AuthError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} is not accepted; use RS256 or ES256",
+                header.alg
+            )));
         }
-        let mut last_error = "no trusted issuer matches".to_owned();
-        for (issuer, keys) in &self.keys {
-            for (alg, key) in keys.iter().filter(|(alg, _)| *alg == header.alg) {
-                let mut validation = Validation::new(*alg);
-                validation.set_issuer(&[issuer]);
+        let claims = unverified_claims(token)
+            .ok_or_else(|| AuthError::Invalid("the token's payload is not JSON".into()))?;
+        let issuer = claims["iss"]
+            .as_str()
+            .ok_or_else(|| AuthError::Invalid("the token has no iss claim".into()))?
+            .to_owned();
+        let trusted =
+            self.issuers.read().expect("issuer keys").get(&issuer).cloned().ok_or_else(|| {
+                AuthError::Invalid(format!("the issuer {issuer:?} is not trusted"))
+            })?;
+        let candidates: Vec<&VerifyingKey> = trusted
+            .fixed
+            .iter()
+            .chain(&trusted.fetched)
+            .filter(|k| k.alg == header.alg)
+            .filter(|k| match (&header.kid, &k.kid) {
+                (Some(wanted), Some(kid)) => wanted == kid,
+                _ => true,
+            })
+            .collect();
+        if candidates.is_empty() {
+            return Err(AuthError::Invalid(match &header.kid {
+                Some(kid) => format!("{issuer} has no {:?} key with kid {kid:?}", header.alg),
+                None => format!("{issuer} has no {:?} key", header.alg),
+            }));
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.set_issuer(&[&issuer]);
+        validation.leeway = self.leeway.as_secs();
+        match &trusted.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+            }
+            None => {
                 validation.validate_aud = false;
-                validation.leeway = self.leeway.as_secs();
                 validation.set_required_spec_claims(&["exp", "iss"]);
-                match jsonwebtoken::decode::<Claims>(token, key, &validation) {
-                    Ok(data) => {
-                        let exp = data.claims.exp;
-                        return Ok((caller_from(data.claims), exp));
-                    }
-                    Err(e) => last_error = e.to_string(),
+            }
+        }
+        let mut last_error = String::new();
+        for key in candidates {
+            match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
+                Ok(data) => {
+                    let exp = data.claims.exp;
+                    return Ok(VerifiedToken {
+                        caller: caller_from(data.claims),
+                        issuer,
+                        exp,
+                        claims,
+                    });
                 }
+                Err(e) => last_error = explain(&e, &issuer, trusted.audience.as_deref()),
             }
         }
         Err(AuthError::Invalid(last_error))
@@ -259,6 +439,7 @@ fn caller_from(claims: Claims) -> Caller {
 pub struct DevKey {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    pem: String,
 }
 
 impl std::fmt::Debug for DevKey {
@@ -288,7 +469,13 @@ impl DevKey {
         Ok(Self {
             encoding: EncodingKey::from_ec_pem(pem.as_bytes())?,
             decoding: DecodingKey::from_ec_pem(public_pem.as_bytes())?,
+            pem,
         })
+    }
+
+    /// The same key, to sign exchanged tokens with in development mode.
+    pub fn signing_key(&self) -> anyhow::Result<crate::exchange::SigningKey> {
+        crate::exchange::SigningKey::from_pkcs8_pem(&self.pem)
     }
 
     /// A token for `org` with `scopes`, valid for `ttl` (negative `ttl_secs` make expired tokens

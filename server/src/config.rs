@@ -157,12 +157,66 @@ pub struct AuthConfig {
     /// Trusted issuers.
     #[serde(default)]
     pub issuers: Vec<IssuerConfig>,
+    /// How often issuers' JWKS URLs are fetched again (seconds).
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+    /// Altinn's token exchange.
+    #[serde(default)]
+    pub exchange: ExchangeConfig,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self { leeway_secs: default_leeway(), issuers: Vec::new() }
+        Self {
+            leeway_secs: default_leeway(),
+            issuers: Vec::new(),
+            jwks_refresh_secs: default_jwks_refresh(),
+            exchange: ExchangeConfig::default(),
+        }
     }
+}
+
+fn default_jwks_refresh() -> u64 {
+    3600
+}
+
+/// `[auth.exchange]`: `GET /authentication/api/v1/exchange/maskinporten`, which Altinn clients
+/// call first to swap their Maskinporten token for one the broker accepts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExchangeConfig {
+    /// Issuers (each also under `[[auth.issuers]]`) whose tokens may be exchanged: Maskinporten's.
+    /// Empty: the exchange is off (in development mode the development issuer is added).
+    #[serde(default)]
+    pub issuers: Vec<String>,
+    /// The `iss` of exchanged tokens. Default: `{public_url}/authentication/api/v1/openid/`.
+    pub issuer: Option<String>,
+    /// PKCS#8 PEM EC P-256 private key that signs exchanged tokens (ES256). Required when the
+    /// exchange is on, except in development mode (the development key signs).
+    pub signing_key_file: Option<PathBuf>,
+    /// Public keys (PEM) of earlier signing keys: still accepted and published in the JWKS,
+    /// so tokens signed before a rotation stay valid until they expire.
+    #[serde(default)]
+    pub verification_key_files: Vec<PathBuf>,
+    /// Lifetime of an exchanged token, in seconds.
+    #[serde(default = "default_exchange_ttl")]
+    pub ttl_secs: u64,
+}
+
+impl Default for ExchangeConfig {
+    fn default() -> Self {
+        Self {
+            issuers: Vec::new(),
+            issuer: None,
+            signing_key_file: None,
+            verification_key_files: Vec::new(),
+            ttl_secs: default_exchange_ttl(),
+        }
+    }
+}
+
+fn default_exchange_ttl() -> u64 {
+    1800
 }
 
 /// `[limits]`.

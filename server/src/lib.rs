@@ -16,6 +16,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod exchange;
 pub mod grpc;
 pub mod lifecycle;
 pub mod metrics;
@@ -73,12 +74,58 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
     };
     let public_url =
         config.public_url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
-    Ok(Arc::new(
-        App::new(storage, Clamd::new(clamd_options), authenticator, options)
-            .with_lifecycle(lifecycle, public_url)
-            .with_webhooks(config.webhooks.clone())
-            .with_watch_stall(Duration::from_secs(config.limits.watch_stall_secs)),
-    ))
+    let token_issuer = token_issuer(config, dev_key.as_ref(), &public_url)?;
+    let mut app = App::new(storage, Clamd::new(clamd_options), authenticator, options)
+        .with_lifecycle(lifecycle, public_url)
+        .with_webhooks(config.webhooks.clone())
+        .with_watch_stall(Duration::from_secs(config.limits.watch_stall_secs));
+    if let Some(issuer) = token_issuer {
+        app = app.with_token_issuer(issuer)?;
+    }
+    Ok(Arc::new(app))
+}
+
+/// The token exchange's issuer, if `[auth.exchange]` turns it on (development mode always
+/// does, exchanging development tokens and signing with the development key).
+fn token_issuer(
+    config: &Config,
+    dev_key: Option<&auth::DevKey>,
+    public_url: &str,
+) -> anyhow::Result<Option<exchange::TokenIssuer>> {
+    use anyhow::Context as _;
+    let settings = &config.auth.exchange;
+    let mut accepts = settings.issuers.clone();
+    if dev_key.is_some() && !accepts.iter().any(|i| i == auth::DEV_ISSUER) {
+        accepts.push(auth::DEV_ISSUER.to_owned());
+    }
+    if accepts.is_empty() {
+        return Ok(None);
+    }
+    let signing = match (&settings.signing_key_file, dev_key) {
+        (Some(path), _) => exchange::SigningKey::from_pkcs8_pem(
+            &std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?,
+        )
+        .with_context(|| path.display().to_string())?,
+        (None, Some(dev)) => dev.signing_key()?,
+        (None, None) => anyhow::bail!(
+            "[auth.exchange] issuers is set: set [auth.exchange] signing_key_file too (a PKCS#8 EC P-256 private key)"
+        ),
+    };
+    let previous = settings
+        .verification_key_files
+        .iter()
+        .map(|path| {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            exchange::TokenIssuer::public_key_from_pem(&pem)
+                .with_context(|| path.display().to_string())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let issuer = settings.issuer.clone().unwrap_or_else(|| {
+        format!("{}/authentication/api/v1/openid/", public_url.trim_end_matches('/'))
+    });
+    Ok(Some(exchange::TokenIssuer::new(issuer, signing, previous, accepts, settings.ttl_secs)))
 }
 
 /// The accepted connections, with Nagle's algorithm off. The builder's `tcp_nodelay` applies
@@ -104,6 +151,11 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let mut config = config;
+    if config.public_url.is_none() {
+        // Where this server really listens (the configured address may say port 0).
+        config.public_url = Some(format!("http://{}", listener.local_addr()?));
+    }
     let app = open_app(&config).await?;
     tracing::info!(data_dir = %config.data_dir.display(), recovery = ?app.storage.recovery(), dev = config.dev, "storage open");
     let readiness = app.readiness().await;
@@ -114,6 +166,18 @@ pub async fn run(
     }
     if let Err(reason) = &readiness.storage {
         tracing::warn!(%reason, "storage not ready for uploads");
+    }
+    if app.auth.has_jwks_urls() {
+        // Issuers' JWKS URLs: fetched before serving, then refreshed (key rotations).
+        refresh_jwks(&app).await;
+        let refresher = app.clone();
+        let every = Duration::from_secs(config.auth.jwks_refresh_secs.max(10));
+        app.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                refresh_jwks(&refresher).await;
+            }
+        });
     }
     app.resume_pending().await?;
     app.spawn(webhooks::run_forever(app.clone()));
@@ -170,6 +234,7 @@ pub async fn run(
             .merge(tus::router(app.clone()))
             .merge(events::router(app.clone()))
             .merge(webhooks::router(app.clone()))
+            .merge(exchange::router(app.clone()))
             .route("/metrics", get(move || metrics(metrics_app.clone())))
             // Swagger UI, and the document itself at /broker/api/v1/openapi.json.
             .merge(
@@ -219,6 +284,13 @@ pub async fn run(
     drop(app);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Fetches the issuers' JWKS URLs; a failure keeps the keys fetched before and is logged.
+async fn refresh_jwks(app: &App) {
+    for (url, error) in app.auth.refresh_jwks(&app.http).await {
+        tracing::warn!(%url, error = %format!("{error:#}"), "could not fetch a JWKS");
+    }
 }
 
 /// An unknown path: 404. Under `/broker/` a ProblemDetails (as the API's other errors); a gRPC

@@ -221,22 +221,28 @@ async fn an_upload_however_begun_resumes_over_tus_and_grpc() {
     // 1. A REST upload cut off by the client after 1 MB; the server restarts; TUS finds its
     //    length and finishes it.
     let rest = s.new_transfer().await;
-    let head: Vec<std::io::Result<Bytes>> = data[..1_000_000]
-        .chunks(100_000)
-        .map(|c| Ok(Bytes::copy_from_slice(c)))
-        .chain(std::iter::once(Err(std::io::Error::other("cable pulled"))))
-        .collect();
-    let _ = s
+    let (body, cable) = held_body(data[..1_000_000].to_vec());
+    let cut = s
         .http
         .post(s.url(&format!("/filetransfer/{rest}/upload")))
         .bearer_auth(s.token(SENDER))
         .header("content-type", "application/octet-stream")
         .header("content-length", data.len().to_string())
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(head)))
-        .send()
-        .await;
-    // The server notices the cut and checkpoints.
-    let deadline = Instant::now() + Duration::from_secs(10);
+        .body(body)
+        .send();
+    let cut = tokio::spawn(cut);
+    // Once the server has begun the upload, the cable is pulled; it checkpoints what came.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let upload_exists = || async {
+        let r = s.tus(reqwest::Method::HEAD, &s.tus_url(&rest)).send().await.unwrap();
+        r.status() == 200
+    };
+    while !upload_exists().await {
+        assert!(Instant::now() < deadline, "the REST upload never began");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cable.send(Err(std::io::Error::other("cable pulled"))).await.unwrap();
+    let _ = cut.await;
     while s.head(&rest).await.0 == 0 {
         assert!(Instant::now() < deadline, "nothing was kept of the cut upload");
         tokio::time::sleep(Duration::from_millis(50)).await;

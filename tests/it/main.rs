@@ -13,6 +13,7 @@ mod cli;
 mod crash;
 mod disk_full;
 mod events;
+mod exchange;
 mod grpc;
 mod http_edges;
 mod index;
