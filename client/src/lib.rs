@@ -230,7 +230,7 @@ impl Client {
                     tokio::time::sleep(retry_delay(attempt)).await;
                     continue;
                 }
-                Err(s) => bail!("{}", describe(&s)),
+                Err(s) => return Err(anyhow::Error::new(s.clone()).context(describe(&s))),
             };
             progress(offset);
             let mut file = tokio::fs::File::open(path).await?;
@@ -260,7 +260,7 @@ impl Client {
                     tracing::info!(status = %s, attempt, "upload interrupted; resuming");
                     tokio::time::sleep(retry_delay(attempt)).await;
                 }
-                Err(s) => bail!("{}", describe(&s)),
+                Err(s) => return Err(anyhow::Error::new(s.clone()).context(describe(&s))),
             }
         }
     }
@@ -286,6 +286,18 @@ impl Client {
         length: Option<u64>,
         sink: &mut (impl tokio::io::AsyncWrite + Unpin),
     ) -> Result<pb::DownloadHeader, Status> {
+        self.download_into_reporting(id, offset, length, sink, &mut |_| {}).await
+    }
+
+    /// [`Client::download_into`], telling `progress` the offset reached after each chunk.
+    async fn download_into_reporting(
+        &self,
+        id: &str,
+        offset: u64,
+        length: Option<u64>,
+        sink: &mut (impl tokio::io::AsyncWrite + Unpin),
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> Result<pb::DownloadHeader, Status> {
         use pb::download_response::Message as Out;
         let request =
             self.request(pb::DownloadRequest { file_transfer_id: id.to_owned(), offset, length });
@@ -300,6 +312,7 @@ impl Client {
                     sink.write_all(&data)
                         .await
                         .map_err(|e| Status::aborted(format!("writing failed: {e}")))?;
+                    progress(offset + received);
                 }
                 None => {}
             }
@@ -318,13 +331,25 @@ impl Client {
     /// Downloads a transfer's file to `path`, resuming a `path.part` left by an earlier
     /// attempt, verifying the BLAKE3 of the whole file, then renaming it into place.
     pub async fn download_file(&self, id: &str, path: &Path) -> anyhow::Result<pb::DownloadHeader> {
+        self.download_file_with_progress(id, path, &mut |_| {}).await
+    }
+
+    /// [`Client::download_file`], telling `progress` how many bytes of the file are here
+    /// (a resumed download starts at what the `.part` held).
+    pub async fn download_file_with_progress(
+        &self,
+        id: &str,
+        path: &Path,
+        progress: &mut (dyn FnMut(u64) + Send),
+    ) -> anyhow::Result<pb::DownloadHeader> {
         let part = part_path(path);
         let mut attempt = 0;
         loop {
             let offset = tokio::fs::metadata(&part).await.map(|m| m.len()).unwrap_or(0);
             let mut file =
                 tokio::fs::OpenOptions::new().create(true).append(true).open(&part).await?;
-            let result = self.download_into(id, offset, None, &mut file).await;
+            progress(offset);
+            let result = self.download_into_reporting(id, offset, None, &mut file, progress).await;
             file.sync_all().await?;
             drop(file);
             match result {
@@ -366,7 +391,7 @@ impl Client {
                     attempt += 1;
                     tokio::time::sleep(retry_delay(attempt)).await;
                 }
-                Err(s) => bail!("{}", describe(&s)),
+                Err(s) => return Err(anyhow::Error::new(s.clone()).context(describe(&s))),
             }
         }
     }

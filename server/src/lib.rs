@@ -13,6 +13,7 @@
 pub mod app;
 pub mod auth;
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod events;

@@ -3,17 +3,24 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use server::Config;
+use server::cli::{self as out, Output};
 
 #[derive(Debug, Parser)]
-#[command(name = "ferry", version, about = "Ferry: a managed file transfer broker")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Ferry: a managed file transfer broker",
+    after_help = "Exit codes: 0 success, 1 failed (e.g. send --wait saw the transfer fail), 2 usage, \
+                  3 not found, 4 not allowed, 5 server or network error, 6 verification failed."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
 
-/// Where the server is and who we are.
+/// Where the server is, who we are, how to print.
 #[derive(Debug, clap::Args)]
 struct Conn {
     /// Server URL.
@@ -22,11 +29,22 @@ struct Conn {
     /// Bearer token (e.g. from `ferry token`).
     #[arg(long, env = "FERRY_TOKEN", default_value = "", hide_env_values = true, global = true)]
     token: String,
+    /// What to print: human (aligned, for people) or json (one document on stdout, Altinn's
+    /// names).
+    #[arg(long, value_enum, default_value = "human", global = true)]
+    format: Output,
+    /// Same as --format json.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 impl Conn {
     fn client(&self) -> anyhow::Result<client::Client> {
         client::Client::connect_lazy(&self.server, self.token.clone())
+    }
+
+    fn output(&self) -> Output {
+        if self.json { Output::Json } else { self.format }
     }
 }
 
@@ -51,6 +69,9 @@ enum Command {
         dev: bool,
     },
     /// Service owner registration.
+    #[command(
+        after_help = "Example:\n  FERRY_TOKEN=$OWNER ferry serviceowner register --name 'Digdir'"
+    )]
     Serviceowner {
         #[command(subcommand)]
         command: ServiceOwnerCommand,
@@ -58,6 +79,9 @@ enum Command {
         conn: Conn,
     },
     /// Resource configuration.
+    #[command(
+        after_help = "Example:\n  ferry resource put example --ttl P30D --senders 910753614 --recipients 986252932\n  ferry resource get example --json"
+    )]
     Resource {
         #[command(subcommand)]
         command: ResourceCommand,
@@ -65,6 +89,9 @@ enum Command {
         conn: Conn,
     },
     /// Initializes a transfer and uploads FILE (resumes after a dropped connection).
+    #[command(
+        after_help = "Example:\n  ferry send report.pdf --resource example --to 986252932 --wait"
+    )]
     Send {
         /// The file.
         file: PathBuf,
@@ -91,6 +118,9 @@ enum Command {
         conn: Conn,
     },
     /// Shows a transfer.
+    #[command(
+        after_help = "Example:\n  ferry status 0b6ad2a2-8c3f-4b53-9f0e-0d7e6c2b1a11 --details\n  ferry status $ID --json | jq -r .fileTransferStatus"
+    )]
     Status {
         /// Transfer id.
         id: String,
@@ -100,7 +130,8 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Downloads a transfer's file (resumes a partial download).
+    /// Downloads a transfer's file (resumes a partial download, verifies BLAKE3).
+    #[command(after_help = "Example:\n  ferry download $ID -o report.pdf && ferry confirm $ID")]
     Download {
         /// Transfer id.
         id: String,
@@ -111,6 +142,7 @@ enum Command {
         conn: Conn,
     },
     /// Confirms a download.
+    #[command(after_help = "Example:\n  ferry confirm $ID")]
     Confirm {
         /// Transfer id.
         id: String,
@@ -118,6 +150,7 @@ enum Command {
         conn: Conn,
     },
     /// Searches transfers of a resource (all pages).
+    #[command(after_help = "Example:\n  ferry search --resource example --role recipient")]
     Search {
         /// Resource id.
         #[arg(long)]
@@ -143,7 +176,16 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Shell completions: `ferry completions bash > /etc/bash_completion.d/ferry`.
+    #[command(after_help = "Example:\n  ferry completions zsh > ~/.zfunc/_ferry")]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Prints a development token signed with the key in the data directory.
+    #[command(
+        after_help = "Example:\n  ferry token --org 910753614 --scopes altinn:broker.write altinn:broker.read"
+    )]
     Token {
         /// Data directory of a server started with --dev.
         #[arg(long, env = "FERRY_DATA_DIR", default_value = ".ferry/data")]
@@ -209,40 +251,88 @@ fn party_form(p: &str) -> String {
     }
 }
 
+/// Prints `human` or `json` as `output` says.
 #[allow(clippy::print_stdout)]
-fn show(value: impl std::fmt::Debug) {
-    println!("{value:#?}");
+fn print(output: Output, human: impl FnOnce() -> String, json: impl FnOnce() -> serde_json::Value) {
+    match output {
+        Output::Human => print!("{}", human()),
+        Output::Json => println!("{:#}", json()),
+    }
 }
 
-/// A one-line progress display on a terminal; silent otherwise.
+/// The machine's time zone for human output (UTC if it cannot be read).
+fn local_zone() -> jiff::tz::TimeZone {
+    jiff::tz::TimeZone::try_system().unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
+/// Progress on stderr: a bar with bytes, rate and ETA on a terminal; a plain line every few
+/// seconds otherwise (logs stay readable).
 struct Progress {
+    bar: Option<indicatif::ProgressBar>,
     total: u64,
-    started: std::time::Instant,
-    tty: bool,
+    last_line: std::time::Instant,
+    first: bool,
+    verb: &'static str,
 }
 
 impl Progress {
-    fn new(total: u64) -> Self {
+    fn new(total: u64, verb: &'static str) -> Self {
         use std::io::IsTerminal as _;
-        Self { total, started: std::time::Instant::now(), tty: std::io::stderr().is_terminal() }
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar.set_message(verb);
+            bar
+        });
+        Self { bar, total, last_line: std::time::Instant::now(), first: true, verb }
     }
 
+    /// `done` bytes are durable (or received).
     fn update(&mut self, done: u64) {
-        if self.tty {
-            let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-            let pct = if self.total == 0 { 100.0 } else { done as f64 * 100.0 / self.total as f64 };
-            eprint!(
-                "\r{done}/{} bytes durable ({pct:.0}%), {:.1} MiB/s   ",
-                self.total,
-                done as f64 / secs / 1048576.0
-            );
+        if self.first && done > 0 {
+            // Where a resumed transfer starts.
+            let note = format!("resuming at {} of {}", out::size(done), out::size(self.total));
+            match &self.bar {
+                Some(bar) => bar.println(note),
+                None => eprintln!("{note}"),
+            }
+        }
+        self.first = false;
+        match &self.bar {
+            Some(bar) => bar.set_position(done),
+            None if self.last_line.elapsed() >= std::time::Duration::from_secs(5) => {
+                self.last_line = std::time::Instant::now();
+                eprintln!("{} {} of {}", self.verb, out::size(done), out::size(self.total));
+            }
+            None => {}
+        }
+    }
+
+    /// A phase after the bytes (scanning, publishing).
+    fn phase(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.set_message(text.to_owned()),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish();
         }
     }
 }
 
 async fn run_client(command: Command) -> anyhow::Result<()> {
     use client::v1 as pb;
-    let fail = |s: tonic::Status| anyhow::anyhow!(client::describe(&s));
+    let fail = anyhow::Error::new;
+    let zone = local_zone();
     match command {
         Command::Serviceowner { command, conn } => {
             let c = conn.client()?;
@@ -250,7 +340,14 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
                 ServiceOwnerCommand::Register { name } => {
                     c.register_service_owner(&name).await.map_err(fail)?
                 }
-                ServiceOwnerCommand::Get => show(c.service_owner().await.map_err(fail)?),
+                ServiceOwnerCommand::Get => {
+                    let owner = c.service_owner().await.map_err(fail)?;
+                    print(
+                        conn.output(),
+                        || out::service_owner_human(&owner),
+                        || out::service_owner_json(&owner),
+                    );
+                }
             }
         }
         Command::Resource { command, conn } => {
@@ -281,7 +378,14 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
                     .await
                     .map_err(fail)?;
                 }
-                ResourceCommand::Get { id } => show(c.resource(&id).await.map_err(fail)?),
+                ResourceCommand::Get { id } => {
+                    let resource = c.resource(&id).await.map_err(fail)?;
+                    print(
+                        conn.output(),
+                        || out::resource_human(&resource),
+                        || out::resource_json(&resource),
+                    );
+                }
             }
         }
         Command::Send { file, resource, to, sender, reference, resume, wait, conn } => {
@@ -310,46 +414,74 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             };
             eprintln!("file transfer {id}");
             let total = std::fs::metadata(&file)?.len();
-            let mut progress = Progress::new(total);
+            let mut progress = Progress::new(total, "uploading");
             let started = std::time::Instant::now();
             let result = c.upload_file(&id, &file, &mut |done| progress.update(done)).await?;
             let secs = started.elapsed().as_secs_f64();
+            progress.finish();
             eprintln!(
-                "\nuploaded {} bytes in {secs:.2} s ({:.1} MiB/s): {:?} {}",
-                result.size,
-                result.size as f64 / secs.max(1e-9) / 1048576.0,
-                pb::FileTransferStatus::try_from(result.status).unwrap_or_default(),
+                "uploaded {} in {secs:.2} s ({}/s): {} ({})",
+                out::size(result.size),
+                out::size((result.size as f64 / secs.max(1e-9)) as u64),
+                out::status_name(result.status),
                 result.status_text
             );
-            #[allow(clippy::print_stdout)]
-            {
-                println!("{id}");
-            }
+            let mut settled = None;
             if wait {
-                let settled = c.wait_settled(&id, &resource).await?;
-                eprintln!("{settled}");
+                progress.phase("scanning and publishing");
+                settled = Some(c.wait_settled(&id, &resource).await?);
+            }
+            let overview = c.overview(&id).await.map_err(fail)?;
+            match conn.output() {
+                Output::Json => print(conn.output(), String::new, || out::overview_json(&overview)),
+                #[allow(clippy::print_stdout)]
+                Output::Human => println!("{id}"),
+            }
+            if let Some(settled) = settled {
                 if settled.ends_with("uploadfailed") {
-                    let overview = c.overview(&id).await.map_err(fail)?;
                     anyhow::bail!("transfer {id} failed: {}", overview.file_transfer_status_text);
                 }
+                eprintln!(
+                    "{}: {}",
+                    out::status_name(overview.file_transfer_status),
+                    overview.file_transfer_status_text
+                );
             }
         }
         Command::Status { id, details, conn } => {
             let c = conn.client()?;
             if details {
-                show(c.details(&id).await.map_err(fail)?)
+                let d = c.details(&id).await.map_err(fail)?;
+                print(conn.output(), || out::details_human(&d, &zone), || out::details_json(&d));
             } else {
-                show(c.overview(&id).await.map_err(fail)?)
+                let o = c.overview(&id).await.map_err(fail)?;
+                print(conn.output(), || out::overview_human(&o, &zone), || out::overview_json(&o));
             }
         }
         Command::Download { id, output, conn } => {
-            let header = conn.client()?.download_file(&id, &output).await?;
+            let c = conn.client()?;
+            let total = c.overview(&id).await.map_err(fail)?.file_transfer_size;
+            let mut progress = Progress::new(total, "downloading");
+            let header = c
+                .download_file_with_progress(&id, &output, &mut |done| progress.update(done))
+                .await?;
+            progress.finish();
             eprintln!(
-                "downloaded {} ({} bytes, blake3 {})",
+                "downloaded {} ({}, blake3 {})",
                 output.display(),
-                header.file_size,
+                out::size(header.file_size),
                 header.blake3
             );
+            if conn.output() == Output::Json {
+                print(conn.output(), String::new, || {
+                    serde_json::json!({
+                        "fileTransferId": id,
+                        "path": output.display().to_string(),
+                        "fileTransferSize": header.file_size,
+                        "blake3": header.blake3,
+                    })
+                });
+            }
         }
         Command::Confirm { id, conn } => conn.client()?.confirm(&id).await.map_err(fail)?,
         Command::Search { resource, role, conn } => {
@@ -360,6 +492,7 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
                 _ => pb::Role::Unspecified,
             } as i32;
             let mut page_token = String::new();
+            let mut ids = Vec::new();
             loop {
                 let page = c
                     .search(pb::SearchFileTransfersRequest {
@@ -370,15 +503,30 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
                     })
                     .await
                     .map_err(fail)?;
-                #[allow(clippy::print_stdout)]
-                for id in &page.file_transfer_ids {
-                    println!("{id}");
-                }
+                ids.extend(page.file_transfer_ids);
                 if page.next_page_token.is_empty() {
                     break;
                 }
                 page_token = page.next_page_token;
             }
+            // One overview per row, eight at a time.
+            use futures_util::StreamExt as _;
+            let rows: Vec<pb::FileTransferOverview> = futures_util::stream::iter(ids)
+                .map(|id| {
+                    let c = c.clone();
+                    async move { c.overview(&id).await }
+                })
+                .buffered(8)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()
+                .map_err(fail)?;
+            print(
+                conn.output(),
+                || out::search_table(&rows, &zone),
+                || serde_json::Value::Array(rows.iter().map(out::overview_json).collect()),
+            );
         }
         Command::Receive { resource, out, once, conn } => {
             let receiver = client::receive::Receiver::new(conn.client()?, resource, out)?;
@@ -400,20 +548,50 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
                 receiver.run(print).await?;
             }
         }
-        Command::Serve { .. } | Command::Token { .. } => unreachable!("handled in main"),
+        Command::Serve { .. } | Command::Token { .. } | Command::Completions { .. } => {
+            unreachable!("handled in main")
+        }
     }
     Ok(())
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    let command = match Cli::try_parse() {
+        Ok(cli) => cli.command,
+        Err(e) => {
+            let _ = e.print();
+            let code = if e.use_stderr() { out::EXIT_USAGE } else { 0 };
+            return std::process::ExitCode::from(code as u8);
+        }
+    };
+    let server = matches!(command, Command::Serve { .. });
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(
+            // Client commands speak for themselves; the server logs.
+            |_| if server { "info".into() } else { "warn".into() },
+        ))
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match run(command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One sentence: the server's message, not a `Status { … }` dump.
+            match e.chain().find_map(|e| e.downcast_ref::<tonic::Status>()) {
+                Some(status) => eprintln!("ferry: {}", client::describe(status)),
+                None => eprintln!("ferry: {e:#}"),
+            }
+            std::process::ExitCode::from(out::exit_code(&e) as u8)
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "ferry", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Serve { config, data_dir, clamd, listen, dev } => {
             let mut config = Config::load(config.as_deref())?;
             if let Some(d) = data_dir {

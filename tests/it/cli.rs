@@ -101,17 +101,81 @@ fn the_readme_quickstart_works_with_the_cli() {
         &["send", file.to_str().unwrap(), "--resource", "example", "--to", "986252932"],
     );
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !cli.run(Some(&sender), &["status", &id]).contains("file_transfer_status: Published") {
+    let status_of = |id: &str| -> serde_json::Value {
+        serde_json::from_str(&cli.run(Some(&sender), &["status", id, "--json"])).unwrap()
+    };
+    while status_of(&id)["fileTransferStatus"] != "Published" {
         assert!(Instant::now() < deadline, "not published");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // For people: aligned lines with a readable size, no Debug dump.
+    let human = cli.run(Some(&sender), &["status", &id]);
+    assert!(human.contains("status:") && human.contains("Published"), "{human}");
+    assert!(human.contains("4.8 MiB (5000000 bytes)"), "{human}");
+    assert!(!human.contains("Some(") && !human.contains("Timestamp {"), "{human}");
+    let json = status_of(&id);
+    assert_eq!(json["fileTransferSize"], 5_000_000);
+    assert_eq!(json["recipients"][0]["recipient"], "0192:986252932");
     let out = dir.path().join("example.out");
     cli.run(Some(&recipient), &["download", &id, "-o", out.to_str().unwrap()]);
     assert!(std::fs::read(&out).unwrap() == data);
     cli.run(Some(&recipient), &["confirm", &id]);
     let details = cli.run(Some(&recipient), &["status", &id, "--details"]);
     assert!(details.contains("AllConfirmedDownloaded"), "{details}");
-    assert_eq!(cli.run(Some(&recipient), &["search", "--resource", "example"]), id);
+    let table = cli.run(Some(&recipient), &["search", "--resource", "example"]);
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(rows[0].starts_with("ID") && rows[0].contains("STATUS"), "{table}");
+    assert!(rows.len() == 2 && rows[1].starts_with(&id), "{table}");
+    assert!(rows[1].contains("example.bin") && rows[1].contains("AllConfirmedDownloaded"));
+    let found: serde_json::Value = serde_json::from_str(
+        &cli.run(Some(&recipient), &["search", "--resource", "example", "--json"]),
+    )
+    .unwrap();
+    assert_eq!(found[0]["fileTransferId"], id.as_str());
+
+    // Errors: one sentence and a documented exit code.
+    let fails = |token: &str, args: &[&str]| {
+        let output = Command::new(ferry())
+            .args(args)
+            .env("FERRY_SERVER", &cli.server)
+            .env("FERRY_TOKEN", token)
+            .output()
+            .unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (code, stderr) = fails(&recipient, &["status", "00000000-0000-4000-8000-000000000000"]);
+    assert_eq!(code, Some(3), "not found: {stderr}");
+    assert!(stderr.starts_with("ferry: NotFound") && !stderr.contains("Status {"), "{stderr}");
+    assert_eq!(fails("not-a-token", &["status", &id]).0, Some(4), "not allowed");
+    assert_eq!(fails(&recipient, &["status"]).0, Some(2), "usage");
+    let (code, bash) = {
+        let output = Command::new(ferry()).args(["completions", "bash"]).output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    assert_eq!(code, Some(0));
+    assert!(bash.contains("_ferry") && bash.contains("download"), "a bash completion script");
+
+    // On a terminal (a real pseudo-terminal from util-linux's `script`), `send` draws a progress
+    // bar that moves: several positions, with a rate and an ETA.
+    let big = dir.path().join("big.bin");
+    std::fs::write(&big, payload(78, 60_000_000)).unwrap();
+    let command =
+        format!("{} send {} --resource example --to 986252932", ferry().display(), big.display());
+    let output = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("FERRY_SERVER", &cli.server)
+        .env("FERRY_TOKEN", &sender)
+        .env("TERM", "xterm-256color")
+        .output()
+        .expect("script (util-linux) runs the CLI under a pseudo-terminal");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    let positions: std::collections::BTreeSet<&str> = screen
+        .split("/57.22 MiB")
+        .filter_map(|before| before.rsplit(['[', ']', ' ']).nth(1))
+        .collect();
+    assert!(positions.len() >= 2, "the bar moved through several positions: {screen:?}");
+    assert!(screen.contains("ETA") && screen.contains("MiB/s"), "{screen:?}");
 
     // A partial download resumes: keep the first half as the .part file.
     let again = dir.path().join("again.out");
