@@ -109,6 +109,9 @@ struct IssuerKeys {
 #[derive(Clone)]
 pub struct Authenticator {
     issuers: std::sync::Arc<std::sync::RwLock<HashMap<String, IssuerKeys>>>,
+    /// Woken when a token names a key id its issuer's JWKS URL did not have (a new key,
+    /// published after the last fetch): the refresher fetches again, rate-limited.
+    refresh_wanted: std::sync::Arc<tokio::sync::Notify>,
     leeway: Duration,
     verified: std::sync::Arc<std::sync::Mutex<VerifiedTokens>>,
 }
@@ -167,20 +170,30 @@ impl std::fmt::Debug for Authenticator {
     }
 }
 
-/// The keys of a JWKS document.
+/// The signing keys of a JWKS document. Keys for encryption (`use: enc`) and keys this server
+/// cannot use (another key type) are skipped, so one odd key does not lose the others; a
+/// document without a single usable key is an error (the caller keeps what it had).
 pub fn keys_from_jwks(text: &str) -> anyhow::Result<Vec<VerifyingKey>> {
-    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(text).context("parsing a JWKS")?;
-    set.keys
+    use jsonwebtoken::jwk::{AlgorithmParameters, PublicKeyUse};
+    let document: serde_json::Value = serde_json::from_str(text).context("parsing a JWKS")?;
+    let keys: Vec<VerifyingKey> = document["keys"]
+        .as_array()
+        .context("a JWKS has a `keys` list")?
         .iter()
-        .map(|jwk| {
-            let key = DecodingKey::from_jwk(jwk).context("a JWKS key")?;
+        .filter_map(|value| serde_json::from_value::<jsonwebtoken::jwk::Jwk>(value.clone()).ok())
+        .filter(|jwk| !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption)))
+        .filter_map(|jwk| {
             let alg = match &jwk.algorithm {
-                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
-                _ => Algorithm::RS256,
+                AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                _ => return None,
             };
-            Ok(VerifyingKey { alg, kid: jwk.common.key_id.clone(), key })
+            let key = DecodingKey::from_jwk(&jwk).ok()?;
+            Some(VerifyingKey { alg, kid: jwk.common.key_id.clone(), key })
         })
-        .collect()
+        .collect();
+    anyhow::ensure!(!keys.is_empty(), "the JWKS has no RS256 or ES256 signing key");
+    Ok(keys)
 }
 
 /// A token's claims, read without checking anything (to find its issuer and, once verified,
@@ -259,6 +272,7 @@ impl Authenticator {
         }
         Ok(Self {
             issuers: std::sync::Arc::new(std::sync::RwLock::new(all)),
+            refresh_wanted: Default::default(),
             leeway,
             verified: Default::default(),
         })
@@ -299,6 +313,11 @@ impl Authenticator {
             }
         }
         failures
+    }
+
+    /// Completes when a token named a key id that a JWKS URL's issuer did not have.
+    pub async fn refresh_wanted(&self) {
+        self.refresh_wanted.notified().await;
     }
 
     /// Whether any issuer has a JWKS URL to refresh.
@@ -363,6 +382,9 @@ impl Authenticator {
             })
             .collect();
         if candidates.is_empty() {
+            if header.kid.is_some() && trusted.jwks_url.is_some() {
+                self.refresh_wanted.notify_one();
+            }
             return Err(AuthError::Invalid(match &header.kid {
                 Some(kid) => format!("{issuer} has no {:?} key with kid {kid:?}", header.alg),
                 None => format!("{issuer} has no {:?} key", header.alg),

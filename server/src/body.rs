@@ -1,9 +1,12 @@
 //! Request bodies with an idle timeout: an upload whose client stops sending (but keeps the
 //! connection open) must not hold its upload, memory and connection forever.
 //!
-//! [`idle`] wraps a body so that a gap of more than the timeout between two frames ends it
-//! with an error, and returns an [`Idle`] flag that tells the handler this was the reason (the
-//! error itself may arrive wrapped, e.g. inside a multipart parser's).
+//! [`idle`] wraps a body so that waiting more than the timeout for the client's next bytes ends
+//! it with an error, and returns an [`Idle`] flag that tells the handler this was the reason
+//! (the error itself may arrive wrapped, e.g. inside a multipart parser's or tonic's). Only
+//! time spent waiting on the client counts: the clock starts when the server asks for more and
+//! nothing is there, not while the server is busy writing what came (an fsync, a commit), and
+//! it counts bytes, not messages (a 1 MiB gRPC message on a slow link is not idle).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,6 +44,7 @@ pub fn idle(body: Body, timeout: Duration) -> (Body, Idle) {
         sleep: Box::pin(tokio::time::sleep(timeout)),
         flag: flag.clone(),
         done: false,
+        armed: false,
     };
     (Body::new(wrapped), flag)
 }
@@ -51,6 +55,8 @@ struct IdleBody {
     sleep: Pin<Box<Sleep>>,
     flag: Idle,
     done: bool,
+    /// The clock runs: the server asked for bytes and none were there.
+    armed: bool,
 }
 
 impl http_body::Body for IdleBody {
@@ -65,9 +71,13 @@ impl http_body::Body for IdleBody {
             return Poll::Ready(None);
         }
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            self.armed = false;
+            return Poll::Ready(frame);
+        }
+        if !self.armed {
+            self.armed = true;
             let deadline = Instant::now() + self.timeout;
             self.sleep.as_mut().reset(deadline);
-            return Poll::Ready(frame);
         }
         ready!(self.sleep.as_mut().poll(cx));
         self.done = true;
@@ -109,6 +119,24 @@ mod tests {
         assert!(flag.fired());
         assert!(stream.next().await.is_none());
         drop(tx);
+    }
+
+    #[tokio::test]
+    async fn time_the_server_spends_elsewhere_does_not_count() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+        let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let (body, flag) = idle(body, Duration::from_millis(200));
+        let mut stream = body.into_data_stream();
+        tx.send(Ok(Bytes::from_static(b"a"))).await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap(), "a");
+        // The server is busy for longer than the timeout (not reading); the client's next
+        // bytes were there all along.
+        tx.send(Ok(Bytes::from_static(b"b"))).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(stream.next().await.unwrap().unwrap(), "b");
+        assert!(!flag.fired());
+        drop(tx);
+        assert!(stream.next().await.is_none());
     }
 
     #[tokio::test]

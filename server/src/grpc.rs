@@ -24,6 +24,23 @@ fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Status> {
     app.auth.authenticate(header).map_err(|e| ApiError::from(e).into())
 }
 
+/// Gives the Upload call's request body an idle timeout (see `crate::body`): a client that
+/// stops sending bytes but keeps its stream open is cut off, however large its messages.
+pub async fn idle_uploads(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    const UPLOAD: &str = "/ferry.v1.FileTransferService/Upload";
+    if request.uri().path() != UPLOAD {
+        return next.run(request).await;
+    }
+    let (mut parts, body) = request.into_parts();
+    let (body, idle) = crate::body::idle(body, app.options.idle_timeout);
+    parts.extensions.insert(idle);
+    next.run(axum::extract::Request::from_parts(parts, body)).await
+}
+
 /// If `status` is tonic's refusal of a message over the size limit: what to tell the client.
 fn too_large_message(status: &Status) -> Option<String> {
     (status.code() == tonic::Code::OutOfRange
@@ -194,12 +211,18 @@ impl FileTransferService for FileTransferApi {
         use pb::upload_request::Message as In;
         use pb::upload_response::Message as Out;
         let caller = caller(&self.app, &request)?;
+        // Set by `idle_uploads` around this call's request body.
+        let idle = request.extensions().get::<crate::body::Idle>().cloned().unwrap_or_default();
+        let idle_secs = self.app.options.idle_timeout.as_secs();
         let mut stream = request.into_inner();
-        let idle = self.app.options.idle_timeout;
-        let first = tokio::time::timeout(idle, stream.message()).await.map_err(|_| {
-            Status::unavailable(format!("no `start` message within {} s", idle.as_secs()))
+        let first = stream.message().await.map_err(|status| {
+            if idle.fired() {
+                Status::unavailable(format!("no `start` message within {idle_secs} s"))
+            } else {
+                status
+            }
         })?;
-        let start = match first?.and_then(|m| m.message) {
+        let start = match first.and_then(|m| m.message) {
             Some(In::Start(start)) => start,
             _ => return Err(ApiError::invalid("the first upload message must be `start`").into()),
         };
@@ -227,20 +250,6 @@ impl FileTransferService for FileTransferApi {
                             ),
                             Err(e) => format!("the server is shutting down: {e}"),
                         };
-                        let _ = tx.send(Err(Status::unavailable(message))).await;
-                        return;
-                    }
-                    () = tokio::time::sleep(idle) => {
-                        // The client stopped sending but keeps the stream open: free the
-                        // upload and say where to resume ([limits] idle_timeout_secs).
-                        let message = match session.checkpoint().await {
-                            Ok(committed) => format!(
-                                "no message for {} s; {committed} bytes are durable, resume from there",
-                                idle.as_secs()
-                            ),
-                            Err(e) => format!("no message for {} s: {e}", idle.as_secs()),
-                        };
-                        tracing::info!(transfer = %id, "upload stream idle; cut off");
                         let _ = tx.send(Err(Status::unavailable(message))).await;
                         return;
                     }
@@ -290,6 +299,11 @@ impl FileTransferService for FileTransferApi {
                         let status = match too_large_message(&status) {
                             Some(limit) => Status::resource_exhausted(format!(
                                 "{limit}; {committed} bytes are durable, resume from there"
+                            )),
+                            // The client stopped sending but kept the stream open
+                            // ([limits] idle_timeout_secs).
+                            None if idle.fired() => Status::unavailable(format!(
+                                "no data for {idle_secs} s; {committed} bytes are durable, resume from there"
                             )),
                             None => status,
                         };

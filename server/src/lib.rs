@@ -169,14 +169,25 @@ pub async fn run(
         tracing::warn!(%reason, "storage not ready for uploads");
     }
     if app.auth.has_jwks_urls() {
-        // Issuers' JWKS URLs: fetched before serving, then refreshed (key rotations).
-        refresh_jwks(&app).await;
+        // Issuers' JWKS URLs: fetched before serving, then refreshed (key rotations): every
+        // `jwks_refresh_secs`, after a failure with backoff from 5 s, and at most every 30 s
+        // when a token names a key id its issuer did not have.
+        let mut fetched = refresh_jwks(&app).await;
         let refresher = app.clone();
         let every = Duration::from_secs(config.auth.jwks_refresh_secs.max(10));
         app.spawn(async move {
+            let mut retry = Duration::from_secs(5);
             loop {
-                tokio::time::sleep(every).await;
-                refresh_jwks(&refresher).await;
+                let wait = if fetched { every } else { retry.min(every) };
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = async {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        refresher.auth.refresh_wanted().await;
+                    } => {}
+                }
+                fetched = refresh_jwks(&refresher).await;
+                retry = if fetched { Duration::from_secs(5) } else { (retry * 2).min(every) };
             }
         });
     }
@@ -223,6 +234,7 @@ pub async fn run(
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
     .into_axum_router()
+    .layer(axum::middleware::from_fn_with_state(app.clone(), grpc::idle_uploads))
     .layer(axum::middleware::from_fn(grpc::oversized_requests))
     .layer(tonic_web::GrpcWebLayer::new());
     let http = {
@@ -288,10 +300,13 @@ pub async fn run(
 }
 
 /// Fetches the issuers' JWKS URLs; a failure keeps the keys fetched before and is logged.
-async fn refresh_jwks(app: &App) {
-    for (url, error) in app.auth.refresh_jwks(&app.http).await {
+/// Whether every fetch succeeded.
+async fn refresh_jwks(app: &App) -> bool {
+    let failures = app.auth.refresh_jwks(&app.http).await;
+    for (url, error) in &failures {
         tracing::warn!(%url, error = %format!("{error:#}"), "could not fetch a JWKS");
     }
+    failures.is_empty()
 }
 
 /// An unknown path: 404. Under `/broker/` a ProblemDetails (as the API's other errors); a gRPC

@@ -247,16 +247,31 @@ async fn check_sender(
     id: FileTransferId,
     length: u64,
 ) -> Result<(), Response> {
-    let org = caller.org.clone().ok_or_else(|| api(ApiError::altinn(7001)))?;
-    let transfer = app.transfer(caller, id).map_err(api)?;
-    if transfer.sender != org {
-        return Err(api(ApiError::altinn(6)));
-    }
+    let (transfer, resource) = own_transfer(app, caller, id)?;
     if !matches!(
         transfer.status(),
         FileTransferStatus::Initialized | FileTransferStatus::UploadStarted
     ) {
         return Err(api(ApiError::altinn(4)));
+    }
+    if length > resource.max_upload_size(transfer.use_virus_scan) {
+        return Err(api(ApiError::altinn(16)));
+    }
+    Ok(())
+}
+
+/// The transfer, if the caller is its sender and may still send on its resource: every TUS
+/// method on an existing upload checks this first, before an upload record or a parked
+/// session is looked at (a transfer id is no secret).
+fn own_transfer(
+    app: &App,
+    caller: &crate::auth::Caller,
+    id: FileTransferId,
+) -> Result<(FileTransfer, ResourceConfig), Response> {
+    let org = caller.org.clone().ok_or_else(|| api(ApiError::altinn(7001)))?;
+    let transfer = app.transfer(caller, id).map_err(api)?;
+    if transfer.sender != org {
+        return Err(api(ApiError::altinn(6)));
     }
     let resource = app
         .storage
@@ -266,10 +281,7 @@ async fn check_sender(
     if !resource.may_send(&org) {
         return Err(api(ApiError::altinn(6)));
     }
-    if length > resource.max_upload_size(transfer.use_virus_scan) {
-        return Err(api(ApiError::altinn(16)));
-    }
-    Ok(())
+    Ok((transfer, resource))
 }
 
 async fn start(app: &Arc<App>, id: FileTransferId) -> Result<(), Response> {
@@ -299,7 +311,7 @@ async fn head_of(
     let caller = caller_for(app, headers)?;
     check_version(headers)?;
     let id = transfer_id(id)?;
-    let transfer = app.transfer(&caller, id).map_err(api)?;
+    let (transfer, _) = own_transfer(app, &caller, id)?;
     let upload_id =
         partial.map_or_else(|| UploadId::for_transfer(id), |p| UploadId::partial(id, p));
     match app.storage.upload(&upload_id).map_err(api)? {
@@ -448,12 +460,12 @@ async fn patch_checks(
     let offset = header_u64(headers, "upload-offset")?
         .ok_or_else(|| tus_error(StatusCode::BAD_REQUEST, "Upload-Offset is required"))?;
     let id = transfer_id(id)?;
+    let (transfer, _) = own_transfer(app, &caller, id)?;
     let upload_id =
         partial.map_or_else(|| UploadId::for_transfer(id), |p| UploadId::partial(id, p));
     let record = app.storage.upload(&upload_id).map_err(api)?;
     let Some(record) = record else {
         // A retried final PATCH after completion: the upload is done.
-        let transfer = app.transfer(&caller, id).map_err(api)?;
         return match transfer.content {
             Some(content) if partial.is_none() && offset == content.size => {
                 Ok(Err(respond(StatusCode::NO_CONTENT, &[("upload-offset", offset.to_string())])))
@@ -717,10 +729,7 @@ async fn terminate_of(
     let caller = caller_for(app, headers)?;
     check_version(headers)?;
     let id = transfer_id(id)?;
-    let org = caller.org.clone().ok_or_else(|| api(ApiError::altinn(7001)))?;
-    if app.transfer(&caller, id).map_err(api)?.sender != org {
-        return Err(api(ApiError::altinn(6)));
-    }
+    own_transfer(app, &caller, id)?;
     let upload_id =
         partial.map_or_else(|| UploadId::for_transfer(id), |p| UploadId::partial(id, p));
     app.parked.lock().expect("parked map").remove(&upload_id);

@@ -61,7 +61,10 @@ impl Issuer {
 
 /// Serves `jwks` at `/jwk` on loopback until the test ends.
 async fn serve_jwks(jwks: Value) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_jwks_on(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(), jwks).await
+}
+
+async fn serve_jwks_on(listener: tokio::net::TcpListener, jwks: Value) -> String {
     let addr = listener.local_addr().unwrap();
     let app = axum::Router::new()
         .route("/jwk", axum::routing::get(move || std::future::ready(axum::Json(jwks.clone()))));
@@ -106,6 +109,10 @@ impl Setup {
 async fn setup() -> Setup {
     let maskinporten = Issuer::generate("mp-1");
     let jwks_url = serve_jwks(json!({ "keys": [maskinporten.jwk.clone()] })).await;
+    setup_with(maskinporten, jwks_url).await
+}
+
+async fn setup_with(maskinporten: Issuer, jwks_url: String) -> Setup {
     let clamd = TestClamd::start();
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
@@ -289,4 +296,27 @@ async fn the_exchange_refuses_bad_tokens_and_says_why() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_issuer_unreachable_at_start_up_is_fetched_again_soon() {
+    // The JWKS URL answers nothing when the server starts (a free port, nobody listening)...
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let maskinporten = Issuer::generate("mp-1");
+    let jwk = maskinporten.jwk.clone();
+    let s = setup_with(maskinporten, format!("http://127.0.0.1:{port}/jwk")).await;
+    let token = s.maskinporten.token("mp-1", SENDER, "altinn:broker.write", |_| {});
+    assert_eq!(s.exchange(&token).await.0, 401, "no keys yet");
+    // ...then comes up: within the backoff (5 s, not the hourly refresh), tokens work.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    serve_jwks_on(listener, json!({ "keys": [{ "kty": "oct", "k": "c2VjcmV0" }, jwk] })).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = s.exchange(&token).await;
+        if status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still refused: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
 }

@@ -460,3 +460,63 @@ async fn the_events_feed_needs_an_events_or_broker_scope() {
         assert_eq!(get(scopes).await.unwrap().status(), 200, "{scopes:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_sender_cannot_touch_an_upload_parked_between_patches() {
+    const OTHER: &str = "910000003";
+    let s = setup(|_| {}).await;
+    // Both may send on the resource; only SENDER owns the transfer.
+    let owner = s.server.client(s.token(OWNER));
+    let parties = |orgs: &[&str]| orgs.iter().map(|o| format!("0192:{o}")).collect();
+    owner
+        .put_resource(client::v1::PutResourceRequest {
+            resource_id: "shared".into(),
+            access: Some(client::v1::AccessRules {
+                senders: parties(&[SENDER, OTHER]),
+                recipients: parties(&[RECIPIENT]),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let sender = s.server.client(s.token(SENDER));
+    let id = integration_tests::initialize_transfer(&sender, "shared", SENDER, &[RECIPIENT])
+        .await
+        .unwrap();
+    let url = s.tus_url(&id);
+    let r = s.tus(reqwest::Method::POST, &url).header("upload-length", "10").send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(s.patch(&id, 0, b"hello").await.status(), 204, "parked at 5");
+
+    let as_other = |method: reqwest::Method| {
+        s.http
+            .request(method, &url)
+            .bearer_auth(s.token(OTHER))
+            .header("tus-resumable", "1.0.0")
+            .header("content-type", "application/offset+octet-stream")
+    };
+    for offset in [0, 5] {
+        let r = as_other(reqwest::Method::PATCH)
+            .header("upload-offset", offset.to_string())
+            .body("EVIL!")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.status().is_client_error() && r.status() != 409,
+            "offset {offset}: {}",
+            r.status()
+        );
+        assert!(!r.headers().contains_key("upload-offset"), "no offset leaks to another party");
+    }
+    let r = as_other(reqwest::Method::HEAD).send().await.unwrap();
+    assert!(r.status().is_client_error(), "HEAD: {}", r.status());
+    let r = as_other(reqwest::Method::DELETE).send().await.unwrap();
+    assert!(r.status().is_client_error(), "DELETE: {}", r.status());
+    // The owner's upload is untouched and finishes with its own bytes.
+    assert_eq!(s.head(&id).await, (5, Some(10)));
+    assert_eq!(s.patch(&id, 5, b"world").await.status(), 204);
+    let recipient = s.server.client(s.token(RECIPIENT));
+    assert_eq!(recipient.wait_settled(&id, "shared").await.unwrap(), "no.altinn.broker.published");
+    assert_eq!(recipient.download_range(&id, 0, None).await.unwrap().1, b"helloworld");
+}
