@@ -15,6 +15,8 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod events;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod lifecycle;
 pub mod metrics;

@@ -208,10 +208,10 @@ fn transfer_id(text: &str) -> Result<FileTransferId> {
 }
 
 /// A JSON object whose property names are matched case-insensitively.
-struct CiObject(HashMap<String, Value>);
+pub(crate) struct CiObject(HashMap<String, Value>);
 
 impl CiObject {
-    fn parse(body: &Bytes) -> Result<Self> {
+    pub(crate) fn parse(body: &Bytes) -> Result<Self> {
         let value: Value = serde_json::from_slice(body).map_err(|e| {
             ApiError::invalid_field("body", format!("The request body is not valid JSON: {e}"))
         })?;
@@ -221,11 +221,11 @@ impl CiObject {
         Ok(Self(map.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()))
     }
 
-    fn get(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         self.0.get(&name.to_ascii_lowercase()).filter(|v| !v.is_null())
     }
 
-    fn string(&self, name: &'static str) -> Result<Option<String>> {
+    pub(crate) fn string(&self, name: &'static str) -> Result<Option<String>> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
@@ -235,12 +235,12 @@ impl CiObject {
         }
     }
 
-    fn required_string(&self, name: &'static str) -> Result<String> {
+    pub(crate) fn required_string(&self, name: &'static str) -> Result<String> {
         self.string(name)?
             .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field is required.")))
     }
 
-    fn bool(&self, name: &'static str) -> Result<Option<bool>> {
+    pub(crate) fn bool(&self, name: &'static str) -> Result<Option<bool>> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Bool(b)) => Ok(Some(*b)),
@@ -251,7 +251,7 @@ impl CiObject {
         }
     }
 
-    fn int(&self, name: &'static str) -> Result<Option<i64>> {
+    pub(crate) fn int(&self, name: &'static str) -> Result<Option<i64>> {
         match self.get(name) {
             None => Ok(None),
             Some(v) => v.as_i64().map(Some).ok_or_else(|| {
@@ -260,7 +260,7 @@ impl CiObject {
         }
     }
 
-    fn strings(&self, name: &'static str) -> Result<Option<Vec<String>>> {
+    pub(crate) fn strings(&self, name: &'static str) -> Result<Option<Vec<String>>> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Array(items)) => items
@@ -280,7 +280,7 @@ impl CiObject {
         }
     }
 
-    fn string_map(&self, name: &'static str) -> Result<BTreeMap<String, String>> {
+    pub(crate) fn string_map(&self, name: &'static str) -> Result<BTreeMap<String, String>> {
         match self.get(name) {
             None => Ok(BTreeMap::new()),
             Some(Value::Object(map)) => map
@@ -601,7 +601,7 @@ async fn search(
 }
 
 /// A resolved byte range: (first byte, length).
-fn resolve_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>> {
+pub(crate) fn resolve_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>> {
     let Some(spec) = header.map(str::trim) else { return Ok(None) };
     let Some(spec) = spec.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes=")).map(|_| &spec[6..])
     else {
