@@ -22,8 +22,11 @@ use crate::auth::{Authenticator, DevKey};
 use crate::error::ApiError;
 use crate::rest::CiObject;
 
+/// A fuzz target: takes any bytes, panics on a finding.
+pub type Target = fn(&[u8]);
+
 /// The targets by name: the names of the `fuzz/` binaries and of their input directories.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("range", range),
     ("tus_headers", tus_headers),
     ("json_bodies", json_bodies),

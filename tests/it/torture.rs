@@ -971,3 +971,44 @@ async fn torture_clamd_killed_mid_scan_publishes_nothing_until_it_returns() {
         began.elapsed()
     );
 }
+
+/// Issue 12, item 8: a REST upload cut off by kill -9 resumes over TUS: `HEAD` says where, and a
+/// PATCH that sends the `Upload-Length` the REST upload never declared continues it.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "issue 12 item 8: after the restart HEAD has no Upload-Length, and PATCH answers 400 'the upload has no Upload-Length' even when the PATCH sends one"]
+async fn torture_a_rest_upload_cut_by_kill_9_resumes_over_tus() {
+    let clamd = TestClamd::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut ferry = Ferry::start(work.path(), &clamd).await;
+    setup_resource(&ferry).await;
+    let sent = Arc::new(AtomicU64::new(0));
+    let conn = ferry.conn(&sent);
+    let job = Job::new(Via::Rest { declared: false }, payload(8, 12 * MB as usize));
+    let uploading = conn.clone();
+    let tasks = for_each(std::slice::from_ref(&job), move |job| {
+        let conn = uploading.clone();
+        async move { conn.first_attempt(&job).await }
+    })
+    .await;
+    let moment = kill_when(&mut ferry, &tasks, || sent.load(SeqCst) >= 6 * MB).await;
+    join(tasks).await;
+    assert_none_failed_before(std::slice::from_ref(&job), moment, "REST cut");
+    assert!(!job.complete.load(SeqCst), "the upload was cut off");
+    ferry.restart().await;
+    let conn = ferry.conn(&sent);
+    let r = conn.tus(reqwest::Method::HEAD, job.id()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let offset = header_u64(&r, "upload-offset").unwrap();
+    let r = conn
+        .tus(reqwest::Method::PATCH, job.id())
+        .header("content-type", "application/offset+octet-stream")
+        .header("upload-offset", offset)
+        .header("upload-length", job.len())
+        .body(job.data.slice(offset as usize..))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "{}", r.text().await.unwrap_or_default());
+    job.complete.store(true, SeqCst);
+    assert_published_and_identical(&conn, std::slice::from_ref(&job), "REST cut").await;
+}
