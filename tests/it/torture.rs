@@ -737,7 +737,7 @@ async fn round_mixed(ferry: &mut Ferry, rng: &mut Rng, published: &mut BTreeSet<
         })
         .collect();
     let total: u64 = jobs.iter().map(|j| j.len()).sum();
-    let threshold = total * rng.range(15, 75) / 100;
+    let threshold = total * rng.range(30, 80) / 100;
     let sent = Arc::new(AtomicU64::new(0));
     let conn = ferry.conn(&sent);
     let tasks = for_each(&jobs, move |job| {
