@@ -695,6 +695,16 @@ async fn restart_and_check(
         jobs.len()
     );
     ferry.restart().await;
+    check_recovered(ferry, jobs, published, round).await;
+}
+
+/// After a restart: check what was acknowledged, resume the rest, and check the result.
+async fn check_recovered(
+    ferry: &mut Ferry,
+    jobs: &[Arc<Job>],
+    published: &mut BTreeSet<String>,
+    round: &str,
+) {
     let conn = ferry.conn(&Arc::new(AtomicU64::new(0)));
     let tracked: Vec<Arc<Job>> = jobs.iter().filter(|j| j.id.get().is_some()).cloned().collect();
     for job in &tracked {
@@ -806,8 +816,36 @@ async fn round_scanning(
     tokio::time::sleep(Duration::from_millis(rng.range(50, 600))).await;
     ferry.kill();
     eprintln!("torture: {round}: SIGKILL with {processing} transfers waiting for the frozen clamd");
+    // Restarted while clamd is still frozen: start-up does not wait for it (it did, 65 s), and
+    // nothing is published or failed meanwhile.
+    let began = Instant::now();
+    ferry.spawn().await;
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "{round}: a frozen clamd held start-up for {:?}",
+        began.elapsed()
+    );
+    let conn = ferry.conn(&sent);
+    let frozen = Instant::now();
+    let mut waiting = Vec::new();
+    for job in &jobs {
+        let (status, text) = conn.status(job).await;
+        if status == S::UploadProcessing as i32 {
+            waiting.push(job.clone());
+        } else {
+            assert_eq!(status, S::Published as i32, "{round}: {}: {text}", job.describe());
+        }
+    }
+    assert!(!waiting.is_empty(), "{round}: nothing waits for the frozen clamd");
+    while frozen.elapsed() < Duration::from_secs(1) {
+        for job in &waiting {
+            let (status, text) = conn.status(job).await;
+            assert_eq!(status, S::UploadProcessing as i32, "{round}: {}: {text}", job.describe());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     clamd.resume();
-    restart_and_check(ferry, &jobs, published, round).await;
+    check_recovered(ferry, &jobs, published, round).await;
 }
 
 /// 100 transfers of 4 KiB, initialized and uploaded by 20 clients at once; kill -9 after a drawn
