@@ -755,7 +755,12 @@ async fn round_mixed(ferry: &mut Ferry, rng: &mut Rng, published: &mut BTreeSet<
         async move { conn.first_attempt(&job).await }
     })
     .await;
-    let moment = kill_when(ferry, &tasks, || sent.load(SeqCst) >= threshold).await;
+    // Once the drawn share of the bytes is sent and at least one upload was acknowledged whole,
+    // so that every round checks both kinds.
+    let moment = kill_when(ferry, &tasks, || {
+        sent.load(SeqCst) >= threshold && jobs.iter().any(|j| j.complete.load(SeqCst))
+    })
+    .await;
     eprintln!("torture: {round}: SIGKILL after {} of {total} bytes sent", sent.load(SeqCst));
     join(tasks).await;
     assert_none_failed_before(&jobs, moment, &round);
