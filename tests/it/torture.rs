@@ -6,7 +6,8 @@
 //! `Published` and downloads byte-identical (BLAKE3); each interrupted one kept at least what was
 //! acknowledged and resumes from the server's offset (gRPC `GetUploadStatus`, TUS `HEAD`) to an
 //! identical `Published` file; no upload temporary is left, and the blob store holds exactly the
-//! files that transfers reference. With clamd gone nothing is published; once it is back,
+//! files that transfers reference. A server restarted while clamd is frozen starts at once and
+//! publishes nothing until clamd thaws. With clamd gone nothing is published; once it is back,
 //! everything clean is, and EICAR fails.
 //!
 //! The moments of the kills, the sizes and the protocols are drawn from a seed
