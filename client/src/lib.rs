@@ -432,9 +432,14 @@ impl Client {
             types: settled.iter().map(|t| (*t).to_owned()).collect(),
             heartbeat_seconds: 30,
         };
-        let mut stream = self.watch(request).await.map_err(|s| anyhow::Error::new(s.clone()).context(describe(&s)))?;
-        while let Some(message) =
-            stream.message().await.map_err(|s| anyhow::Error::new(s.clone()).context(describe(&s)))?
+        let mut stream = self
+            .watch(request)
+            .await
+            .map_err(|s| anyhow::Error::new(s.clone()).context(describe(&s)))?;
+        while let Some(message) = stream
+            .message()
+            .await
+            .map_err(|s| anyhow::Error::new(s.clone()).context(describe(&s)))?
         {
             if let Some(pb::watch_response::Message::Event(e)) = message.message
                 && e.resourceinstance == id

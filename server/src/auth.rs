@@ -459,7 +459,7 @@ fn caller_from(claims: Claims) -> Caller {
 /// The development signing key.
 #[derive(Clone)]
 pub struct DevKey {
-    encoding: EncodingKey,
+    pub(crate) encoding: EncodingKey,
     decoding: DecodingKey,
     pem: String,
 }

@@ -18,6 +18,8 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod grpc;
 pub mod lifecycle;
 pub mod metrics;
@@ -48,6 +50,9 @@ pub use config::Config;
 /// Largest gRPC message accepted on every service: a 1 MiB data chunk plus framing headroom.
 /// A larger message is refused with RESOURCE_EXHAUSTED (see `grpc::oversized_requests`).
 pub const MAX_MESSAGE: usize = 2 * 1024 * 1024;
+
+/// How long start-up waits for the readiness check it logs.
+const STARTUP_PROBE: Duration = Duration::from_secs(3);
 
 /// Opens storage, keys and scanner as `config` says.
 pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
@@ -159,14 +164,27 @@ pub async fn run(
     }
     let app = open_app(&config).await?;
     tracing::info!(data_dir = %config.data_dir.display(), recovery = ?app.storage.recovery(), dev = config.dev, "storage open");
-    let readiness = app.readiness().await;
-    match &readiness.scanner {
-        Ok(version) => tracing::info!(clamd = %config.clamd.address, %version, "scanner ready"),
-        // Not fatal: transfers wait in UploadProcessing until clamd is back.
-        Err(reason) => tracing::warn!(clamd = %config.clamd.address, %reason, "scanner not ready"),
-    }
-    if let Err(reason) = &readiness.storage {
-        tracing::warn!(%reason, "storage not ready for uploads");
+    // Only logged, so bounded: a frozen clamd (it accepts and never answers) held start-up, even
+    // `/health`, for the scanner's connect + write timeouts (65 s).
+    match tokio::time::timeout(STARTUP_PROBE, app.readiness()).await {
+        Ok(readiness) => {
+            match &readiness.scanner {
+                Ok(version) => {
+                    tracing::info!(clamd = %config.clamd.address, %version, "scanner ready")
+                }
+                // Not fatal: transfers wait in UploadProcessing until clamd is back.
+                Err(reason) => {
+                    tracing::warn!(clamd = %config.clamd.address, %reason, "scanner not ready")
+                }
+            }
+            if let Err(reason) = &readiness.storage {
+                tracing::warn!(%reason, "storage not ready for uploads");
+            }
+        }
+        Err(_) => tracing::warn!(
+            clamd = %config.clamd.address,
+            "readiness did not answer within {STARTUP_PROBE:?} (clamd not answering?); serving anyway"
+        ),
     }
     if app.auth.has_jwks_urls() {
         // Issuers' JWKS URLs: fetched before serving, then refreshed (key rotations): every

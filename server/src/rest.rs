@@ -254,12 +254,12 @@ impl CiObject {
         Ok(Self(map.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect()))
     }
 
-    fn get(&self, name: &str) -> Option<&Value> {
+    pub(crate) fn get(&self, name: &str) -> Option<&Value> {
         self.0.get(&name.to_ascii_lowercase()).filter(|v| !v.is_null())
     }
 
     /// A nested object, read the same way.
-    fn object(&self, name: &'static str) -> Result<Option<Self>> {
+    pub(crate) fn object(&self, name: &'static str) -> Result<Option<Self>> {
         match self.get(name) {
             None => Ok(None),
             Some(v @ Value::Object(_)) => Self::from_value(v.clone()).map(Some),
@@ -282,7 +282,7 @@ impl CiObject {
             .ok_or_else(|| ApiError::invalid_field(name, format!("The {name} field is required.")))
     }
 
-    fn bool(&self, name: &'static str) -> Result<Option<bool>> {
+    pub(crate) fn bool(&self, name: &'static str) -> Result<Option<bool>> {
         match self.get(name) {
             // As in ASP.NET: `"true"` is not a boolean (only numbers may be strings).
             None => Ok(None),
@@ -292,7 +292,7 @@ impl CiObject {
     }
 
     /// An integer: a JSON number, or a string holding one (ASP.NET's `AllowReadingFromString`).
-    fn int(&self, name: &'static str) -> Result<Option<i64>> {
+    pub(crate) fn int(&self, name: &'static str) -> Result<Option<i64>> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Number(n)) => {
@@ -305,7 +305,7 @@ impl CiObject {
         }
     }
 
-    fn strings(&self, name: &'static str) -> Result<Option<Vec<String>>> {
+    pub(crate) fn strings(&self, name: &'static str) -> Result<Option<Vec<String>>> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Array(items)) => items
@@ -325,7 +325,7 @@ impl CiObject {
         }
     }
 
-    fn string_map(&self, name: &'static str) -> Result<BTreeMap<String, String>> {
+    pub(crate) fn string_map(&self, name: &'static str) -> Result<BTreeMap<String, String>> {
         match self.get(name) {
             None => Ok(BTreeMap::new()),
             Some(Value::Object(map)) => map
@@ -679,7 +679,7 @@ async fn search(
 }
 
 /// A resolved byte range: (first byte, length).
-fn resolve_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>> {
+pub(crate) fn resolve_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>> {
     let Some(spec) = header.map(str::trim) else { return Ok(None) };
     let Some(spec) = spec.get(..6).filter(|u| u.eq_ignore_ascii_case("bytes=")).map(|_| &spec[6..])
     else {
@@ -864,7 +864,13 @@ async fn put_resource(
     body: Bytes,
 ) -> Result<Response> {
     let caller = caller(&app, &headers)?;
-    let body = CiObject::parse(&body)?;
+    let update = resource_update(&CiObject::parse(&body)?)?;
+    app.put_resource(&caller, &id, update).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `PUT /resource/{id}`'s body as a resource update (the model validates the values).
+pub(crate) fn resource_update(body: &CiObject) -> Result<ResourceUpdate> {
     let parties = |list: Vec<String>| -> Result<Vec<Party>> {
         list.iter()
             .map(|p| {
@@ -880,7 +886,7 @@ async fn put_resource(
             recipients: parties(inner.strings("recipients")?.unwrap_or_default())?,
         }),
     };
-    let update = ResourceUpdate {
+    Ok(ResourceUpdate {
         max_file_transfer_size: body.int("maxFileTransferSize")?,
         file_transfer_time_to_live: body.string("fileTransferTimeToLive")?,
         purge_file_transfer_after_all_recipients_confirmed: body
@@ -904,9 +910,7 @@ async fn put_resource(
             })
             .transpose()?,
         access,
-    };
-    app.put_resource(&caller, &id, update).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    })
 }
 
 /// .NET's `TimeSpan.ToString()`: `[d.]hh:mm:ss`, which Altinn's GET resource returns.

@@ -135,7 +135,7 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, Response> {
+pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, Response> {
     header_str(headers, name)
         .map(|v| {
             v.trim().parse::<u64>().map_err(|_| {
@@ -338,14 +338,14 @@ async fn head_of(
 }
 
 /// A chunk's checksum, verified after the bytes are written but before they are committed.
-enum Checksum {
+pub(crate) enum Checksum {
     Md5(md5::Md5, Vec<u8>),
     Sha1(sha1::Sha1, Vec<u8>),
     Sha256(sha2::Sha256, Vec<u8>),
 }
 
 impl Checksum {
-    fn parse(headers: &HeaderMap) -> Result<Option<Self>, Response> {
+    pub(crate) fn parse(headers: &HeaderMap) -> Result<Option<Self>, Response> {
         use md5::Digest as _;
         let Some(value) = header_str(headers, "upload-checksum") else { return Ok(None) };
         let (alg, b64) = value.trim().split_once(' ').ok_or_else(|| {
@@ -367,7 +367,7 @@ impl Checksum {
         }))
     }
 
-    fn update(&mut self, data: &[u8]) {
+    pub(crate) fn update(&mut self, data: &[u8]) {
         use md5::Digest as _;
         match self {
             Self::Md5(h, _) => h.update(data),
@@ -376,7 +376,7 @@ impl Checksum {
         }
     }
 
-    fn matches(self) -> bool {
+    pub(crate) fn matches(self) -> bool {
         use md5::Digest as _;
         match self {
             Self::Md5(h, e) => h.finalize().as_slice() == e,
@@ -638,6 +638,17 @@ async fn checkpoint(app: &App, target: &mut Parked) -> Result<u64, Response> {
     }
 }
 
+/// The partial upload an `Upload-Concat: final` URL names, if it is one of transfer `id`'s:
+/// `[scheme://host]{BASE}/filetransfer/upload/tus/{id}/[partial/]{partial}`.
+pub(crate) fn partial_of(url: &str, id: FileTransferId) -> Option<&str> {
+    let path =
+        url.split_once("://").map_or(url, |(_, rest)| rest.find('/').map_or(rest, |i| &rest[i..]));
+    let prefix = format!("{BASE}/filetransfer/upload/tus/{id}/");
+    path.strip_prefix(&prefix)
+        .map(|p| p.strip_prefix("partial/").unwrap_or(p))
+        .filter(|p| !p.is_empty() && !p.contains('/'))
+}
+
 /// `Upload-Concat: final;<url> <url>…`: the partials, in order, become the transfer's file.
 async fn concatenate(
     app: &Arc<App>,
@@ -647,20 +658,9 @@ async fn concatenate(
 ) -> Result<Response, Response> {
     let mut partials = Vec::new();
     for url in list.split_whitespace() {
-        let path = url
-            .split_once("://")
-            .map_or(url, |(_, rest)| rest.find('/').map_or(rest, |i| &rest[i..]));
-        let prefix = format!("{BASE}/filetransfer/upload/tus/{id}/");
-        let partial = path
-            .strip_prefix(&prefix)
-            .map(|p| p.strip_prefix("partial/").unwrap_or(p))
-            .filter(|p| !p.is_empty() && !p.contains('/'))
-            .ok_or_else(|| {
-                tus_error(
-                    StatusCode::BAD_REQUEST,
-                    "every partial must belong to this file transfer",
-                )
-            })?;
+        let partial = partial_of(url, id).ok_or_else(|| {
+            tus_error(StatusCode::BAD_REQUEST, "every partial must belong to this file transfer")
+        })?;
         let upload_id = UploadId::partial(id, partial);
         let record = app
             .storage

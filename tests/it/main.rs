@@ -7,6 +7,8 @@
 //! - `scanner`: the clamd client against a real clamd.
 //! - `pipeline`: scanning an upload while it arrives.
 //! - `server`: the binary's server on a real port: liveness and readiness.
+//! - `torture`: a real `ferry serve` killed with SIGKILL during uploads, scans and bursts, and
+//!   clamd killed mid-scan: nothing acknowledged is lost, everything resumes, nothing is left.
 
 mod blob_store;
 mod cli;
@@ -23,4 +25,5 @@ mod rest;
 mod resume;
 mod scanner;
 mod server;
+mod torture;
 mod webhooks;

@@ -78,6 +78,8 @@ impl Timestamp {
             rem % 60
         )
     }
+    /// The last year [`Timestamp::parse_rfc3339`] accepts.
+    pub const MAX_YEAR: i64 = 200_000;
 
     /// Parses RFC 3339 / ISO 8601 date-times with an offset (`Z` or `±HH:MM`), optional
     /// fraction; a bare date-time without offset is read as UTC, and a bare date as midnight UTC.
@@ -88,7 +90,13 @@ impl Timestamp {
         let y: i64 = parts.next()?.parse().ok()?;
         let m: i64 = parts.next()?.parse().ok()?;
         let d: i64 = parts.next()?.parse().ok()?;
-        if parts.next().is_some() || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        // Beyond the year 200,000 the microseconds since 1970 overflow an i64 (at about
+        // 292,000): not a date-time anyone means (`from=20269999-12-31` once did overflow).
+        if parts.next().is_some()
+            || !(1..=12).contains(&m)
+            || !(1..=31).contains(&d)
+            || y > Self::MAX_YEAR
+        {
             return None;
         }
         let mut micros = days_from_civil(y, m, d) * 86_400 * 1_000_000;
@@ -124,10 +132,14 @@ impl Timestamp {
             o => {
                 let sign = if o.starts_with('-') { -1 } else { 1 };
                 let (oh, om) = o[1..].split_once(':').unwrap_or((&o[1..], "0"));
-                sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60)
+                let hours = oh.parse::<i64>().ok()?.checked_mul(3600)?;
+                hours.checked_add(om.parse::<i64>().ok()?.checked_mul(60)?)?.checked_mul(sign)?
             }
         };
-        Some(Self(micros - offset_secs * 1_000_000))
+        let micros = micros.checked_sub(offset_secs.checked_mul(1_000_000)?)?;
+        // An offset may carry it past the last year too.
+        let end = days_from_civil(Self::MAX_YEAR + 1, 1, 1) * 86_400 * 1_000_000;
+        (micros < end).then_some(Self(micros))
     }
 }
 
@@ -286,7 +298,20 @@ mod tests {
         );
         assert_eq!(Timestamp::parse_rfc3339("1970-01-01"), Some(Timestamp::EPOCH));
         assert_eq!(Timestamp::EPOCH.to_rfc3339(), "1970-01-01T00:00:00.000000+00:00");
-        for bad in ["", "2026-13-01", "yesterday", "2026-11-22T25:00:00Z"] {
+        let last = format!("{}-12-31T23:59:59.999999Z", Timestamp::MAX_YEAR);
+        let t = Timestamp::parse_rfc3339(&last).unwrap();
+        assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+        // Found by fuzzing (fuzz/regressions/timestamp): these overflowed.
+        for bad in [
+            "",
+            "2026-13-01",
+            "yesterday",
+            "2026-11-22T25:00:00Z",
+            "20269999-12-31t23:59:59.99999:01",
+            "2026-01-01T00:00+99999999999999999:00",
+            "2026-01-01T00:00-2562047788015:00",
+            &format!("{}-12-31T23:59:59-01:00", Timestamp::MAX_YEAR),
+        ] {
             assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
         }
     }
