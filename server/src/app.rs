@@ -51,6 +51,9 @@ impl Default for AppOptions {
     }
 }
 
+/// How long readiness waits for clamd's VERSION.
+const READINESS_SCANNER: Duration = Duration::from_secs(2);
+
 /// The application: storage, scanner, identity, and the rules between them.
 pub struct App {
     /// The storage engine.
@@ -292,7 +295,12 @@ impl App {
             },
         };
         let space = self.storage.space().ok();
-        let scanner = self.scanner.version().await.map_err(|e| e.to_string());
+        // Bounded: a clamd that accepts and never answers would hold a load balancer's probe
+        // for the scanner's connect and write timeouts (over a minute).
+        let scanner = match tokio::time::timeout(READINESS_SCANNER, self.scanner.version()).await {
+            Ok(version) => version.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {} s", READINESS_SCANNER.as_secs())),
+        };
         Readiness { storage, space, scanner }
     }
 

@@ -30,6 +30,15 @@ async fn the_server_reports_readiness_of_storage_and_scanner() {
     assert!(body.contains("ClamAV "), "{body}");
     assert!(dir.path().join("index.redb").exists());
 
+    // A frozen clamd (it accepts, never answers): readiness still answers, at once.
+    clamd.pause();
+    let started = std::time::Instant::now();
+    let (status, body) = get(addr, "/health/ready").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no answer within"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    clamd.resume();
+
     // Without clamd the server stays alive but is not ready.
     clamd.stop();
     let (status, body) = get(addr, "/health/ready").await;
