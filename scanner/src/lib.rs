@@ -7,15 +7,22 @@
 //! - [`ByteSource`]: what a scan reads. The server hands it a reader that tails the upload's
 //!   temporary file, so the scan starts with the first chunk and runs beside the upload; a slow
 //!   clamd slows only the scan, never the upload, and memory stays at one chunk.
+//! - [`SegmentPlan`], [`SegmentInput`], [`Clamd::scan_segments`]: a file longer than clamd's
+//!   stream limit scanned as overlapping segments, in parallel, resumable segment by segment.
 //! - [`Verdict`]: clean, infected, or not scanned with a reason. Only `Clean` may lead to
 //!   publication, and no error ever becomes `Clean`.
 //!
 //! Architecture invariant: this crate knows nothing of storage, gRPC or HTTP.
 
 mod clamd;
+mod segments;
 mod source;
 mod verdict;
 
 pub use clamd::{CLAMD_MAX_STREAM, Clamd, ClamdAddress, ClamdOptions, MIN_CHUNK};
+pub use segments::{
+    Limited, MAX_BODY_PATTERN, MIN_SEGMENT, SEGMENT_OVERLAP, SegmentInput, SegmentPlan,
+    SegmentVerdict, SegmentedVerdict,
+};
 pub use source::{ByteSource, ChannelSource};
 pub use verdict::{NotScannedReason, ScanError, Verdict};

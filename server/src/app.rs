@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{Authenticator, Caller, SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
 use crate::error::ApiError;
-use crate::scan::{self, ScanResult, TailSource};
+use crate::scan::{self, TailInput};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -637,14 +637,19 @@ impl App {
         }
         // The scanner and the MD5 follow the upload from its first byte (a resumed upload's
         // committed prefix included), at their own pace.
+        // A file longer than clamd's limit is scanned as overlapping segments, each starting
+        // as soon as the upload reaches it.
         let scan = transfer.use_virus_scan.then(|| {
             let tail = upload.tail();
-            let scanner = self.scanner.clone();
+            let app = self.clone();
             self.metrics.scans_in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.spawn(async move {
                 match tail {
-                    Ok(tail) => scanner.scan(TailSource(tail)).await,
-                    Err(e) => Err(scanner::ScanError::Source(std::io::Error::other(e.to_string()))),
+                    Ok(tail) => {
+                        let none = std::collections::BTreeSet::new();
+                        scan::scan_input(&app, id, &TailInput(tail), &none).await
+                    }
+                    Err(e) => scan::lost_scan(e),
                 }
             })
         });
@@ -986,7 +991,7 @@ pub struct UploadSession {
     auto_checkpoint: bool,
     /// Small frames gathered by [`UploadSession::write_frame`] until they make a good write.
     pending: bytes::BytesMut,
-    scan: Option<JoinHandle<ScanResult>>,
+    scan: Option<JoinHandle<scanner::SegmentedVerdict>>,
     md5: Option<Md5Follower>,
 }
 
@@ -1216,9 +1221,7 @@ impl UploadSession {
             let task_app = app.clone();
             app.spawn(async move {
                 let app = task_app;
-                let first = scan.await.unwrap_or_else(|e| {
-                    Err(scanner::ScanError::Source(std::io::Error::other(e.to_string())))
-                });
+                let first = scan.await.unwrap_or_else(scan::lost_scan);
                 if let Some(recording) = md5 {
                     let _ = recording.await;
                 }

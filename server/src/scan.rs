@@ -1,15 +1,20 @@
 //! Finishing scans: the pipelined scan's verdict, rescans from the stored blob when the scanner
-//! was unavailable (with backoff, never publishing unscanned), and adapters from storage readers
-//! to the scanner's `ByteSource`.
+//! was unavailable (with backoff, never publishing unscanned, resuming at the first segment not
+//! yet found clean), and adapters from storage readers to the scanner's `ByteSource` and
+//! `SegmentInput`.
 
+use std::collections::BTreeSet;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use scanner::{ByteSource, NotScannedReason, ScanError, Verdict};
+use scanner::{
+    ByteSource, NotScannedReason, ScanError, SegmentInput, SegmentVerdict, SegmentedVerdict,
+    Verdict,
+};
 use storage::model::{FileTransferId, FileTransferStatus, ScanOutcome};
-use storage::{BlobRange, BlobTail};
+use storage::{BlobRange, BlobTail, Digest, Storage};
 
 use crate::app::App;
 
@@ -33,8 +38,88 @@ impl ByteSource for RangeSource {
     }
 }
 
-/// A scan attempt's result.
-pub type ScanResult = Result<Verdict, ScanError>;
+/// An upload's segments while it is written: segment `i` follows the upload with its own tail
+/// from its first byte, once the upload has gone past the end of segment `i − 1`.
+#[derive(Debug)]
+pub struct TailInput(pub BlobTail);
+
+impl SegmentInput for TailInput {
+    type Source = TailSource;
+
+    async fn open(
+        &self,
+        start: u64,
+        _len: u64,
+        needed_past: Option<u64>,
+    ) -> io::Result<Option<TailSource>> {
+        let mut tail = self.0.fork_at(start);
+        if let Some(past) = needed_past
+            && !tail.wait_past(past).await?
+        {
+            return Ok(None);
+        }
+        Ok(Some(TailSource(tail)))
+    }
+}
+
+/// A stored blob's segments.
+#[derive(Debug)]
+pub struct StoredInput {
+    storage: Storage,
+    digest: Digest,
+    size: u64,
+}
+
+impl SegmentInput for StoredInput {
+    type Source = RangeSource;
+
+    async fn open(
+        &self,
+        start: u64,
+        len: u64,
+        needed_past: Option<u64>,
+    ) -> io::Result<Option<RangeSource>> {
+        if needed_past.is_some_and(|past| self.size <= past) {
+            return Ok(None);
+        }
+        let range = self
+            .storage
+            .read_blob(&self.digest, start, Some(len))
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        Ok(Some(RangeSource(range)))
+    }
+}
+
+/// Scans transfer `id`'s file as `input` reads it (one stream, or segments if it is longer than
+/// clamd's limit), skipping the segments in `skip` (found clean before).
+pub async fn scan_input(
+    app: &App,
+    id: FileTransferId,
+    input: &impl SegmentInput,
+    skip: &BTreeSet<u64>,
+) -> SegmentedVerdict {
+    use std::sync::atomic::Ordering;
+    let segments = &app.metrics.scan_segments;
+    let outcome = app
+        .scanner
+        .scan_file(input, skip, |s: &SegmentVerdict| {
+            segments.fetch_add(1, Ordering::Relaxed);
+            if s.index > 0 || !s.verdict.is_clean() {
+                tracing::debug!(transfer = %id, segment = s.index, verdict = ?s.verdict, "segment scanned");
+            }
+        })
+        .await;
+    if outcome.segments.is_some_and(|n| n > 1) {
+        tracing::info!(transfer = %id, segments = ?outcome.segments, verdict = ?outcome.verdict, "segmented scan");
+    }
+    outcome
+}
+
+/// The pipelined scan's outcome when its task failed (panicked or was cancelled).
+pub fn lost_scan(e: impl std::fmt::Display) -> SegmentedVerdict {
+    SegmentedVerdict::not_scanned(ScanError::Source(io::Error::other(e.to_string())).into())
+}
 
 /// Whether a verdict settles the transfer: clean, infected, or a property of the file (too
 /// large). Scanner trouble does not: the file is scanned again.
@@ -52,9 +137,10 @@ fn settles(verdict: &Verdict) -> bool {
 
 /// Drives a transfer in `UploadProcessing` to its scan verdict. `first` is the pipelined scan's
 /// result if there was one; otherwise (or if it did not settle) the stored blob is scanned, again
-/// and again with backoff while the scanner is unavailable. Persistent scanner errors that are not
-/// about availability fail the transfer after a few attempts.
-pub async fn finish_scan(app: Arc<App>, id: FileTransferId, first: Option<ScanResult>) {
+/// and again with backoff while the scanner is unavailable, each time only the segments not yet
+/// found clean. Persistent scanner errors that are not about availability fail the transfer
+/// after a few attempts.
+pub async fn finish_scan(app: Arc<App>, id: FileTransferId, first: Option<SegmentedVerdict>) {
     use std::sync::atomic::Ordering;
     // A pipelined scan was counted when it started; a rescan after a restart counts now.
     if first.is_none() {
@@ -66,21 +152,25 @@ pub async fn finish_scan(app: Arc<App>, id: FileTransferId, first: Option<ScanRe
     app.metrics.scan_finished(started.elapsed());
 }
 
-async fn finish_scan_inner(app: &Arc<App>, id: FileTransferId, first: Option<ScanResult>) {
+async fn finish_scan_inner(app: &Arc<App>, id: FileTransferId, first: Option<SegmentedVerdict>) {
     const MAX_HARD_FAILURES: u32 = 3;
     let mut result = first;
     let mut attempt: u32 = 0;
     let mut hard_failures = 0;
+    // Segments found clean so far: a rescan skips them.
+    let mut clean = BTreeSet::new();
     loop {
-        let verdict = match result.take() {
-            Some(r) => Verdict::from_result(r),
+        let outcome = match result.take() {
+            Some(outcome) => outcome,
             None => tokio::select! {
                 // Shutting down: the transfer stays in UploadProcessing and the next start
                 // scans it again.
                 () = app.shutdown.cancelled() => return,
-                r = scan_stored(app, id) => Verdict::from_result(r),
+                outcome = scan_stored(app, id, &clean) => outcome,
             },
         };
+        clean.extend(outcome.clean.iter().copied());
+        let verdict = outcome.verdict;
         if settles(&verdict) {
             let outcome = match verdict {
                 Verdict::Clean => ScanOutcome::Clean,
@@ -140,20 +230,13 @@ async fn finish_scan_inner(app: &Arc<App>, id: FileTransferId, first: Option<Sca
     }
 }
 
-async fn scan_stored(app: &App, id: FileTransferId) -> ScanResult {
-    let transfer = app
-        .storage
-        .transfer(id)
-        .ok()
-        .flatten()
-        .and_then(|t| t.content)
-        .ok_or_else(|| ScanError::Source(io::Error::other("the transfer's file is gone")))?;
-    let range = app
-        .storage
-        .read_blob(&transfer.blake3, 0, None)
-        .await
-        .map_err(|e| ScanError::Source(io::Error::other(e.to_string())))?;
-    app.scanner.scan(RangeSource(range)).await
+async fn scan_stored(app: &App, id: FileTransferId, skip: &BTreeSet<u64>) -> SegmentedVerdict {
+    let Some(content) = app.storage.transfer(id).ok().flatten().and_then(|t| t.content) else {
+        return lost_scan("the transfer's file is gone");
+    };
+    let input =
+        StoredInput { storage: app.storage.clone(), digest: content.blake3, size: content.size };
+    scan_input(app, id, &input, skip).await
 }
 
 /// Backoff for the `attempt`th retry: 1 s doubling up to `max`.

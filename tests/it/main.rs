@@ -6,6 +6,7 @@
 //! - `crash`: a writer killed with SIGKILL leaves nothing half-visible and nothing lost.
 //! - `scanner`: the clamd client against a real clamd.
 //! - `pipeline`: scanning an upload while it arrives.
+//! - `segments`: files longer than clamd's stream limit, scanned as overlapping segments.
 //! - `server`: the binary's server on a real port: liveness and readiness.
 
 mod blob_store;
@@ -21,5 +22,6 @@ mod protocol_edges;
 mod rest;
 mod resume;
 mod scanner;
+mod segments;
 mod server;
 mod webhooks;

@@ -1,0 +1,355 @@
+//! Files longer than clamd's stream limit, scanned as overlapping segments: against a real
+//! clamd whose `StreamMaxLength` is 8 MiB (so a "large" file is tens of MiB), in memory through
+//! the scanner and end to end through the server.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use client::Client;
+use client::v1 as pb;
+use integration_tests::{ClamdLimits, TestClamd, TestServer, eicar, owner_with_resource};
+use scanner::{SegmentPlan, Verdict};
+
+const MIB: u64 = 1 << 20;
+/// clamd's stream limit in these tests, and Ferry's segment length.
+const LIMIT: u64 = 8 * MIB;
+
+const OWNER: &str = "991825827";
+const SENDER: &str = "910753614";
+const RECIPIENT: &str = "986252932";
+const ALL: &[&str] = &["altinn:broker.write", "altinn:broker.read", "altinn:serviceowner"];
+
+/// A clamd that takes streams and files of at most 8 MiB.
+fn small_clamd() -> TestClamd {
+    TestClamd::start_with(ClamdLimits {
+        stream_max: "8M",
+        max_file: "8M",
+        max_scan: "8M",
+        ..Default::default()
+    })
+}
+
+/// `len` pseudo-random bytes from `seed`, with EICAR written at each offset in `eicar_at`;
+/// byte `i` depends only on `seed` and `i`, so any range can be made on its own.
+#[derive(Debug, Clone)]
+struct Content {
+    seed: u64,
+    len: u64,
+    eicar_at: Vec<u64>,
+}
+
+impl Content {
+    fn new(seed: u64, len: u64) -> Self {
+        Self { seed, len, eicar_at: Vec::new() }
+    }
+
+    fn with_eicar_at(mut self, at: u64) -> Self {
+        self.eicar_at.push(at);
+        self
+    }
+
+    /// Bytes `start..start + n` (cut at the end).
+    fn range(&self, start: u64, n: u64) -> Vec<u8> {
+        let end = (start + n).min(self.len);
+        let mut out = vec![0u8; (end - start) as usize];
+        let mut xof = blake3::Hasher::new().update(&self.seed.to_le_bytes()).finalize_xof();
+        xof.set_position(start);
+        xof.fill(&mut out);
+        let eicar = eicar();
+        for &at in &self.eicar_at {
+            for (k, b) in eicar.iter().enumerate() {
+                let pos = at + k as u64;
+                if (start..end).contains(&pos) {
+                    out[(pos - start) as usize] = *b;
+                }
+            }
+        }
+        out
+    }
+
+    fn bytes(&self) -> Bytes {
+        Bytes::from(self.range(0, self.len))
+    }
+
+    fn blake3(&self) -> String {
+        let mut hasher = blake3::Hasher::new();
+        let mut at = 0;
+        while at < self.len {
+            let piece = self.range(at, 8 * MIB);
+            hasher.update(&piece);
+            at += piece.len() as u64;
+        }
+        hasher.finalize().to_hex().to_string()
+    }
+}
+
+// ---- the scanner on its own ----
+
+#[tokio::test]
+async fn eicar_past_the_stream_limit_is_found() {
+    let clamd = small_clamd();
+    let client = clamd.client_with(|o| o.max_stream_len = LIMIT);
+    // A single stream of this file is refused by clamd; its segments are not.
+    let file = Content::new(1, 20 * MIB).with_eicar_at(19 * MIB + 4321);
+    let plan = client.segment_plan().unwrap();
+    assert_eq!(plan.count(file.len), 3);
+    let mut seen = Vec::new();
+    let outcome = client.scan_file(&file.bytes(), &BTreeSet::new(), |s| seen.push(s.index)).await;
+    match &outcome.verdict {
+        Verdict::Infected { signature } => assert!(signature.starts_with("Eicar-Test-Signature")),
+        other => panic!("EICAR past the limit not found: {other:?}"),
+    }
+    assert!(seen.contains(&2), "segment 2 holds EICAR: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_clean_file_of_several_segments_is_clean_segment_by_segment() {
+    let clamd = small_clamd();
+    let client = clamd.client_with(|o| o.max_stream_len = LIMIT);
+    let file = Content::new(2, 30 * MIB + 17);
+    let mut seen = Vec::new();
+    let outcome = client.scan_file(&file.bytes(), &BTreeSet::new(), |s| seen.push(s.clone())).await;
+    assert_eq!(outcome.verdict, Verdict::Clean);
+    assert_eq!(outcome.segments, Some(5));
+    assert_eq!(outcome.clean, (0..5).collect());
+    seen.sort_by_key(|s| s.index);
+    assert_eq!(seen.iter().map(|s| s.index).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    assert!(seen.iter().all(|s| s.verdict == Verdict::Clean));
+}
+
+#[tokio::test]
+async fn eicar_across_a_segment_boundary_is_found_only_thanks_to_the_overlap() {
+    let clamd = small_clamd();
+    let client = clamd.client_with(|o| o.max_stream_len = LIMIT);
+    let plan = client.segment_plan().unwrap();
+    let len = 20 * MIB;
+    // EICAR's 68 bytes cross the end of segment 0: 34 bytes on either side.
+    let end0 = plan.range(0, len).unwrap().end;
+    let at = end0 - 34;
+    assert_eq!(plan.holding(at..at + 68, len), [1], "only segment 1 holds it whole");
+    let file = Content::new(3, len).with_eicar_at(at).bytes();
+
+    let outcome = client.scan_segments(&file, plan, &BTreeSet::new(), |_| {}).await;
+    assert!(matches!(outcome.verdict, Verdict::Infected { .. }), "{outcome:?}");
+
+    // The same cut without the overlap: each segment holds half of EICAR, and clamd finds
+    // nothing. The overlap is what finds it.
+    let bare = SegmentPlan::with_overlap(LIMIT, 0).unwrap();
+    assert!(bare.holding(at..at + 68, len).is_empty());
+    let outcome = client.scan_segments(&file, bare, &BTreeSet::new(), |_| {}).await;
+    assert_eq!(outcome.verdict, Verdict::Clean, "{outcome:?}");
+}
+
+#[tokio::test]
+async fn segments_found_clean_before_are_not_scanned_again() {
+    let clamd = small_clamd();
+    let client = clamd.client_with(|o| o.max_stream_len = LIMIT);
+    // EICAR sits in segment 0 only; a scan told that segment 0 is clean does not look at it.
+    let file = Content::new(4, 20 * MIB).with_eicar_at(MIB).bytes();
+    let mut seen = Vec::new();
+    let outcome = client.scan_file(&file, &BTreeSet::from([0]), |s| seen.push(s.index)).await;
+    assert_eq!(outcome.verdict, Verdict::Clean);
+    seen.sort();
+    assert_eq!(seen, [1, 2]);
+    assert_eq!(outcome.clean, BTreeSet::from([0, 1, 2]));
+}
+
+#[tokio::test]
+async fn clamds_thread_pool_bounds_the_parallel_segments() {
+    let clamd = small_clamd();
+    // The project's clamd configuration has MaxThreads 4.
+    assert_eq!(clamd.client().max_threads().await.unwrap(), 4);
+}
+
+// ---- through the server ----
+
+struct World {
+    server: TestServer,
+    sender: Client,
+    recipient: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl World {
+    async fn new(clamd: &scanner::ClamdAddress) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_in(dir.path(), clamd, 0, |c| {
+            c.clamd.max_stream_bytes = LIMIT;
+        })
+        .await;
+        let owner = server.client(server.token(OWNER, ALL));
+        owner_with_resource(&owner, "res", &[SENDER], &[RECIPIENT]).await;
+        let sender = server.client(server.token(SENDER, ALL));
+        let recipient = server.client(server.token(RECIPIENT, ALL));
+        Self { server, sender, recipient, _dir: dir }
+    }
+
+    async fn initialize(&self) -> String {
+        integration_tests::initialize_transfer(&self.sender, "res", SENDER, &[RECIPIENT])
+            .await
+            .unwrap()
+    }
+
+    /// Uploads `content` in 1 MiB chunks; `at_offset` runs once the upload has sent that many
+    /// bytes.
+    async fn upload(
+        &self,
+        id: &str,
+        content: &Content,
+        at_offset: Option<(u64, Box<dyn FnOnce() + Send>)>,
+    ) -> pb::UploadResult {
+        let content = content.clone();
+        let total = content.len;
+        let mut sent = 0u64;
+        let mut hook = at_offset;
+        let next = move || {
+            if hook.as_ref().is_some_and(|(at, _)| sent >= *at)
+                && let Some((_, f)) = hook.take()
+            {
+                f();
+            }
+            let chunk = (sent < content.len).then(|| Bytes::from(content.range(sent, MIB)));
+            sent += chunk.as_ref().map_or(0, |c| c.len() as u64);
+            async move { Ok(chunk) }
+        };
+        self.sender.upload_once(id, 0, Some(total), next, &mut |_| {}).await.unwrap()
+    }
+
+    /// Waits until the transfer is Published or Failed.
+    async fn settled(&self, id: &str) -> pb::FileTransferOverview {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let overview = self.sender.overview(id).await.unwrap();
+            let status = overview.file_transfer_status;
+            if status == pb::FileTransferStatus::Published as i32
+                || status == pb::FileTransferStatus::Failed as i32
+            {
+                return overview;
+            }
+            assert!(Instant::now() < deadline, "{id} stuck in {overview:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `ferry_scan_segments_total`: INSTREAM sessions run to a verdict.
+    async fn segments_scanned(&self) -> u64 {
+        let text = reqwest::get(format!("{}/metrics", self.server.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("ferry_scan_segments_total "))
+            .expect("the metric is exported")
+            .parse()
+            .unwrap()
+    }
+
+    /// Downloads the transfer and checks it is `content`, byte for byte.
+    async fn assert_downloads(&self, id: &str, content: &Content) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("out");
+        self.recipient.download_file(id, &out).await.unwrap();
+        assert_eq!(std::fs::metadata(&out).unwrap().len(), content.len);
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_reader(std::fs::File::open(&out).unwrap()).unwrap();
+        assert_eq!(hasher.finalize().to_hex().to_string(), content.blake3());
+    }
+}
+
+fn assert_failed_with_eicar(overview: &pb::FileTransferOverview) {
+    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::Failed as i32);
+    assert!(
+        overview.file_transfer_status_text.contains("Eicar-Test-Signature"),
+        "{}",
+        overview.file_transfer_status_text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_with_eicar_past_the_limit_fails_with_the_signature() {
+    let clamd = small_clamd();
+    let w = World::new(&clamd.address()).await;
+    let id = w.initialize().await;
+    let content = Content::new(11, 20 * MIB).with_eicar_at(19 * MIB + 99);
+    w.upload(&id, &content, None).await;
+    assert_failed_with_eicar(&w.settled(&id).await);
+    assert_eq!(w.server.files_in("blobs"), 0, "the infected file is still stored");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transfer_with_eicar_across_a_segment_boundary_fails() {
+    let clamd = small_clamd();
+    let w = World::new(&clamd.address()).await;
+    let id = w.initialize().await;
+    let plan = SegmentPlan::new(LIMIT).unwrap();
+    let len = 20 * MIB;
+    let end1 = plan.range(1, len).unwrap().end;
+    // Across the end of segment 1: only segment 2 holds it whole.
+    assert_eq!(plan.holding(end1 - 30..end1 + 38, len), [2]);
+    let content = Content::new(12, len).with_eicar_at(end1 - 30);
+    w.upload(&id, &content, None).await;
+    assert_failed_with_eicar(&w.settled(&id).await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_multi_segment_transfer_is_published_and_downloads_identically() {
+    let clamd = small_clamd();
+    let w = World::new(&clamd.address()).await;
+    let id = w.initialize().await;
+    let content = Content::new(13, 30 * MIB + 5);
+    let result = w.upload(&id, &content, None).await;
+    assert_eq!(result.blake3, content.blake3());
+    let overview = w.settled(&id).await;
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::Published as i32,
+        "{}",
+        overview.file_transfer_status_text
+    );
+    // Five segments, each scanned once, while the file arrived.
+    assert_eq!(w.segments_scanned().await, 5);
+    w.assert_downloads(&id, &content).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clamd_stopped_mid_scan_is_waited_for_and_the_scan_resumes() {
+    let clamd = Arc::new(Mutex::new(small_clamd()));
+    let address = clamd.lock().unwrap().address();
+    let w = World::new(&address).await;
+    let id = w.initialize().await;
+    let content = Content::new(14, 40 * MIB);
+    // clamd goes away when the upload is at 20 MiB: segments 0 and 1 may be done, later ones
+    // cannot be.
+    let stopper = clamd.clone();
+    let stop = Box::new(move || stopper.lock().unwrap().stop());
+    w.upload(&id, &content, Some((20 * MIB, stop))).await;
+    let started = Instant::now();
+    let overview = loop {
+        let overview = w.sender.overview(&id).await.unwrap();
+        if overview.file_transfer_status_text.contains("Waiting")
+            || started.elapsed() > Duration::from_secs(20)
+        {
+            break overview;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::UploadProcessing as i32);
+    assert!(
+        overview.file_transfer_status_text.contains("Waiting for the malware scanner"),
+        "{}",
+        overview.file_transfer_status_text
+    );
+    clamd.lock().unwrap().restart();
+    let overview = w.settled(&id).await;
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::Published as i32,
+        "{}",
+        overview.file_transfer_status_text
+    );
+    w.assert_downloads(&id, &content).await;
+}
