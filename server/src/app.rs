@@ -340,6 +340,9 @@ impl App {
         }
         let now = self.now();
         let resource_id = id.clone();
+        // The operator's approval for unscanned transfers lets the resource allow more than a
+        // scanned file may be (error 13 otherwise); it is configuration, never stored.
+        let approved = self.options.unscanned_resources.contains(&id.to_string());
         let result = self
             .storage
             .modify_resource(id, move |current| {
@@ -350,7 +353,10 @@ impl App {
                     Some(r) => r,
                     None => ResourceConfig::new(resource_id.clone(), org.clone(), now),
                 };
+                let stored = resource.approved_for_disabled_virus_scan;
+                resource.approved_for_disabled_virus_scan = stored || approved;
                 resource.apply(update.clone())?;
+                resource.approved_for_disabled_virus_scan = stored;
                 Ok(resource)
             })
             .await;

@@ -353,3 +353,43 @@ async fn clamd_stopped_mid_scan_is_waited_for_and_the_scan_resumes() {
     );
     w.assert_downloads(&id, &content).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scanned_transfer_may_be_50_gb_and_larger_only_on_an_approved_resource_unscanned() {
+    let clamd = TestClamd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
+        c.clamd.unscanned_resources = vec!["approved".into()];
+    })
+    .await;
+    let owner = server.client(server.token(OWNER, ALL));
+    owner.register_service_owner("Owner").await.unwrap();
+    let put = |resource: &str, size: i64| {
+        owner.put_resource(pb::PutResourceRequest {
+            resource_id: resource.into(),
+            max_file_transfer_size: Some(size),
+            access: Some(pb::AccessRules {
+                senders: vec![format!("0192:{SENDER}")],
+                recipients: vec![format!("0192:{RECIPIENT}")],
+            }),
+            ..Default::default()
+        })
+    };
+    put("res", 10_000_000_000).await.unwrap();
+    put("res", 50_000_000_000).await.unwrap();
+    let refused = put("res", 50_000_000_001).await.unwrap_err();
+    assert_eq!(server::error::altinn_code_of(&refused).as_deref(), Some("BRO-00013"));
+    assert!(refused.message().contains("50GB"), "{}", refused.message());
+    // The operator approved "approved" for unscanned transfers: it may allow more, but a
+    // transfer on it that is scanned is still held to 50 GB.
+    put("approved", 60_000_000_000).await.unwrap();
+    let sender = server.client(server.token(SENDER, ALL));
+    let id = integration_tests::initialize_transfer(&sender, "approved", SENDER, &[RECIPIENT])
+        .await
+        .unwrap();
+    let next = || async { Ok(None) };
+    let refused =
+        sender.upload_once(&id, 0, Some(60_000_000_000), next, &mut |_| {}).await.unwrap_err();
+    assert_eq!(server::error::altinn_code_of(&refused).as_deref(), Some("BRO-00016"));
+    assert!(refused.message().contains("50000000000"), "{}", refused.message());
+}
