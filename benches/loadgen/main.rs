@@ -124,7 +124,7 @@ async fn main() -> anyhow::Result<()> {
             .join("ferry-bench-tmp"),
     };
     std::fs::create_dir_all(&scratch)?;
-    // The limits scripts/serve gives clamd (clamd itself stops at 2 GiB − 2 bytes).
+    // The limits scripts/serve gives clamd (clamd itself stops at 2 GiB − 3 bytes).
     let clamd = integration_tests::TestClamd::start_with(integration_tests::ClamdLimits {
         stream_max: "4000M",
         max_file: "4000M",

@@ -14,10 +14,12 @@ use tokio::time::timeout;
 use crate::source::ByteSource;
 use crate::verdict::{NotScannedReason, ScanError, Verdict, parse_instream_reply};
 
-/// The most clamd can scan: 2 GiB − 2 bytes. It clamps `MaxFileSize` to this, and a longer
-/// stream comes back `OK` unscanned (or `Heuristics.Limits.Exceeded` with `AlertExceedsMax`).
+/// The most clamd can scan: 2 GiB − 3 bytes (2,147,483,645). libclamav clamps `MaxFileSize` to
+/// `INT_MAX − 2` (`others.c`, `cl_engine_set_num`), and a longer stream comes back `OK`
+/// unscanned (or `Heuristics.Limits.Exceeded.MaxFileSize` with `AlertExceedsMax`: a 2 GiB − 2
+/// stream does, measured).
 /// Ferry never sends more than this and calls anything longer not scanned.
-pub const CLAMD_MAX_STREAM: u64 = (2 << 30) - 2;
+pub const CLAMD_MAX_STREAM: u64 = i32::MAX as u64 - 2;
 /// The smallest INSTREAM chunk Ferry sends (except the last): smaller chunks make clamd 3–5×
 /// slower.
 pub const MIN_CHUNK: usize = 64 * 1024;

@@ -1,6 +1,6 @@
 //! Files longer than clamd's stream limit, scanned as overlapping segments.
 //!
-//! clamd scans at most one stream of `StreamMaxLength` bytes (never more than 2 GiB − 2). A
+//! clamd scans at most one stream of `StreamMaxLength` bytes (never more than 2 GiB − 3). A
 //! longer file is cut into segments of at most [`SegmentPlan::segment_len`] bytes, each scanned
 //! as its own INSTREAM, consecutive segments sharing [`SEGMENT_OVERLAP`] bytes. Every contiguous
 //! pattern clamd can match is at most [`MAX_BODY_PATTERN`] bytes long, so one that straddles the
@@ -222,7 +222,7 @@ impl SegmentedVerdict {
 fn rank(reason: &NotScannedReason) -> u8 {
     match reason {
         NotScannedReason::Unavailable(_) | NotScannedReason::Timeout(_) => 1,
-        NotScannedReason::Failed(_) => 2,
+        NotScannedReason::Failed(_) | NotScannedReason::ScanTimeExceeded => 2,
         _ => 3,
     }
 }
@@ -414,7 +414,7 @@ mod tests {
             assert!(plan.needed_past(n - 1).is_some_and(|past| len > past));
             assert!(plan.needed_past(n).is_some_and(|past| len <= past));
         }
-        // 50 GB in clamd's 2 GiB − 2 segments.
+        // 50 GB in clamd's 2 GiB − 3 segments.
         let big = SegmentPlan::new(crate::CLAMD_MAX_STREAM).unwrap();
         assert_eq!(big.count(50_000_000_000), 24);
     }

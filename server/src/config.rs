@@ -135,7 +135,7 @@ pub struct ClamdConfig {
     #[serde(default)]
     pub unscanned_resources: Vec<String>,
     /// Longest stream sent to clamd, in bytes: at most clamd's `StreamMaxLength` and
-    /// `MaxFileSize` (which clamd caps at 2 GiB − 2). A longer file is scanned as segments of
+    /// `MaxFileSize` (which clamd caps at 2 GiB − 3). A longer file is scanned as segments of
     /// this length overlapping by 1 MiB. At least 4 MiB.
     #[serde(default = "default_max_stream")]
     pub max_stream_bytes: u64,

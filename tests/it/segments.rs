@@ -38,11 +38,19 @@ struct Content {
     seed: u64,
     len: u64,
     eicar_at: Vec<u64>,
+    /// For multi-GiB files: one random MiB repeated, each copy stamped with its number (fast
+    /// to make in a debug build; no two MiB are alike).
+    block: Option<Arc<Vec<u8>>>,
 }
 
 impl Content {
     fn new(seed: u64, len: u64) -> Self {
-        Self { seed, len, eicar_at: Vec::new() }
+        Self { seed, len, eicar_at: Vec::new(), block: None }
+    }
+
+    fn large(seed: u64, len: u64) -> Self {
+        let block = integration_tests::payload(seed, MIB as usize);
+        Self { block: Some(Arc::new(block)), ..Self::new(seed, len) }
     }
 
     fn with_eicar_at(mut self, at: u64) -> Self {
@@ -54,9 +62,26 @@ impl Content {
     fn range(&self, start: u64, n: u64) -> Vec<u8> {
         let end = (start + n).min(self.len);
         let mut out = vec![0u8; (end - start) as usize];
-        let mut xof = blake3::Hasher::new().update(&self.seed.to_le_bytes()).finalize_xof();
-        xof.set_position(start);
-        xof.fill(&mut out);
+        match &self.block {
+            None => {
+                let mut xof = blake3::Hasher::new().update(&self.seed.to_le_bytes()).finalize_xof();
+                xof.set_position(start);
+                xof.fill(&mut out);
+            }
+            Some(block) => {
+                let (mut pos, mut i) = (start, 0);
+                while pos < end {
+                    let (n, within) = (pos / MIB, (pos % MIB) as usize);
+                    let take = (MIB - within as u64).min(end - pos) as usize;
+                    out[i..i + take].copy_from_slice(&block[within..within + take]);
+                    for k in within..(within + take).min(8) {
+                        out[i + k - within] = n.to_le_bytes()[k];
+                    }
+                    pos += take as u64;
+                    i += take;
+                }
+            }
+        }
         let eicar = eicar();
         for &at in &self.eicar_at {
             for (k, b) in eicar.iter().enumerate() {
@@ -219,7 +244,11 @@ impl World {
 
     /// Waits until the transfer is Published or Failed.
     async fn settled(&self, id: &str) -> pb::FileTransferOverview {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        self.settled_within(id, Duration::from_secs(120)).await
+    }
+
+    async fn settled_within(&self, id: &str, limit: Duration) -> pb::FileTransferOverview {
+        let deadline = Instant::now() + limit;
         loop {
             let overview = self.sender.overview(id).await.unwrap();
             let status = overview.file_transfer_status;
@@ -392,4 +421,53 @@ async fn a_scanned_transfer_may_be_50_gb_and_larger_only_on_an_approved_resource
         sender.upload_once(&id, 0, Some(60_000_000_000), next, &mut |_| {}).await.unwrap_err();
     assert_eq!(server::error::altinn_code_of(&refused).as_deref(), Some("BRO-00016"));
     assert!(refused.message().contains("50000000000"), "{}", refused.message());
+}
+
+/// The real thing: a clean 2.3 GiB file against clamd's own 2 GiB − 3 ceiling (the project's
+/// clamd configuration, `StreamMaxLength 4000M`), Published and downloaded byte for byte. Two
+/// segments of 2 GiB − 3. Several minutes in a debug build: runs only with FERRY_LARGE_TESTS=1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_clean_2_3_gib_file_is_published_and_downloads_identically() {
+    if std::env::var_os("FERRY_LARGE_TESTS").is_none() {
+        eprintln!("SKIPPED: set FERRY_LARGE_TESTS=1 to upload, scan and download 2.3 GiB");
+        return;
+    }
+    let clamd = TestClamd::start_with(ClamdLimits {
+        stream_max: "4000M",
+        max_file: "4000M",
+        max_scan: "4000M",
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
+        c.lifecycle.scan_timeout_secs = 3600;
+    })
+    .await;
+    let owner = server.client(server.token(OWNER, ALL));
+    owner_with_resource(&owner, "res", &[SENDER], &[RECIPIENT]).await;
+    let sender = server.client(server.token(SENDER, ALL));
+    let recipient = server.client(server.token(RECIPIENT, ALL));
+    let w = World { server, sender, recipient, _dir: dir };
+    let id = w.initialize().await;
+    let content = Content::large(21, 2_469_606_195); // 2.3 GiB
+    let plan = SegmentPlan::new(scanner::CLAMD_MAX_STREAM).unwrap();
+    assert_eq!(plan.count(content.len), 2);
+    let started = Instant::now();
+    let result = w.upload(&id, &content, None).await;
+    let uploaded = started.elapsed();
+    assert_eq!(result.size, content.len);
+    let overview = w.settled_within(&id, Duration::from_secs(1800)).await;
+    eprintln!(
+        "2.3 GiB: uploaded in {uploaded:?}, Published {:?} after the last byte",
+        started.elapsed() - uploaded
+    );
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::Published as i32,
+        "{}",
+        overview.file_transfer_status_text
+    );
+    assert_eq!(w.segments_scanned().await, 2);
+    assert_eq!(result.blake3, content.blake3());
+    w.assert_downloads(&id, &content).await;
 }
