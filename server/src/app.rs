@@ -645,17 +645,31 @@ impl App {
         // committed prefix included), at their own pace.
         // A file longer than clamd's limit is scanned as overlapping segments, each starting
         // as soon as the upload reaches it.
+        // Segments found clean are recorded once the upload completes (`scan_file`), so a
+        // restart resumes the scan at the first segment not yet clean; a file that fits one
+        // stream has nothing to resume and records nothing.
+        let mut scan_file = None;
         let scan = transfer.use_virus_scan.then(|| {
             let tail = upload.tail();
             let app = self.clone();
+            let fits_one_stream = declared_length
+                .is_some_and(|n| n <= self.scanner.options().max_stream_len);
+            let progress = (!fits_one_stream).then(|| {
+                let (progress, file) = scan::record_progress(self, id);
+                scan_file = Some(file);
+                progress
+            });
             self.metrics.scans_in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.spawn(async move {
-                match tail {
-                    Ok(tail) => {
-                        let none = std::collections::BTreeSet::new();
-                        scan::scan_input(&app, id, &TailInput(tail), &none).await
-                    }
-                    Err(e) => scan::lost_scan(e),
+                let tail = match tail {
+                    Ok(tail) => TailInput(tail),
+                    Err(e) => return scan::lost_scan(e),
+                };
+                let none = std::collections::BTreeSet::new();
+                tokio::select! {
+                    // Shutting down: the transfer's scan resumes at the next start.
+                    () = app.shutdown.cancelled() => scan::lost_scan("the server is shutting down"),
+                    outcome = scan::scan_input(&app, id, &tail, &none, progress.as_ref()) => outcome,
                 }
             })
         });
@@ -679,6 +693,7 @@ impl App {
             auto_checkpoint: true,
             pending: bytes::BytesMut::new(),
             scan,
+            scan_file,
             md5,
         })
     }
@@ -998,6 +1013,8 @@ pub struct UploadSession {
     /// Small frames gathered by [`UploadSession::write_frame`] until they make a good write.
     pending: bytes::BytesMut,
     scan: Option<JoinHandle<scanner::SegmentedVerdict>>,
+    /// Tells the scan's progress recorder the completed file: its segments count from then on.
+    scan_file: Option<tokio::sync::oneshot::Sender<storage::model::StoredContent>>,
     md5: Option<Md5Follower>,
 }
 
@@ -1200,6 +1217,9 @@ impl UploadSession {
         // A small file (storage's `INLINE_MD5_LIMIT`) got its MD5 while it was written, and
         // `complete_upload` already checked and recorded it.
         let content = transfer.content.expect("a completed upload has content");
+        if let Some(file) = self.scan_file.take() {
+            let _ = file.send(content);
+        }
         let digest = content.blake3;
         let (transfer, md5) = match self.md5.take() {
             _ if content.md5.is_some() => (transfer, None),

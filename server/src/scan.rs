@@ -13,8 +13,9 @@ use scanner::{
     ByteSource, NotScannedReason, ScanError, SegmentInput, SegmentVerdict, SegmentedVerdict,
     Verdict,
 };
-use storage::model::{FileTransferId, FileTransferStatus, ScanOutcome};
-use storage::{BlobRange, BlobTail, Digest, Storage};
+use storage::model::{FileTransferId, FileTransferStatus, ScanOutcome, StoredContent};
+use storage::{BlobRange, BlobTail, Digest, ScanProgress, Storage};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::app::App;
 
@@ -92,12 +93,14 @@ impl SegmentInput for StoredInput {
 }
 
 /// Scans transfer `id`'s file as `input` reads it (one stream, or segments if it is longer than
-/// clamd's limit), skipping the segments in `skip` (found clean before).
+/// clamd's limit), skipping the segments in `skip` (found clean before) and telling `progress`
+/// each segment found clean.
 pub async fn scan_input(
     app: &App,
     id: FileTransferId,
     input: &impl SegmentInput,
     skip: &BTreeSet<u64>,
+    progress: Option<&mpsc::UnboundedSender<u64>>,
 ) -> SegmentedVerdict {
     use std::sync::atomic::Ordering;
     let segments = &app.metrics.scan_segments;
@@ -105,6 +108,11 @@ pub async fn scan_input(
         .scanner
         .scan_file(input, skip, |s: &SegmentVerdict| {
             segments.fetch_add(1, Ordering::Relaxed);
+            if let Some(progress) = progress
+                && s.verdict.is_clean()
+            {
+                let _ = progress.send(s.index);
+            }
             if s.index > 0 || !s.verdict.is_clean() {
                 tracing::debug!(transfer = %id, segment = s.index, verdict = ?s.verdict, "segment scanned");
             }
@@ -114,6 +122,59 @@ pub async fn scan_input(
         tracing::info!(transfer = %id, segments = ?outcome.segments, verdict = ?outcome.verdict, "segmented scan");
     }
     outcome
+}
+
+/// Records the segments a scan finds clean (the indices sent to the returned channel) in the
+/// index as they come, once the file is known (sent to the returned `oneshot`: a pipelined scan's
+/// segments count only if the upload completes). Nothing is recorded for a file of one segment:
+/// there is nothing to resume. Ends when every sender is gone, after writing what they sent.
+pub fn record_progress(
+    app: &Arc<App>,
+    id: FileTransferId,
+) -> (mpsc::UnboundedSender<u64>, oneshot::Sender<StoredContent>) {
+    let (tx, mut rx) = mpsc::unbounded_channel::<u64>();
+    let (file_tx, file_rx) = oneshot::channel::<StoredContent>();
+    let Some(plan) = app.scanner.segment_plan() else { return (tx, file_tx) };
+    let task_app = app.clone();
+    app.spawn(async move {
+        let Ok(file) = file_rx.await else { return };
+        if file.size <= plan.segment_len() {
+            return;
+        }
+        while let Some(first) = rx.recv().await {
+            let mut clean = BTreeSet::from([first]);
+            while let Ok(i) = rx.try_recv() {
+                clean.insert(i);
+            }
+            let progress = ScanProgress {
+                blob: file.blake3,
+                segment_len: plan.segment_len(),
+                overlap: plan.overlap(),
+                clean,
+            };
+            if let Err(e) = task_app.storage.record_scan_progress(id, progress).await {
+                tracing::warn!(transfer = %id, error = %e, "recording scan progress failed");
+            }
+        }
+    });
+    (tx, file_tx)
+}
+
+/// Segments of transfer `id`'s file (`blob`) recorded clean by an earlier scan, if they were cut
+/// as the scanner cuts them now.
+fn recorded_clean(app: &App, id: FileTransferId, blob: &Digest) -> BTreeSet<u64> {
+    let (Some(plan), Ok(Some(progress))) =
+        (app.scanner.segment_plan(), app.storage.scan_progress(id))
+    else {
+        return BTreeSet::new();
+    };
+    if progress.blob == *blob
+        && (progress.segment_len, progress.overlap) == (plan.segment_len(), plan.overlap())
+    {
+        progress.clean
+    } else {
+        BTreeSet::new()
+    }
 }
 
 /// The pipelined scan's outcome when its task failed (panicked or was cancelled).
@@ -157,9 +218,20 @@ async fn finish_scan_inner(app: &Arc<App>, id: FileTransferId, first: Option<Seg
     let mut result = first;
     let mut attempt: u32 = 0;
     let mut hard_failures = 0;
-    // Segments found clean so far: a rescan skips them.
-    let mut clean = BTreeSet::new();
+    // Segments found clean so far (recorded before a restart too): a rescan skips them.
+    let mut clean = match (&result, app.storage.transfer(id).ok().flatten().and_then(|t| t.content))
+    {
+        (None, Some(content)) => recorded_clean(app, id, &content.blake3),
+        _ => BTreeSet::new(),
+    };
+    if !clean.is_empty() {
+        tracing::info!(transfer = %id, clean = ?clean, "resuming a segmented scan");
+    }
     loop {
+        if app.shutdown.is_cancelled() {
+            // The transfer stays in UploadProcessing; the next start resumes its scan.
+            return;
+        }
         let outcome = match result.take() {
             Some(outcome) => outcome,
             None => tokio::select! {
@@ -230,13 +302,15 @@ async fn finish_scan_inner(app: &Arc<App>, id: FileTransferId, first: Option<Seg
     }
 }
 
-async fn scan_stored(app: &App, id: FileTransferId, skip: &BTreeSet<u64>) -> SegmentedVerdict {
+async fn scan_stored(app: &Arc<App>, id: FileTransferId, skip: &BTreeSet<u64>) -> SegmentedVerdict {
     let Some(content) = app.storage.transfer(id).ok().flatten().and_then(|t| t.content) else {
         return lost_scan("the transfer's file is gone");
     };
     let input =
         StoredInput { storage: app.storage.clone(), digest: content.blake3, size: content.size };
-    scan_input(app, id, &input, skip).await
+    let (progress, file) = record_progress(app, id);
+    let _ = file.send(content);
+    scan_input(app, id, &input, skip, Some(&progress)).await
 }
 
 /// Backoff for the `attempt`th retry: 1 s doubling up to `max`.

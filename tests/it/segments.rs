@@ -217,27 +217,31 @@ impl World {
             .unwrap()
     }
 
-    /// Uploads `content` in 1 MiB chunks; `at_offset` runs once the upload has sent that many
-    /// bytes.
+    /// Uploads `content` in 1 MiB chunks; `at_offset` runs (and is awaited) once the upload has
+    /// sent that many bytes.
     async fn upload(
         &self,
         id: &str,
         content: &Content,
-        at_offset: Option<(u64, Box<dyn FnOnce() + Send>)>,
+        at_offset: Option<(u64, Hook)>,
     ) -> pb::UploadResult {
         let content = content.clone();
         let total = content.len;
         let mut sent = 0u64;
         let mut hook = at_offset;
         let next = move || {
-            if hook.as_ref().is_some_and(|(at, _)| sent >= *at)
-                && let Some((_, f)) = hook.take()
-            {
-                f();
-            }
+            let due = match &hook {
+                Some((at, _)) if sent >= *at => hook.take().map(|(_, f)| f()),
+                _ => None,
+            };
             let chunk = (sent < content.len).then(|| Bytes::from(content.range(sent, MIB)));
             sent += chunk.as_ref().map_or(0, |c| c.len() as u64);
-            async move { Ok(chunk) }
+            async move {
+                if let Some(due) = due {
+                    due.await;
+                }
+                Ok(chunk)
+            }
         };
         self.sender.upload_once(id, 0, Some(total), next, &mut |_| {}).await.unwrap()
     }
@@ -264,17 +268,7 @@ impl World {
 
     /// `ferry_scan_segments_total`: INSTREAM sessions run to a verdict.
     async fn segments_scanned(&self) -> u64 {
-        let text = reqwest::get(format!("{}/metrics", self.server.url()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("ferry_scan_segments_total "))
-            .expect("the metric is exported")
-            .parse()
-            .unwrap()
+        segments_scanned(&self.server.url()).await
     }
 
     /// Downloads the transfer and checks it is `content`, byte for byte.
@@ -286,6 +280,37 @@ impl World {
         let mut hasher = blake3::Hasher::new();
         hasher.update_reader(std::fs::File::open(&out).unwrap()).unwrap();
         assert_eq!(hasher.finalize().to_hex().to_string(), content.blake3());
+    }
+}
+
+/// Something to do in the middle of an upload.
+type Hook = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// `ferry_scan_segments_total` of the server at `url`: INSTREAM sessions run to a verdict since
+/// it started.
+async fn segments_scanned(url: &str) -> u64 {
+    let text = reqwest::get(format!("{url}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("ferry_scan_segments_total "))
+        .expect("the metric is exported")
+        .parse()
+        .unwrap()
+}
+
+/// Waits until transfer `id`'s status text says it waits for the scanner.
+async fn waiting_for_the_scanner(sender: &Client, id: &str) -> pb::FileTransferOverview {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let overview = sender.overview(id).await.unwrap();
+        if overview.file_transfer_status_text.contains("Waiting for the malware scanner") {
+            assert_eq!(
+                overview.file_transfer_status,
+                pb::FileTransferStatus::UploadProcessing as i32
+            );
+            return overview;
+        }
+        assert!(Instant::now() < deadline, "{id} does not wait for clamd: {overview:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -354,24 +379,12 @@ async fn clamd_stopped_mid_scan_is_waited_for_and_the_scan_resumes() {
     // clamd goes away when the upload is at 20 MiB: segments 0 and 1 may be done, later ones
     // cannot be.
     let stopper = clamd.clone();
-    let stop = Box::new(move || stopper.lock().unwrap().stop());
+    let stop: Hook = Box::new(move || {
+        stopper.lock().unwrap().stop();
+        Box::pin(async {})
+    });
     w.upload(&id, &content, Some((20 * MIB, stop))).await;
-    let started = Instant::now();
-    let overview = loop {
-        let overview = w.sender.overview(&id).await.unwrap();
-        if overview.file_transfer_status_text.contains("Waiting")
-            || started.elapsed() > Duration::from_secs(20)
-        {
-            break overview;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::UploadProcessing as i32);
-    assert!(
-        overview.file_transfer_status_text.contains("Waiting for the malware scanner"),
-        "{}",
-        overview.file_transfer_status_text
-    );
+    waiting_for_the_scanner(&w.sender, &id).await;
     clamd.lock().unwrap().restart();
     let overview = w.settled(&id).await;
     assert_eq!(
@@ -470,4 +483,66 @@ async fn a_clean_2_3_gib_file_is_published_and_downloads_identically() {
     assert_eq!(w.segments_scanned().await, 2);
     assert_eq!(result.blake3, content.blake3());
     w.assert_downloads(&id, &content).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_mid_scan_resumes_at_the_first_segment_not_yet_clean() {
+    let clamd = Arc::new(Mutex::new(small_clamd()));
+    let address = clamd.lock().unwrap().address();
+    let w = World::new(&address).await;
+    let id = w.initialize().await;
+    let content = Content::new(15, 40 * MIB);
+    let plan = SegmentPlan::new(LIMIT).unwrap();
+    assert_eq!(plan.count(content.len), 6);
+    // At 20 MiB into the upload, once two segments are clean, clamd goes away: the other
+    // segments cannot be scanned, and the transfer waits for clamd.
+    let (url, stopper) = (w.server.url(), clamd.clone());
+    let stop: Hook = Box::new(move || {
+        Box::pin(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while segments_scanned(&url).await < 2 {
+                assert!(Instant::now() < deadline, "segments 0 and 1 were never scanned");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stopper.lock().unwrap().stop();
+        })
+    });
+    w.upload(&id, &content, Some((20 * MIB, stop))).await;
+    waiting_for_the_scanner(&w.sender, &id).await;
+
+    // The server stops while its scan waits; the segments found clean are in the index.
+    let World { mut server, sender, recipient, _dir } = w;
+    let (port, data_dir) = (server.addr.port(), server.data_dir.clone());
+    server.stop().await;
+    let recorded = {
+        let storage =
+            storage::Storage::open(storage::StorageOptions::new(&data_dir)).await.unwrap();
+        let progress = storage.scan_progress(id.parse().unwrap()).unwrap();
+        progress.expect("the clean segments are recorded").clean
+    };
+    assert!(recorded.is_superset(&BTreeSet::from([0, 1])), "{recorded:?}");
+    assert!(recorded.len() < 6, "{recorded:?}");
+
+    // clamd and the server come back: the scan resumes with the segments not recorded clean,
+    // and only those are scanned.
+    clamd.lock().unwrap().restart();
+    let server = TestServer::start_in(&data_dir, &address, port, |c| {
+        c.clamd.max_stream_bytes = LIMIT;
+    })
+    .await;
+    let w = World { server, sender, recipient, _dir };
+    let overview = w.settled(&id).await;
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::Published as i32,
+        "{}",
+        overview.file_transfer_status_text
+    );
+    assert_eq!(w.segments_scanned().await, 6 - recorded.len() as u64);
+    w.assert_downloads(&id, &content).await;
+    // Published: the progress record is gone with the scan.
+    let World { mut server, .. } = w;
+    server.stop().await;
+    let storage = storage::Storage::open(storage::StorageOptions::new(&data_dir)).await.unwrap();
+    assert_eq!(storage.scan_progress(id.parse().unwrap()).unwrap(), None);
 }
