@@ -34,11 +34,15 @@ impl FerryProcess {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let data = dir.path().join("data");
         let config = dir.path().join("ferry.toml");
+        // The signature directory the private clamd loads: files over one stream are checked
+        // against its hash signatures.
+        let db = integration_tests::repo_root().join("scanner/clamd/db");
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\ndev = true\n\n[clamd]\n\
-                 address = \"{clamd}\"\nunscanned_resources = [\"{UNSCANNED}\"]\n"
+                 address = \"{clamd}\"\nunscanned_resources = [\"{UNSCANNED}\"]\n\
+                 database_dir = {db:?}\n"
             ),
         )?;
         let dev_key = server::auth::DevKey::load_or_create(&data).context("dev key")?;

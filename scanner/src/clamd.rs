@@ -79,6 +79,9 @@ pub struct ClamdOptions {
     /// Most segments of one file scanned at the same time, each on its own connection; never
     /// more than clamd's `MaxThreads` (asked with STATS).
     pub max_parallel_segments: usize,
+    /// clamd's `DatabaseDirectory`: Ferry checks a file too long for one stream against its
+    /// whole-file hash signatures ([`crate::HashDb`]). Without it such a file is not scanned.
+    pub database_dir: Option<PathBuf>,
 }
 
 impl ClamdOptions {
@@ -92,6 +95,7 @@ impl ClamdOptions {
             chunk_size: 256 * 1024,
             max_stream_len: CLAMD_MAX_STREAM,
             max_parallel_segments: 4,
+            database_dir: None,
         }
     }
 }
@@ -100,6 +104,7 @@ impl ClamdOptions {
 #[derive(Debug, Clone)]
 pub struct Clamd {
     options: ClamdOptions,
+    hash_db: Option<std::sync::Arc<crate::HashDb>>,
 }
 
 trait Connection: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -111,7 +116,14 @@ impl Clamd {
         options.chunk_size = options.chunk_size.max(MIN_CHUNK);
         options.max_stream_len = options.max_stream_len.min(CLAMD_MAX_STREAM);
         options.max_parallel_segments = options.max_parallel_segments.max(1);
-        Self { options }
+        let hash_db =
+            options.database_dir.clone().map(|d| std::sync::Arc::new(crate::HashDb::new(d)));
+        Self { options, hash_db }
+    }
+
+    /// The whole-file hash signatures of clamd's database, if its directory is configured.
+    pub fn hash_db(&self) -> Option<&std::sync::Arc<crate::HashDb>> {
+        self.hash_db.as_ref()
     }
 
     /// How files longer than `max_stream_len` are cut into segments; `None` if

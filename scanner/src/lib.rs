@@ -9,17 +9,21 @@
 //!   clamd slows only the scan, never the upload, and memory stays at one chunk.
 //! - [`SegmentPlan`], [`SegmentInput`], [`Clamd::scan_segments`]: a file longer than clamd's
 //!   stream limit scanned as overlapping segments, in parallel, resumable segment by segment.
+//! - [`HashDb`]: the whole-file hash signatures (`.hdb`, `.hsb`) of clamd's database, which no
+//!   segment can match, checked by Ferry for files too large for one stream.
 //! - [`Verdict`]: clean, infected, or not scanned with a reason. Only `Clean` may lead to
 //!   publication, and no error ever becomes `Clean`.
 //!
 //! Architecture invariant: this crate knows nothing of storage, gRPC or HTTP.
 
 mod clamd;
+mod hashdb;
 mod segments;
 mod source;
 mod verdict;
 
 pub use clamd::{CLAMD_MAX_STREAM, Clamd, ClamdAddress, ClamdOptions, MIN_CHUNK};
+pub use hashdb::{FileDigests, HashDb, HashSignatures, Needed};
 pub use segments::{
     Limited, MAX_BODY_PATTERN, MIN_SEGMENT, SEGMENT_OVERLAP, SegmentInput, SegmentPlan,
     SegmentVerdict, SegmentedVerdict,

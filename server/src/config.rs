@@ -1,5 +1,6 @@
 //! Server configuration: a TOML file (unknown keys rejected), then environment overrides
-//! (`FERRY_LISTEN`, `FERRY_DATA_DIR`, `FERRY_CLAMD`, `FERRY_DEV`), then command-line flags.
+//! (`FERRY_LISTEN`, `FERRY_DATA_DIR`, `FERRY_CLAMD`, `FERRY_CLAMD_DB`, `FERRY_DEV`), then
+//! command-line flags.
 //! `config.example.toml` beside this crate documents every key; a test parses it.
 
 use std::net::SocketAddr;
@@ -143,6 +144,12 @@ pub struct ClamdConfig {
     /// connection; Ferry never uses more than clamd's `MaxThreads` (it asks clamd).
     #[serde(default = "default_parallel_segments")]
     pub max_parallel_segments: usize,
+    /// The signature directory clamd loaded (its `DatabaseDirectory`). A file longer than
+    /// `max_stream_bytes` is checked against its whole-file hash signatures (`.hdb`, `.hsb`,
+    /// also inside `.cvd`/`.cld`), which no segment can match; without it such a file is not
+    /// published. `FERRY_CLAMD_DB` overrides it.
+    #[serde(default)]
+    pub database_dir: Option<PathBuf>,
 }
 
 impl Default for ClamdConfig {
@@ -154,6 +161,7 @@ impl Default for ClamdConfig {
             unscanned_resources: Vec::new(),
             max_stream_bytes: default_max_stream(),
             max_parallel_segments: default_parallel_segments(),
+            database_dir: None,
         }
     }
 }
@@ -266,6 +274,9 @@ impl Config {
         if let Ok(v) = std::env::var("FERRY_CLAMD") {
             config.clamd.address = v;
         }
+        if let Ok(v) = std::env::var("FERRY_CLAMD_DB") {
+            config.clamd.database_dir = Some(v.into());
+        }
         if let Ok(v) = std::env::var("FERRY_DEV") {
             config.dev = matches!(v.as_str(), "1" | "true" | "yes");
         }
@@ -297,6 +308,7 @@ impl Config {
             reply_timeout: Duration::from_secs(clamd.reply_timeout_secs),
             max_stream_len: clamd.max_stream_bytes,
             max_parallel_segments: clamd.max_parallel_segments,
+            database_dir: clamd.database_dir.clone(),
             ..ClamdOptions::new(self.clamd_address()?)
         })
     }

@@ -242,7 +242,15 @@ async fn finish_scan_inner(app: &Arc<App>, id: FileTransferId, first: Option<Seg
             },
         };
         clean.extend(outcome.clean.iter().copied());
-        let verdict = outcome.verdict;
+        let verdict = match outcome.verdict {
+            // Every segment is clean: a file too long for one stream must also pass the
+            // whole-file hash signatures, which no segment can match.
+            Verdict::Clean => tokio::select! {
+                () = app.shutdown.cancelled() => return,
+                verdict = check_hash_signatures(app, id) => verdict,
+            },
+            verdict => verdict,
+        };
         if settles(&verdict) {
             let outcome = match verdict {
                 Verdict::Clean => ScanOutcome::Clean,
@@ -311,6 +319,55 @@ async fn scan_stored(app: &Arc<App>, id: FileTransferId, skip: &BTreeSet<u64>) -
     let (progress, file) = record_progress(app, id);
     let _ = file.send(content);
     scan_input(app, id, &input, skip, Some(&progress)).await
+}
+
+/// The whole-file hash signature verdict for transfer `id`'s file: `Clean` for a file within one
+/// stream (clamd checked its hashes itself), `Infected` if a `.hdb`/`.hsb` signature of clamd's
+/// database matches, not scanned if the database cannot be read (or is not configured).
+async fn check_hash_signatures(app: &App, id: FileTransferId) -> Verdict {
+    let Some(content) = app.storage.transfer(id).ok().flatten().and_then(|t| t.content) else {
+        return lost_scan("the transfer's file is gone").verdict;
+    };
+    if content.size <= app.scanner.options().max_stream_len {
+        return Verdict::Clean;
+    }
+    let not_checked = |why: String| Verdict::NotScanned {
+        reason: NotScannedReason::Failed(format!(
+            "the file's whole-file hash signatures could not be checked: {why}"
+        )),
+    };
+    let Some(db) = app.scanner.hash_db().cloned() else {
+        return not_checked("[clamd] database_dir (clamd's signature directory) is not set".into());
+    };
+    let path = app.storage.blob_path(&content.blake3);
+    let started = std::time::Instant::now();
+    let found = tokio::task::spawn_blocking(move || {
+        let signatures = db.current()?;
+        let mut needed = signatures.needed(content.size);
+        // The MD5 is usually known already (Altinn's checksum).
+        needed.md5 &= content.md5.is_none();
+        let mut digests = if needed.any() {
+            scanner::FileDigests::compute(std::fs::File::open(path)?, needed)?
+        } else {
+            scanner::FileDigests::default()
+        };
+        digests.md5 = digests.md5.or(content.md5.map(|m| *m.as_bytes()));
+        Ok::<_, io::Error>((signatures.find(content.size, &digests).map(str::to_owned), needed))
+    })
+    .await;
+    match found {
+        Ok(Ok((found, needed))) => {
+            tracing::info!(transfer = %id, ?needed, elapsed = ?started.elapsed(), ?found, "whole-file hash signatures checked");
+            match found {
+                Some(signature) => Verdict::Infected { signature },
+                None => Verdict::Clean,
+            }
+        }
+        Ok(Err(e)) => {
+            not_checked(format!("reading the signature database or the file failed: {e}"))
+        }
+        Err(e) => not_checked(e.to_string()),
+    }
 }
 
 /// Backoff for the `attempt`th retry: 1 s doubling up to `max`.

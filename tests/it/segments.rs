@@ -546,3 +546,102 @@ async fn a_restart_mid_scan_resumes_at_the_first_segment_not_yet_clean() {
     let storage = storage::Storage::open(storage::StorageOptions::new(&data_dir)).await.unwrap();
     assert_eq!(storage.scan_progress(id.parse().unwrap()).unwrap(), None);
 }
+
+/// The file `ferry-test-large.hsb` in the project's signature database names by its SHA-256:
+/// 20 MiB + 7 bytes, the SHA-256 of `ferry-large-hsb` and a counter, block after block.
+fn hash_signature_file() -> Vec<u8> {
+    use sha2::Digest as _;
+    let len = 20 * MIB as usize + 7;
+    let mut out = Vec::with_capacity(len + 32);
+    for k in 0u64.. {
+        if out.len() >= len {
+            break;
+        }
+        let mut h = sha2::Sha256::new();
+        h.update(b"ferry-large-hsb");
+        h.update(k.to_le_bytes());
+        out.extend_from_slice(&h.finalize());
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_file_hash_signature_matches_a_file_no_segment_can() {
+    let clamd = small_clamd();
+    let data = hash_signature_file();
+    // clamd sees three segments of it; none is the file, so clamd finds nothing.
+    let client = clamd.client_with(|o| o.max_stream_len = LIMIT);
+    let outcome = client.scan_file(&Bytes::from(data.clone()), &BTreeSet::new(), |_| {}).await;
+    assert_eq!(outcome.verdict, Verdict::Clean);
+    assert_eq!(outcome.segments, Some(3));
+
+    // Ferry checks the whole file's hash against the database clamd loaded.
+    let w = World::new(&clamd.address()).await;
+    let id = w.initialize().await;
+    let sender = w.sender.clone();
+    let chunks: Vec<Bytes> = data.chunks(MIB as usize).map(Bytes::copy_from_slice).collect();
+    let mut chunks = chunks.into_iter();
+    let next = move || {
+        let chunk = chunks.next();
+        async move { Ok(chunk) }
+    };
+    sender.upload_once(&id, 0, Some(data.len() as u64), next, &mut |_| {}).await.unwrap();
+    let overview = w.settled(&id).await;
+    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::Failed as i32);
+    assert!(
+        overview.file_transfer_status_text.contains("Ferry-Test-Large-File-HSB.UNOFFICIAL"),
+        "{}",
+        overview.file_transfer_status_text
+    );
+    // One byte more is another file: published.
+    let id = w.initialize().await;
+    let mut longer = data.clone();
+    longer.push(0);
+    let content = longer.clone();
+    let chunks: Vec<Bytes> = content.chunks(MIB as usize).map(Bytes::copy_from_slice).collect();
+    let mut chunks = chunks.into_iter();
+    let next = move || {
+        let chunk = chunks.next();
+        async move { Ok(chunk) }
+    };
+    w.sender.upload_once(&id, 0, Some(longer.len() as u64), next, &mut |_| {}).await.unwrap();
+    let overview = w.settled(&id).await;
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::Published as i32,
+        "{}",
+        overview.file_transfer_status_text
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_the_signature_directory_a_large_file_is_not_published() {
+    let clamd = small_clamd();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
+        c.clamd.max_stream_bytes = LIMIT;
+        c.clamd.database_dir = None;
+    })
+    .await;
+    let owner = server.client(server.token(OWNER, ALL));
+    owner_with_resource(&owner, "res", &[SENDER], &[RECIPIENT]).await;
+    let sender = server.client(server.token(SENDER, ALL));
+    let recipient = server.client(server.token(RECIPIENT, ALL));
+    let w = World { server, sender, recipient, _dir: dir };
+    // Within one stream clamd checks the hashes itself: published.
+    let small = w.initialize().await;
+    w.upload(&small, &Content::new(16, LIMIT), None).await;
+    let overview = w.settled(&small).await;
+    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::Published as i32);
+    // Longer: its hash signatures cannot be checked, so it is never clean.
+    let large = w.initialize().await;
+    w.upload(&large, &Content::new(16, LIMIT + 1), None).await;
+    let overview = w.settled(&large).await;
+    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::Failed as i32);
+    assert!(
+        overview.file_transfer_status_text.contains("database_dir"),
+        "{}",
+        overview.file_transfer_status_text
+    );
+}
