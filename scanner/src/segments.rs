@@ -269,6 +269,107 @@ impl Clamd {
         SegmentedVerdict { verdict, clean, segments: Some(1) }
     }
 
+    /// Scans a stream that can be read only once, front to back (an archive member as it is
+    /// decompressed), as the segments of `plan`: one segment streams at a time, each new one
+    /// starting with the last `overlap` bytes of the one before (at most that much is held in
+    /// memory), while clamd scans the segments already sent. A stream within one segment is one
+    /// INSTREAM.
+    pub async fn scan_sequential(
+        &self,
+        mut source: impl ByteSource,
+        plan: SegmentPlan,
+    ) -> SegmentedVerdict {
+        use bytes::BytesMut;
+        use tokio::sync::mpsc;
+        type Feed = mpsc::Sender<io::Result<Bytes>>;
+        let start_segment = |clamd: &Clamd| -> (Feed, tokio::task::JoinHandle<Verdict>) {
+            let (tx, source) = crate::ChannelSource::new(8);
+            let clamd = clamd.clone();
+            (tx, tokio::spawn(async move { Verdict::from_result(clamd.scan(source).await) }))
+        };
+        let (len, step) = (plan.segment_len(), plan.step());
+        let (tx, handle) = start_segment(self);
+        let mut current: (u64, Feed) = (0, tx);
+        let mut scans = vec![(0u64, handle)];
+        // Bytes of the next segment's range sent so far to the current one: the next segment
+        // begins with them once the stream is known to go on past the current segment.
+        let mut overlap = BytesMut::new();
+        let mut pos = 0u64;
+        let mut failure: Option<(u8, u64, NotScannedReason)> = None;
+        let abort = |scans: &[(u64, tokio::task::JoinHandle<Verdict>)]| {
+            for (_, handle) in scans {
+                handle.abort();
+            }
+        };
+        'read: loop {
+            let mut chunk = match source.next_chunk(self.options().chunk_size).await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    abort(&scans);
+                    return SegmentedVerdict::not_scanned(ScanError::Source(e).into());
+                }
+            };
+            while !chunk.is_empty() {
+                let (index, feed) = &current;
+                let start = plan.start(*index);
+                let end = start + len;
+                if pos == end {
+                    // The stream goes on past this segment: the next one starts with the
+                    // overlap, then takes what follows.
+                    let next = index + 1;
+                    let (tx, handle) = start_segment(self);
+                    scans.push((next, handle));
+                    if tx.send(Ok(overlap.split().freeze())).await.is_err() {
+                        break 'read;
+                    }
+                    current = (next, tx);
+                    continue;
+                }
+                let piece = chunk.split_to(((end - pos) as usize).min(chunk.len()));
+                let next_start = start + step;
+                if pos + piece.len() as u64 > next_start {
+                    let from = next_start.saturating_sub(pos) as usize;
+                    overlap.extend_from_slice(&piece[from..]);
+                }
+                pos += piece.len() as u64;
+                if feed.send(Ok(piece)).await.is_err() {
+                    // That segment's scan ended early: its verdict (clamd refused or found
+                    // something) decides below.
+                    break 'read;
+                }
+            }
+        }
+        drop(current);
+        let mut clean = BTreeSet::new();
+        let count = scans.len() as u64;
+        for k in 0..scans.len() {
+            let (i, handle) = &mut scans[k];
+            let verdict = handle.await.unwrap_or_else(|e| Verdict::NotScanned {
+                reason: NotScannedReason::Failed(format!("a segment's scan stopped: {e}")),
+            });
+            match verdict {
+                Verdict::Clean => {
+                    clean.insert(*i);
+                }
+                Verdict::Infected { signature } => {
+                    abort(&scans[k + 1..]);
+                    return SegmentedVerdict {
+                        verdict: Verdict::Infected { signature },
+                        clean,
+                        segments: Some(count),
+                    };
+                }
+                Verdict::NotScanned { reason } => keep_worst(&mut failure, *i, reason),
+            }
+        }
+        let verdict = match failure {
+            Some((_, _, reason)) => Verdict::NotScanned { reason },
+            None => Verdict::Clean,
+        };
+        SegmentedVerdict { verdict, clean, segments: Some(count) }
+    }
+
     /// Scans the file `input` reads as the segments of `plan`, skipping those in `skip` (found
     /// clean before), calling `on_segment` with each segment's verdict as it comes. Segments
     /// run in parallel on separate connections, at most `max_parallel_segments` at a time and

@@ -242,18 +242,32 @@ async fn finish_scan_inner(app: &Arc<App>, id: FileTransferId, first: Option<Seg
             },
         };
         clean.extend(outcome.clean.iter().copied());
+        let mut note = None;
         let verdict = match outcome.verdict {
             // Every segment is clean: a file too long for one stream must also pass the
-            // whole-file hash signatures, which no segment can match.
+            // whole-file hash signatures, which no segment can match, and an archive's members
+            // are scanned one by one.
             Verdict::Clean => tokio::select! {
                 () = app.shutdown.cancelled() => return,
-                verdict = check_hash_signatures(app, id) => verdict,
+                verdict = async {
+                    match check_hash_signatures(app, id).await {
+                        Verdict::Clean => {
+                            let (verdict, said) = check_members(app, id, outcome.segments).await;
+                            note = said;
+                            verdict
+                        }
+                        verdict => verdict,
+                    }
+                } => verdict,
             },
             verdict => verdict,
         };
         if settles(&verdict) {
             let outcome = match verdict {
-                Verdict::Clean => ScanOutcome::Clean,
+                Verdict::Clean => match note.take() {
+                    Some(note) => ScanOutcome::CleanNoted { note },
+                    None => ScanOutcome::Clean,
+                },
                 Verdict::Infected { signature } => ScanOutcome::Infected { signature },
                 Verdict::NotScanned { reason } => {
                     ScanOutcome::Unscannable { reason: reason.to_string() }
@@ -368,6 +382,71 @@ async fn check_hash_signatures(app: &App, id: FileTransferId) -> Verdict {
         }
         Err(e) => not_checked(e.to_string()),
     }
+}
+
+/// For a file too long for one stream: if it is a ZIP/ZIP64, tar or gzip archive, each member
+/// scanned as its own stream (segmented if it is itself too long). Returns the verdict and what
+/// the `Published` text says about how the file was scanned (`None` for a file within one
+/// stream).
+async fn check_members(
+    app: &App,
+    id: FileTransferId,
+    segments: Option<u64>,
+) -> (Verdict, Option<String>) {
+    let Some(content) = app.storage.transfer(id).ok().flatten().and_then(|t| t.content) else {
+        return (lost_scan("the transfer's file is gone").verdict, None);
+    };
+    let Some(plan) = app.scanner.segment_plan().filter(|p| content.size > p.segment_len()) else {
+        return (Verdict::Clean, None);
+    };
+    let n = segments.unwrap_or_else(|| plan.count(content.size));
+    let path = app.storage.blob_path(&content.blake3);
+    let detect = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || scanner::detect_archive(&path)).await
+    };
+    let kind = match detect {
+        Ok(Ok(Some(kind))) => kind,
+        Ok(Ok(None)) => {
+            let note = format!(
+                "Scanned as {n} overlapping segments; not a ZIP, tar or gzip archive, so its content was not unpacked by Ferry."
+            );
+            return (Verdict::Clean, Some(note));
+        }
+        Ok(Err(e)) => {
+            return (not_scanned(format!("reading the file to find its format failed: {e}")), None);
+        }
+        Err(e) => return (not_scanned(e.to_string()), None),
+    };
+    let started = std::time::Instant::now();
+    let members = app
+        .scanner
+        .scan_members(&path, kind, plan, |name, member| {
+            if !member.verdict.is_clean() {
+                tracing::info!(transfer = %id, member = name, verdict = ?member.verdict, "archive member");
+            }
+        })
+        .await;
+    tracing::info!(transfer = %id, %kind, scanned = members.scanned, unopened = members.unopened.len(), verdict = ?members.verdict, elapsed = ?started.elapsed(), "archive members scanned");
+    let plural = if members.scanned == 1 { "" } else { "s" };
+    let mut note = format!(
+        "Scanned as {n} overlapping segments, and member by member as a {kind} archive ({} member{plural}).",
+        members.scanned
+    );
+    if !members.unopened.is_empty() {
+        let shown: Vec<_> = members.unopened.iter().take(5).cloned().collect();
+        let more = members.unopened.len().saturating_sub(shown.len());
+        note.push_str(&format!(
+            " Not unpacked (scanned as raw segments only): {}{}.",
+            shown.join(", "),
+            if more > 0 { format!(" and {more} more") } else { String::new() }
+        ));
+    }
+    (members.verdict, Some(note))
+}
+
+fn not_scanned(why: String) -> Verdict {
+    Verdict::NotScanned { reason: NotScannedReason::Failed(why) }
 }
 
 /// Backoff for the `attempt`th retry: 1 s doubling up to `max`.

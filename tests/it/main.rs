@@ -1,5 +1,6 @@
 //! Ferry's integration tests, in one binary (it links once and runs everything).
 //!
+//! - `archives`: ZIP, gzip and tar files over clamd's limit, scanned member by member.
 //! - `blob_store`: write/read/ranges at boundary sizes, dedup under concurrency, verification.
 //! - `index`: records, search entries, one-transaction state changes, group commit.
 //! - `resume`: interrupted uploads continue with the same digests, across restarts.
@@ -9,6 +10,7 @@
 //! - `segments`: files longer than clamd's stream limit, scanned as overlapping segments.
 //! - `server`: the binary's server on a real port: liveness and readiness.
 
+mod archives;
 mod blob_store;
 mod cli;
 mod crash;
