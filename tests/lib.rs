@@ -280,6 +280,8 @@ impl TestServer {
             server::Config { data_dir: data_dir.to_path_buf(), dev: true, ..Default::default() };
         config.clamd.address = clamd.to_string();
         config.clamd.retry_max_secs = 1;
+        // The database the test clamds load: large files' hash signatures are checked in it.
+        config.clamd.database_dir = Some(repo_root().join("scanner/clamd/db"));
         tweak(&mut config);
         install_tls_provider();
         let dev_key = server::auth::DevKey::load_or_create(data_dir).expect("dev key");

@@ -30,15 +30,30 @@ impl FerryProcess {
     /// Starts `binary` with a fresh data directory under `scratch`, scanning with `clamd`, and
     /// configures the owner and both resources.
     pub(crate) async fn start(binary: &Path, scratch: &Path, clamd: &str) -> anyhow::Result<Self> {
+        Self::start_with(binary, scratch, clamd, scanner::CLAMD_MAX_STREAM).await
+    }
+
+    /// [`FerryProcess::start`], with `max_stream_bytes`: files longer than it are scanned in
+    /// segments of that length.
+    pub(crate) async fn start_with(
+        binary: &Path,
+        scratch: &Path,
+        clamd: &str,
+        max_stream_bytes: u64,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir_in(scratch).context("data directory")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let data = dir.path().join("data");
         let config = dir.path().join("ferry.toml");
+        // The signature directory the private clamd loads: files over one stream are checked
+        // against its hash signatures.
+        let db = integration_tests::repo_root().join("scanner/clamd/db");
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\ndata_dir = {data:?}\ndev = true\n\n[clamd]\n\
-                 address = \"{clamd}\"\nunscanned_resources = [\"{UNSCANNED}\"]\n"
+                 address = \"{clamd}\"\nunscanned_resources = [\"{UNSCANNED}\"]\n\
+                 database_dir = {db:?}\nmax_stream_bytes = {max_stream_bytes}\n"
             ),
         )?;
         let dev_key = server::auth::DevKey::load_or_create(&data).context("dev key")?;

@@ -13,6 +13,7 @@ mod ferry;
 mod large;
 mod report;
 mod rest;
+mod segments;
 mod small;
 
 use std::path::PathBuf;
@@ -29,12 +30,17 @@ struct Args {
     /// Repetitions of each measurement (default 3; 1 with --quick).
     #[arg(long)]
     reps: Option<usize>,
-    /// Scenarios to run: large (1–4), small (5), sweep (6), memory (7). Default all.
+    /// Scenarios to run: large (1–4), small (5), sweep (6), memory (7), segments (a file over
+    /// clamd's stream limit). Default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Size of a large file in MiB (default 1024; 16 with --quick).
     #[arg(long)]
     size_mib: Option<u64>,
+    /// Size of the segmented file in MiB (default 5120, scanned as segments of clamd's 2 GiB − 3;
+    /// 40 with --quick, in segments of 8 MiB).
+    #[arg(long)]
+    segments_mib: Option<u64>,
     /// Life cycles per client level in the small-transfer scenario (default 2,000; 50 quick).
     #[arg(long)]
     small_transfers: Option<usize>,
@@ -58,6 +64,8 @@ struct Args {
 pub(crate) struct Settings {
     pub(crate) reps: usize,
     pub(crate) size: u64,
+    /// The segmented file's size and its segment length.
+    pub(crate) segmented: (u64, u64),
     pub(crate) sweep: Vec<u64>,
     /// The sweep's cost per byte is compared from this size up (below it, fixed costs rule).
     pub(crate) sweep_flat_from: u64,
@@ -124,7 +132,7 @@ async fn main() -> anyhow::Result<()> {
             .join("ferry-bench-tmp"),
     };
     std::fs::create_dir_all(&scratch)?;
-    // The limits scripts/serve gives clamd (clamd itself stops at 2 GiB − 2 bytes).
+    // The limits scripts/serve gives clamd (clamd itself stops at 2 GiB − 3 bytes).
     let clamd = integration_tests::TestClamd::start_with(integration_tests::ClamdLimits {
         stream_max: "4000M",
         max_file: "4000M",
@@ -135,6 +143,12 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings {
         reps: args.reps.unwrap_or(if quick { 1 } else { 3 }),
         size,
+        segmented: match (args.segments_mib, quick) {
+            (Some(mib), true) => (mib * MIB, 8 * MIB),
+            (Some(mib), false) => (mib * MIB, scanner::CLAMD_MAX_STREAM),
+            (None, true) => (40 * MIB, 8 * MIB),
+            (None, false) => (5120 * MIB, scanner::CLAMD_MAX_STREAM),
+        },
         sweep: if quick {
             vec![MIB, 4 * MIB, 16 * MIB]
         } else {
@@ -174,6 +188,9 @@ async fn main() -> anyhow::Result<()> {
         if runs("memory") {
             large::memory(&settings, &payload, &mut report).await?;
         }
+        if runs("segments") {
+            segments::run(&settings, &payload, &mut report).await?;
+        }
         anyhow::Ok(())
     };
     // Ctrl-C or a kill must not leave the private clamd and a ferry server running: returning
@@ -187,6 +204,8 @@ async fn main() -> anyhow::Result<()> {
         "quick": quick,
         "reps": settings.reps,
         "large_file_bytes": size,
+        "segmented_file_bytes": settings.segmented.0,
+        "segment_bytes": settings.segmented.1,
         "sweep_bytes": settings.sweep,
         "small_clients": settings.small_clients,
         "small_transfers_per_level": settings.small_transfers,

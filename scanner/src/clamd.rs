@@ -14,10 +14,12 @@ use tokio::time::timeout;
 use crate::source::ByteSource;
 use crate::verdict::{NotScannedReason, ScanError, Verdict, parse_instream_reply};
 
-/// The most clamd can scan: 2 GiB − 2 bytes. It clamps `MaxFileSize` to this, and a longer
-/// stream comes back `OK` unscanned (or `Heuristics.Limits.Exceeded` with `AlertExceedsMax`).
+/// The most clamd can scan: 2 GiB − 3 bytes (2,147,483,645). libclamav clamps `MaxFileSize` to
+/// `INT_MAX − 2` (`others.c`, `cl_engine_set_num`), and a longer stream comes back `OK`
+/// unscanned (or `Heuristics.Limits.Exceeded.MaxFileSize` with `AlertExceedsMax`: a 2 GiB − 2
+/// stream does, measured).
 /// Ferry never sends more than this and calls anything longer not scanned.
-pub const CLAMD_MAX_STREAM: u64 = (2 << 30) - 2;
+pub const CLAMD_MAX_STREAM: u64 = i32::MAX as u64 - 2;
 /// The smallest INSTREAM chunk Ferry sends (except the last): smaller chunks make clamd 3–5×
 /// slower.
 pub const MIN_CHUNK: usize = 64 * 1024;
@@ -70,8 +72,16 @@ pub struct ClamdOptions {
     pub reply_timeout: Duration,
     /// INSTREAM chunk size (at least [`MIN_CHUNK`]).
     pub chunk_size: usize,
-    /// Longest stream Ferry sends; capped at [`CLAMD_MAX_STREAM`]. Longer ones are not scanned.
+    /// Longest stream Ferry sends; capped at [`CLAMD_MAX_STREAM`]. A longer file is scanned
+    /// as overlapping segments of this length ([`crate::SegmentPlan`]); a single
+    /// [`Clamd::scan`] calls it not scanned.
     pub max_stream_len: u64,
+    /// Most segments of one file scanned at the same time, each on its own connection; never
+    /// more than clamd's `MaxThreads` (asked with STATS).
+    pub max_parallel_segments: usize,
+    /// clamd's `DatabaseDirectory`: Ferry checks a file too long for one stream against its
+    /// whole-file hash signatures ([`crate::HashDb`]). Without it such a file is not scanned.
+    pub database_dir: Option<PathBuf>,
 }
 
 impl ClamdOptions {
@@ -84,6 +94,8 @@ impl ClamdOptions {
             reply_timeout: Duration::from_secs(600),
             chunk_size: 256 * 1024,
             max_stream_len: CLAMD_MAX_STREAM,
+            max_parallel_segments: 4,
+            database_dir: None,
         }
     }
 }
@@ -92,6 +104,7 @@ impl ClamdOptions {
 #[derive(Debug, Clone)]
 pub struct Clamd {
     options: ClamdOptions,
+    hash_db: Option<std::sync::Arc<crate::HashDb>>,
 }
 
 trait Connection: AsyncRead + AsyncWrite + Send + Unpin {}
@@ -102,7 +115,45 @@ impl Clamd {
     pub fn new(mut options: ClamdOptions) -> Self {
         options.chunk_size = options.chunk_size.max(MIN_CHUNK);
         options.max_stream_len = options.max_stream_len.min(CLAMD_MAX_STREAM);
-        Self { options }
+        options.max_parallel_segments = options.max_parallel_segments.max(1);
+        let hash_db =
+            options.database_dir.clone().map(|d| std::sync::Arc::new(crate::HashDb::new(d)));
+        Self { options, hash_db }
+    }
+
+    /// The whole-file hash signatures of clamd's database, if its directory is configured.
+    pub fn hash_db(&self) -> Option<&std::sync::Arc<crate::HashDb>> {
+        self.hash_db.as_ref()
+    }
+
+    /// How files longer than `max_stream_len` are cut into segments; `None` if
+    /// `max_stream_len` is below [`crate::MIN_SEGMENT`] (then a longer file is not scanned).
+    pub fn segment_plan(&self) -> Option<crate::SegmentPlan> {
+        crate::SegmentPlan::new(self.options.max_stream_len)
+    }
+
+    /// clamd's thread pool size (`MaxThreads`), from its STATS reply (`THREADS: live 1 idle 0
+    /// max 4 ...`).
+    pub async fn max_threads(&self) -> Result<usize, ScanError> {
+        let stats = async {
+            let mut connection = self.connect().await?;
+            connection.write_all(b"zSTATS\0").await.map_err(ScanError::Io)?;
+            let mut reply = Vec::with_capacity(512);
+            let mut buf = [0u8; 512];
+            loop {
+                let n = connection.read(&mut buf).await.map_err(ScanError::Io)?;
+                reply.extend_from_slice(&buf[..n]);
+                if n == 0 || reply.contains(&0) || reply.len() > 64 * 1024 {
+                    break;
+                }
+            }
+            Ok::<_, ScanError>(String::from_utf8_lossy(&reply).into_owned())
+        };
+        let deadline = self.options.connect_timeout + self.options.write_timeout;
+        let reply = timeout(deadline, stats)
+            .await
+            .map_err(|_| ScanError::Timeout { stage: "answering STATS" })??;
+        parse_max_threads(&reply).ok_or(ScanError::Protocol(reply))
     }
 
     /// The options in force.
@@ -320,6 +371,14 @@ async fn with_timeout(
     }
 }
 
+/// The `max` figure of the `THREADS:` line of a STATS reply.
+fn parse_max_threads(stats: &str) -> Option<usize> {
+    let line = stats.lines().find_map(|l| l.strip_prefix("THREADS:"))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "max")?;
+    words.next()?.parse().ok().filter(|&n| n > 0)
+}
+
 /// Reads one NUL-terminated reply (or until EOF), at most 4 KiB.
 async fn read_reply(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Vec<u8>> {
     let mut reply = Vec::with_capacity(128);
@@ -333,5 +392,18 @@ async fn read_reply(reader: &mut (impl AsyncRead + Unpin)) -> io::Result<Vec<u8>
         if reply.contains(&0) || reply.len() > 4096 {
             return Ok(reply);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_max_threads_from_stats() {
+        let stats = "POOLS: 1\n\nSTATE: VALID PRIMARY\nTHREADS: live 1  idle 0 max 4 idle-timeout 30\nQUEUE: 0 items\n\tSTATS 0.000004 \n\nEND\0";
+        assert_eq!(parse_max_threads(stats), Some(4));
+        assert_eq!(parse_max_threads("THREADS: live 1 idle 0 max 0\n"), None);
+        assert_eq!(parse_max_threads("PONG\0"), None);
     }
 }

@@ -50,6 +50,9 @@ pub enum NotScannedReason {
         /// The heuristic's name.
         detail: String,
     },
+    /// clamd stopped scanning after its `MaxScanTime` (`Heuristics.Limits.Exceeded.MaxScanTime`):
+    /// partly a matter of load, so it is tried again a few times, never taken as clean.
+    ScanTimeExceeded,
     /// clamd could not be reached.
     Unavailable(String),
     /// clamd did not answer in time.
@@ -77,6 +80,9 @@ impl std::fmt::Display for NotScannedReason {
             }
             Self::ClamdLimits { detail } => {
                 write!(f, "clamd could not scan all of the file ({detail})")
+            }
+            Self::ScanTimeExceeded => {
+                f.write_str("clamd ran out of scan time (MaxScanTime) before the end of the file")
             }
             Self::Unavailable(msg) => write!(f, "the scanner is unavailable: {msg}"),
             Self::Timeout(msg) => write!(f, "the scanner timed out: {msg}"),
@@ -151,6 +157,9 @@ pub(crate) fn parse_instream_reply(raw: &[u8]) -> Result<Verdict, ScanError> {
         return Ok(Verdict::Clean);
     }
     match body.strip_suffix(" FOUND") {
+        Some("Heuristics.Limits.Exceeded.MaxScanTime") => {
+            Ok(Verdict::NotScanned { reason: NotScannedReason::ScanTimeExceeded })
+        }
         Some(name) if name.starts_with("Heuristics.Limits.Exceeded") => Ok(Verdict::NotScanned {
             reason: NotScannedReason::ClamdLimits { detail: name.to_owned() },
         }),
@@ -178,6 +187,11 @@ mod tests {
                     detail: "Heuristics.Limits.Exceeded.MaxFileSize".into()
                 }
             }
+        );
+        assert_eq!(
+            parse_instream_reply(b"stream: Heuristics.Limits.Exceeded.MaxScanTime FOUND\0")
+                .unwrap(),
+            Verdict::NotScanned { reason: NotScannedReason::ScanTimeExceeded }
         );
         assert_eq!(
             parse_instream_reply(b"INSTREAM size limit exceeded. ERROR\0").unwrap(),

@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{Authenticator, Caller, SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
 use crate::error::ApiError;
-use crate::scan::{self, ScanResult, TailSource};
+use crate::scan::{self, TailInput};
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
@@ -357,6 +357,9 @@ impl App {
         }
         let now = self.now();
         let resource_id = id.clone();
+        // The operator's approval for unscanned transfers lets the resource allow more than a
+        // scanned file may be (error 13 otherwise); it is configuration, never stored.
+        let approved = self.options.unscanned_resources.contains(&id.to_string());
         let result = self
             .storage
             .modify_resource(id, move |current| {
@@ -367,7 +370,10 @@ impl App {
                     Some(r) => r,
                     None => ResourceConfig::new(resource_id.clone(), org.clone(), now),
                 };
+                let stored = resource.approved_for_disabled_virus_scan;
+                resource.approved_for_disabled_virus_scan = stored || approved;
                 resource.apply(update.clone())?;
+                resource.approved_for_disabled_virus_scan = stored;
                 Ok(resource)
             })
             .await;
@@ -654,14 +660,33 @@ impl App {
         }
         // The scanner and the MD5 follow the upload from its first byte (a resumed upload's
         // committed prefix included), at their own pace.
+        // A file longer than clamd's limit is scanned as overlapping segments, each starting
+        // as soon as the upload reaches it.
+        // Segments found clean are recorded once the upload completes (`scan_file`), so a
+        // restart resumes the scan at the first segment not yet clean; a file that fits one
+        // stream has nothing to resume and records nothing.
+        let mut scan_file = None;
         let scan = transfer.use_virus_scan.then(|| {
             let tail = upload.tail();
-            let scanner = self.scanner.clone();
+            let app = self.clone();
+            let fits_one_stream = declared_length
+                .is_some_and(|n| n <= self.scanner.options().max_stream_len);
+            let progress = (!fits_one_stream).then(|| {
+                let (progress, file) = scan::record_progress(self, id);
+                scan_file = Some(file);
+                progress
+            });
             self.metrics.scans_in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             self.spawn(async move {
-                match tail {
-                    Ok(tail) => scanner.scan(TailSource(tail)).await,
-                    Err(e) => Err(scanner::ScanError::Source(std::io::Error::other(e.to_string()))),
+                let tail = match tail {
+                    Ok(tail) => TailInput(tail),
+                    Err(e) => return scan::lost_scan(e),
+                };
+                let none = std::collections::BTreeSet::new();
+                tokio::select! {
+                    // Shutting down: the transfer's scan resumes at the next start.
+                    () = app.shutdown.cancelled() => scan::lost_scan("the server is shutting down"),
+                    outcome = scan::scan_input(&app, id, &tail, &none, progress.as_ref()) => outcome,
                 }
             })
         });
@@ -685,6 +710,7 @@ impl App {
             auto_checkpoint: true,
             pending: bytes::BytesMut::new(),
             scan,
+            scan_file,
             md5,
         })
     }
@@ -1003,7 +1029,9 @@ pub struct UploadSession {
     auto_checkpoint: bool,
     /// Small frames gathered by [`UploadSession::write_frame`] until they make a good write.
     pending: bytes::BytesMut,
-    scan: Option<JoinHandle<ScanResult>>,
+    scan: Option<JoinHandle<scanner::SegmentedVerdict>>,
+    /// Tells the scan's progress recorder the completed file: its segments count from then on.
+    scan_file: Option<tokio::sync::oneshot::Sender<storage::model::StoredContent>>,
     md5: Option<Md5Follower>,
 }
 
@@ -1206,6 +1234,9 @@ impl UploadSession {
         // A small file (storage's `INLINE_MD5_LIMIT`) got its MD5 while it was written, and
         // `complete_upload` already checked and recorded it.
         let content = transfer.content.expect("a completed upload has content");
+        if let Some(file) = self.scan_file.take() {
+            let _ = file.send(content);
+        }
         let digest = content.blake3;
         let (transfer, md5) = match self.md5.take() {
             _ if content.md5.is_some() => (transfer, None),
@@ -1233,9 +1264,7 @@ impl UploadSession {
             let task_app = app.clone();
             app.spawn(async move {
                 let app = task_app;
-                let first = scan.await.unwrap_or_else(|e| {
-                    Err(scanner::ScanError::Source(std::io::Error::other(e.to_string())))
-                });
+                let first = scan.await.unwrap_or_else(scan::lost_scan);
                 if let Some(recording) = md5 {
                     let _ = recording.await;
                 }

@@ -1,5 +1,6 @@
 //! Server configuration: a TOML file (unknown keys rejected), then environment overrides
-//! (`FERRY_LISTEN`, `FERRY_DATA_DIR`, `FERRY_CLAMD`, `FERRY_DEV`), then command-line flags.
+//! (`FERRY_LISTEN`, `FERRY_DATA_DIR`, `FERRY_CLAMD`, `FERRY_CLAMD_DB`, `FERRY_DEV`), then
+//! command-line flags.
 //! `config.example.toml` beside this crate documents every key; a test parses it.
 
 use std::net::SocketAddr;
@@ -7,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use scanner::ClamdAddress;
+use scanner::{ClamdAddress, ClamdOptions};
 use serde::Deserialize;
 
 use crate::auth::IssuerConfig;
@@ -134,6 +135,21 @@ pub struct ClamdConfig {
     /// approval, as Altinn's administrators give it. Default none.
     #[serde(default)]
     pub unscanned_resources: Vec<String>,
+    /// Longest stream sent to clamd, in bytes: at most clamd's `StreamMaxLength` and
+    /// `MaxFileSize` (which clamd caps at 2 GiB − 3). A longer file is scanned as segments of
+    /// this length overlapping by 1 MiB. At least 4 MiB.
+    #[serde(default = "default_max_stream")]
+    pub max_stream_bytes: u64,
+    /// Most segments of one large file scanned at the same time, each on its own clamd
+    /// connection; Ferry never uses more than clamd's `MaxThreads` (it asks clamd).
+    #[serde(default = "default_parallel_segments")]
+    pub max_parallel_segments: usize,
+    /// The signature directory clamd loaded (its `DatabaseDirectory`). A file longer than
+    /// `max_stream_bytes` is checked against its whole-file hash signatures (`.hdb`, `.hsb`,
+    /// also inside `.cvd`/`.cld`), which no segment can match; without it such a file is not
+    /// published. `FERRY_CLAMD_DB` overrides it.
+    #[serde(default)]
+    pub database_dir: Option<PathBuf>,
 }
 
 impl Default for ClamdConfig {
@@ -143,8 +159,18 @@ impl Default for ClamdConfig {
             reply_timeout_secs: default_reply_timeout(),
             retry_max_secs: default_retry_max(),
             unscanned_resources: Vec::new(),
+            max_stream_bytes: default_max_stream(),
+            max_parallel_segments: default_parallel_segments(),
+            database_dir: None,
         }
     }
+}
+
+fn default_max_stream() -> u64 {
+    scanner::CLAMD_MAX_STREAM
+}
+fn default_parallel_segments() -> usize {
+    4
 }
 
 /// `[auth]`.
@@ -302,16 +328,43 @@ impl Config {
         if let Ok(v) = std::env::var("FERRY_CLAMD") {
             config.clamd.address = v;
         }
+        if let Ok(v) = std::env::var("FERRY_CLAMD_DB") {
+            config.clamd.database_dir = Some(v.into());
+        }
         if let Ok(v) = std::env::var("FERRY_DEV") {
             config.dev = matches!(v.as_str(), "1" | "true" | "yes");
         }
-        config.clamd_address()?;
+        config.clamd_options()?;
         Ok(config)
     }
 
     /// The parsed clamd address.
     pub fn clamd_address(&self) -> anyhow::Result<ClamdAddress> {
         self.clamd.address.parse().map_err(|e: String| anyhow::anyhow!(e))
+    }
+
+    /// How to talk to clamd; refuses limits it cannot work with.
+    pub fn clamd_options(&self) -> anyhow::Result<ClamdOptions> {
+        let clamd = &self.clamd;
+        anyhow::ensure!(
+            (scanner::MIN_SEGMENT..=scanner::CLAMD_MAX_STREAM).contains(&clamd.max_stream_bytes),
+            "[clamd] max_stream_bytes must be between {} and {} (clamd's own ceiling), not {}",
+            scanner::MIN_SEGMENT,
+            scanner::CLAMD_MAX_STREAM,
+            clamd.max_stream_bytes
+        );
+        anyhow::ensure!(
+            (1..=256).contains(&clamd.max_parallel_segments),
+            "[clamd] max_parallel_segments must be between 1 and 256, not {}",
+            clamd.max_parallel_segments
+        );
+        Ok(ClamdOptions {
+            reply_timeout: Duration::from_secs(clamd.reply_timeout_secs),
+            max_stream_len: clamd.max_stream_bytes,
+            max_parallel_segments: clamd.max_parallel_segments,
+            database_dir: clamd.database_dir.clone(),
+            ..ClamdOptions::new(self.clamd_address()?)
+        })
     }
 
     /// Token leeway.
@@ -333,6 +386,21 @@ mod tests {
         assert!(config.dev);
         assert_eq!(config.auth.issuers.len(), 1);
         config.clamd_address().unwrap();
+        let clamd = config.clamd_options().unwrap();
+        assert_eq!(clamd.max_stream_len, scanner::CLAMD_MAX_STREAM);
+        assert_eq!(clamd.max_parallel_segments, 4);
+    }
+
+    #[test]
+    fn clamd_limits_it_cannot_work_with_are_refused() {
+        let mut config = Config::default();
+        config.clamd.max_stream_bytes = scanner::CLAMD_MAX_STREAM + 1;
+        assert!(config.clamd_options().is_err());
+        config.clamd.max_stream_bytes = 1024;
+        assert!(config.clamd_options().is_err());
+        config.clamd.max_stream_bytes = 8 << 20;
+        config.clamd.max_parallel_segments = 0;
+        assert!(config.clamd_options().is_err());
     }
 
     #[test]

@@ -40,7 +40,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use proto::v1::file_transfer_service_server::FileTransferServiceServer;
 use proto::v1::resource_service_server::ResourceServiceServer;
-use scanner::{Clamd, ClamdOptions};
+use scanner::Clamd;
 use storage::{Storage, StorageOptions};
 use tokio::net::TcpListener;
 
@@ -70,8 +70,7 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
         if config.dev { Some(auth::DevKey::load_or_create(&config.data_dir)?) } else { None };
     let authenticator =
         auth::Authenticator::load(&config.auth.issuers, dev_key.as_ref(), config.leeway())?;
-    let mut clamd_options = ClamdOptions::new(config.clamd_address()?);
-    clamd_options.reply_timeout = Duration::from_secs(config.clamd.reply_timeout_secs);
+    let clamd_options = config.clamd_options()?;
     let options = app::AppOptions {
         global_max_upload: config.limits.max_upload_bytes,
         scan_retry_max: Duration::from_secs(config.clamd.retry_max_secs),

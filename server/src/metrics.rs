@@ -6,6 +6,7 @@
 //! - `ferry_upload_bytes_total`, `ferry_download_bytes_total`: payload bytes in and out;
 //! - `ferry_uploads_in_progress`: live upload sessions;
 //! - `ferry_scans_in_progress` (the scan queue) and `ferry_scan_duration_seconds` (histogram);
+//! - `ferry_scan_segments_total`: INSTREAM sessions run to a verdict (one per segment);
 //! - `ferry_file_transfers{status}`: transfers by current status, counted at scrape time.
 
 use std::collections::BTreeMap;
@@ -32,6 +33,8 @@ pub struct Metrics {
     pub uploads_in_progress: AtomicI64,
     /// Scans queued or running.
     pub scans_in_progress: AtomicI64,
+    /// INSTREAM sessions run to a verdict: one per small file, one per segment of a large one.
+    pub scan_segments: AtomicU64,
     scan_buckets: [AtomicU64; SCAN_BUCKETS.len()],
     scan_count: AtomicU64,
     scan_sum_micros: AtomicU64,
@@ -97,6 +100,12 @@ impl Metrics {
             "ferry_scans_in_progress",
             "Scans queued or running.",
             self.scans_in_progress.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "ferry_scan_segments_total",
+            "INSTREAM sessions run to a verdict: one per file within clamd's limit, one per segment of a larger one.",
+            self.scan_segments.load(Ordering::Relaxed),
         );
         out.push_str(
             "# HELP ferry_scan_duration_seconds Time from the start of a scan to its verdict.\n",

@@ -39,7 +39,7 @@ pub use blob::{BlobRange, BlobTail, INLINE_MD5_LIMIT, Verification};
 pub use digest::{Digest, Md5};
 pub use error::{Error, Result};
 pub use index::IndexStats;
-pub use index::ops::{BlobRecord, EventRecord, Job, JobKind, UploadRecord, event_id};
+pub use index::ops::{BlobRecord, EventRecord, Job, JobKind, ScanProgress, UploadRecord, event_id};
 pub use md5_follower::Md5Follower;
 pub use upload::Upload;
 
@@ -386,6 +386,23 @@ impl Storage {
     /// A transfer with its histories.
     pub fn transfer(&self, id: FileTransferId) -> Result<Option<FileTransfer>> {
         self.inner.index.read(|txn| ops::load_transfer_read(txn, id))
+    }
+
+    /// The segments of transfer `id`'s file found clean so far, while it waits for its scan.
+    pub fn scan_progress(&self, id: FileTransferId) -> Result<Option<ScanProgress>> {
+        self.inner.index.read(|txn| ops::get_scan_progress(txn, id))
+    }
+
+    /// Records segments of transfer `id`'s file found clean (added to those recorded before), in
+    /// one transaction that first checks the transfer still waits for its scan and holds the
+    /// file `progress.blob`; otherwise records nothing and answers `false`. The record is
+    /// removed by the change that takes the transfer out of `UploadProcessing`.
+    pub async fn record_scan_progress(
+        &self,
+        id: FileTransferId,
+        progress: ScanProgress,
+    ) -> Result<bool> {
+        self.inner.index.write(move |txn| ops::merge_scan_progress(txn, id, &progress)).await
     }
 
     /// Loads a transfer, applies `f` and stores the result, all in one transaction: the status

@@ -1,15 +1,18 @@
 //! Ferry's integration tests, in one binary (it links once and runs everything).
 //!
+//! - `archives`: ZIP, gzip and tar files over clamd's limit, scanned member by member.
 //! - `blob_store`: write/read/ranges at boundary sizes, dedup under concurrency, verification.
 //! - `index`: records, search entries, one-transaction state changes, group commit.
 //! - `resume`: interrupted uploads continue with the same digests, across restarts.
 //! - `crash`: a writer killed with SIGKILL leaves nothing half-visible and nothing lost.
 //! - `scanner`: the clamd client against a real clamd.
 //! - `pipeline`: scanning an upload while it arrives.
+//! - `segments`: files longer than clamd's stream limit, scanned as overlapping segments.
 //! - `server`: the binary's server on a real port: liveness and readiness.
 //! - `torture`: a real `ferry serve` killed with SIGKILL during uploads, scans and bursts, and
 //!   clamd killed mid-scan: nothing acknowledged is lost, everything resumes, nothing is left.
 
+mod archives;
 mod blob_store;
 mod cli;
 mod crash;
@@ -24,6 +27,7 @@ mod protocol_edges;
 mod rest;
 mod resume;
 mod scanner;
+mod segments;
 mod server;
 mod torture;
 mod webhooks;

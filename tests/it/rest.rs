@@ -364,8 +364,12 @@ async fn resource_configuration() {
             .status(),
         204
     );
+    for size in [10_000_000_000_i64, 50_000_000_000] {
+        assert_eq!(put(json!({ "maxFileTransferSize": size })).await.status(), 204, "{size}");
+    }
     let resource = api.get_json("/resource/res", &owner).await;
     assert_eq!(resource["fileTransferTimeToLive"], "10.00:00:00");
+    assert_eq!(resource["maxFileTransferSize"], 50_000_000_000_i64);
     assert_eq!(resource["purgeFileTransferGracePeriod"], "01:00:00");
     for (body, code) in [
         (json!({ "fileTransferTimeToLive": "P366D" }), "BRO-00015"),
@@ -374,6 +378,8 @@ async fn resource_configuration() {
         (json!({ "purgeFileTransferGracePeriod": "P3D" }), "BRO-00018"),
         (json!({ "maxFileTransferSize": 0 }), "BRO-00012"),
         (json!({ "maxFileTransferSize": -1 }), "BRO-00011"),
+        // More than a scanned file may be (50 GB, what the scanner supports in segments).
+        (json!({ "maxFileTransferSize": 50_000_000_001_i64 }), "BRO-00013"),
     ] {
         let (status, problem) = problem(put(body).await).await;
         assert_eq!((status.as_u16(), problem["code"].as_str()), (400, Some(code)));

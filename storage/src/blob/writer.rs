@@ -401,6 +401,36 @@ impl BlobTail {
     pub fn position(&self) -> u64 {
         self.pos
     }
+
+    /// Another reader of the same upload, starting at `offset`: each segment of a segmented
+    /// scan follows the upload with its own.
+    pub fn fork_at(&self, offset: u64) -> BlobTail {
+        BlobTail { file: self.file.clone(), pos: offset, progress: self.progress.clone() }
+    }
+
+    /// Waits until more than `offset` bytes were written (`Ok(true)`) or the upload finished
+    /// with at most that many (`Ok(false)`); an error if the upload was abandoned first.
+    pub async fn wait_past(&mut self, offset: u64) -> io::Result<bool> {
+        loop {
+            let progress = *self.progress.borrow_and_update();
+            if progress.written > offset {
+                return Ok(true);
+            }
+            match progress.state {
+                TailState::Finished => return Ok(false),
+                TailState::Aborted => return Err(aborted()),
+                TailState::Open => {}
+            }
+            if self.progress.changed().await.is_err() {
+                let last = *self.progress.borrow();
+                return match last.state {
+                    _ if last.written > offset => Ok(true),
+                    TailState::Finished => Ok(false),
+                    _ => Err(aborted()),
+                };
+            }
+        }
+    }
 }
 
 fn aborted() -> io::Error {

@@ -32,6 +32,20 @@ pub struct BlobRecord {
     pub refs: u64,
 }
 
+/// How far the scan of a transfer's file got: the segments clamd found clean, so a scan
+/// interrupted by a restart or a clamd outage resumes at the first segment not yet clean.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanProgress {
+    /// The file (its BLAKE3): progress on other bytes is no progress.
+    pub blob: Digest,
+    /// Segment length the indices refer to.
+    pub segment_len: u64,
+    /// Overlap between segments the indices refer to.
+    pub overlap: u64,
+    /// Segments found clean.
+    pub clean: std::collections::BTreeSet<u64>,
+}
+
 /// An upload in progress.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UploadRecord {
@@ -58,6 +72,7 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(BLOBS)?;
     txn.open_table(BLOB_GC)?;
     txn.open_table(UPLOADS)?;
+    txn.open_table(SCAN_PROGRESS)?;
     txn.open_table(BY_RESOURCE)?;
     txn.open_table(BY_PARTY)?;
     txn.open_table(IDEMPOTENCY)?;
@@ -198,6 +213,10 @@ pub(crate) fn save_transfer(
     append_rows(txn, RECIPIENT_HISTORY, id, &transfer.recipient_history, before.n_recipient)?;
     append_events(txn, transfer, transfer.events_since(before.n_status, before.n_recipient))?;
     schedule_jobs(txn, transfer, before.n_status, lifecycle)?;
+    if transfer.status() != FileTransferStatus::UploadProcessing {
+        // The scan is over (or will never run): its progress goes with it.
+        txn.open_table(SCAN_PROGRESS)?.remove(id)?;
+    }
     let after = Stored::of(transfer).held;
     let mut released = Vec::new();
     match (before.held, after) {
@@ -417,6 +436,43 @@ pub(crate) fn all_transfer_ids(txn: &ReadTransaction) -> Result<Vec<FileTransfer
         out.push(FileTransferId::from_u128(entry?.0.value()));
     }
     Ok(out)
+}
+
+// --- scan progress ---
+
+pub(crate) fn get_scan_progress(
+    txn: &ReadTransaction,
+    id: FileTransferId,
+) -> Result<Option<ScanProgress>> {
+    let table = txn.open_table(SCAN_PROGRESS)?;
+    table.get(id.as_u128())?.map(|v| decode(v.value())).transpose()
+}
+
+/// Adds `progress`'s clean segments to what is recorded for transfer `id` (replacing a record for
+/// other bytes or another segment geometry), if the transfer still waits for its scan and its file
+/// is `progress.blob`. Returns whether anything was recorded.
+pub(crate) fn merge_scan_progress(
+    txn: &WriteTransaction,
+    id: FileTransferId,
+    progress: &ScanProgress,
+) -> Result<bool> {
+    let Some(transfer) = load_transfer_write(txn, id)? else { return Ok(false) };
+    if transfer.status() != FileTransferStatus::UploadProcessing
+        || transfer.content.is_none_or(|c| c.blake3 != progress.blob)
+    {
+        return Ok(false);
+    }
+    let mut table = txn.open_table(SCAN_PROGRESS)?;
+    let key = id.as_u128();
+    let mut merged = progress.clone();
+    if let Some(stored) = table.get(key)?.map(|v| decode::<ScanProgress>(v.value())).transpose()?
+        && (stored.blob, stored.segment_len, stored.overlap)
+            == (progress.blob, progress.segment_len, progress.overlap)
+    {
+        merged.clean.extend(stored.clean);
+    }
+    table.insert(key, encode(&merged)?.as_slice())?;
+    Ok(true)
 }
 
 // --- uploads ---

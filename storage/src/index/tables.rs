@@ -28,6 +28,10 @@ pub(crate) const BLOB_GC: TableDefinition<'static, &[u8], ()> = TableDefinition:
 /// Upload id → `UploadRecord` (temporary file, durable committed offset).
 pub(crate) const UPLOADS: TableDefinition<'static, &str, &[u8]> =
     TableDefinition::new("uploads-v1");
+/// Transfer id → `ScanProgress`: the segments of its file found clean so far, while it waits for
+/// its scan (removed in the transaction that takes it out of `UploadProcessing`).
+pub(crate) const SCAN_PROGRESS: TableDefinition<'static, u128, &[u8]> =
+    TableDefinition::new("scan_progress-v1");
 /// Search index: (resource id, created µs, transfer id).
 pub(crate) const BY_RESOURCE: TableDefinition<'static, (&str, i64, u128), ()> =
     TableDefinition::new("transfers_by_resource-v1");

@@ -233,6 +233,12 @@ pub struct NewFileTransfer {
 pub enum ScanOutcome {
     /// No threat found in all of the bytes.
     Clean,
+    /// No threat found, with a word on how the file was scanned (a large file: its segments,
+    /// its archive members), added to the `Published` status text.
+    CleanNoted {
+        /// E.g. "Scanned as 3 overlapping segments; not an archive Ferry opens member by member."
+        note: String,
+    },
     /// A signature matched.
     Infected {
         /// The signature name as the scanner reported it.
@@ -564,18 +570,26 @@ impl FileTransfer {
             return Err(TransferError::IllegalTransition {
                 from: self.status(),
                 to: match outcome {
-                    ScanOutcome::Clean => FileTransferStatus::Published,
+                    ScanOutcome::Clean | ScanOutcome::CleanNoted { .. } => {
+                        FileTransferStatus::Published
+                    }
                     _ => FileTransferStatus::Failed,
                 },
             });
         }
         match outcome {
-            ScanOutcome::Clean if self.checksum_pending() => {
+            ScanOutcome::Clean | ScanOutcome::CleanNoted { .. } if self.checksum_pending() => {
                 self.scan_passed = true;
                 Ok(())
             }
             ScanOutcome::Clean => {
                 self.push_status(FileTransferStatus::Published, None, at)?;
+                self.scan_passed = true;
+                Ok(())
+            }
+            ScanOutcome::CleanNoted { note } => {
+                let text = format!("{}. {note}", FileTransferStatus::Published.default_text());
+                self.push_status(FileTransferStatus::Published, Some(text), at)?;
                 self.scan_passed = true;
                 Ok(())
             }
