@@ -479,9 +479,19 @@ impl DevKey {
             std::fs::create_dir_all(data_dir)?;
             let secret = p256::SecretKey::random(&mut rand_core::OsRng);
             let pem = secret.to_pkcs8_pem(LineEnding::LF)?;
-            let tmp = data_dir.join(format!("{DEV_KEY_FILE}.tmp"));
+            // Two processes may create it at once (`ferry serve` starting, `ferry token`): the
+            // first link wins and both read that one.
+            let tmp = data_dir.join(format!("{DEV_KEY_FILE}.{}.tmp", std::process::id()));
             std::fs::write(&tmp, pem.as_bytes())?;
-            std::fs::rename(&tmp, &path)?;
+            match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e.into());
+                }
+            }
+            std::fs::remove_file(&tmp)?;
         }
         let pem = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
