@@ -87,6 +87,7 @@ pub(crate) async fn run(
     let clamd = settings.clamd.clone();
     let mut ceiling = Vec::new();
     let mut after_last_byte = Vec::new();
+    let mut first_byte = Vec::new();
     let mut upload = Vec::new();
     for rep in 0..settings.reps {
         eprintln!(
@@ -126,7 +127,9 @@ pub(crate) async fn run(
         ferry::upload(&sender, &id, file).await?;
         let uploaded = started.elapsed().as_secs_f64();
         ferry::published(&sender, &id).await?;
-        after_last_byte.push(started.elapsed().as_secs_f64() - uploaded);
+        let total = started.elapsed().as_secs_f64();
+        after_last_byte.push(total - uploaded);
+        first_byte.push(total);
         upload.push(mib_per_s(size, uploaded));
     }
     report.add("ceiling.clamd_segments_parallel_s", "s", ceiling, None);
@@ -135,6 +138,12 @@ pub(crate) async fn run(
         "segments.after_last_byte_s",
         "s",
         after_last_byte,
+        Some("ceiling.clamd_segments_parallel_s"),
+    );
+    report.add(
+        "segments.first_byte_to_published_s",
+        "s",
+        first_byte,
         Some("ceiling.clamd_segments_parallel_s"),
     );
     let clamd_time = report.get("ceiling.clamd_segments_parallel_s").unwrap_or(f64::NAN);

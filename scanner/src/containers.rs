@@ -86,11 +86,20 @@ enum Event {
     Unopened(String, String),
 }
 
-/// One member's bytes, as the reader thread sends them.
+/// One member's bytes, as the reader thread sends them. A member that cannot be read to its end
+/// (corrupt, truncated) ends where the reader stopped; `error` says why.
 struct MemberSource<'a> {
     rx: &'a mut mpsc::Receiver<io::Result<Event>>,
     /// Set once the member's end (or an error) was read.
     done: &'a mut bool,
+    error: &'a mut Option<io::Error>,
+}
+
+/// Whether an error reading an archive is the disk's (the scan cannot go on: not scanned) rather
+/// than the archive's (corrupt or of a kind Ferry does not read: what was read counts, the rest
+/// is named as not unpacked).
+fn is_io_failure(e: &io::Error) -> bool {
+    e.raw_os_error().is_some()
 }
 
 impl ByteSource for MemberSource<'_> {
@@ -99,15 +108,16 @@ impl ByteSource for MemberSource<'_> {
             return Ok(None);
         }
         match self.rx.recv().await {
-            Some(Ok(Event::Data(data))) => Ok(Some(data)),
-            Some(Ok(Event::End)) => {
-                *self.done = true;
-                Ok(None)
+            Some(Ok(Event::Data(data))) => return Ok(Some(data)),
+            Some(Ok(Event::End)) => {}
+            Some(Ok(_)) => {
+                *self.error = Some(io::Error::other("the archive reader lost its place"))
             }
-            Some(Ok(_)) => Err(io::Error::other("the archive reader lost its place")),
-            Some(Err(e)) => Err(e),
-            None => Err(io::Error::other("the archive reader stopped")),
+            Some(Err(e)) => *self.error = Some(e),
+            None => *self.error = Some(io::Error::other("the archive reader stopped")),
         }
+        *self.done = true;
+        Ok(None)
     }
 }
 
@@ -147,19 +157,34 @@ impl Clamd {
         let outcome = loop {
             match rx.recv().await {
                 None => break None,
-                Some(Err(e)) => break Some(ScanError::Source(e).into()),
+                Some(Err(e)) if is_io_failure(&e) => break Some(ScanError::Source(e).into()),
+                Some(Err(e)) => {
+                    unopened.push(format!("the rest of the archive ({e})"));
+                    break None;
+                }
                 Some(Ok(Event::Unopened(name, why))) => unopened.push(format!("{name} ({why})")),
                 Some(Ok(Event::Member(name))) => {
-                    let mut done = false;
-                    let source = MemberSource { rx: &mut rx, done: &mut done };
+                    let (mut done, mut error) = (false, None);
+                    let source = MemberSource { rx: &mut rx, done: &mut done, error: &mut error };
                     let result = self.scan_sequential(source, plan).await;
                     // A scan that stopped early leaves the rest of its member behind: skip it.
                     while !done {
                         match rx.recv().await {
                             Some(Ok(Event::Data(_))) => {}
+                            Some(Err(e)) => {
+                                error = Some(e);
+                                done = true;
+                            }
                             _ => done = true,
                         }
                     }
+                    let unreadable = match error {
+                        Some(e) if is_io_failure(&e) => break Some(ScanError::Source(e).into()),
+                        // What was read of the member was scanned; the rest is not, and the
+                        // reader has stopped: no member after it is opened either.
+                        Some(e) => Some(format!("{name} and what follows it (unreadable: {e})")),
+                        None => None,
+                    };
                     scanned += 1;
                     let report = SegmentVerdict { index: scanned - 1, verdict: result.verdict };
                     on_member(&name, &report);
@@ -178,6 +203,10 @@ impl Clamd {
                                 failure = Some((name, reason));
                             }
                         }
+                    }
+                    if let Some(unreadable) = unreadable {
+                        unopened.push(unreadable);
+                        break None;
                     }
                 }
                 Some(Ok(_)) => {
@@ -241,6 +270,12 @@ fn read_zip(path: &Path, chunk: usize, tx: &mpsc::Sender<io::Result<Event>>) -> 
         if member.encrypted() {
             tx.blocking_send(Ok(Event::Unopened(name, "encrypted".into())))
                 .map_err(|_| closed())?;
+            continue;
+        }
+        let method = member.compression();
+        if !matches!(method, zip::CompressionMethod::Stored | zip::CompressionMethod::Deflated) {
+            let why = format!("compressed with {method:?}");
+            tx.blocking_send(Ok(Event::Unopened(name, why))).map_err(|_| closed())?;
             continue;
         }
         send_member(tx, &name, member, chunk)?;

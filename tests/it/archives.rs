@@ -214,3 +214,94 @@ async fn a_large_zip_with_eicar_in_a_deflated_member_fails_and_a_clean_one_says_
         raw.file_transfer_status_text
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_archive_ferry_cannot_read_to_its_end_is_published_with_what_was_not_unpacked() {
+    let clamd = small_clamd();
+    let (_server, sender, _dir) = server(&clamd).await;
+    // A gzip stream cut short: inflating it fails near its end. What inflated was scanned; the
+    // status text says the rest was not unpacked.
+    let mut gz = gzip(&hex_text(46, 20 * MIB, None));
+    gz.truncate(gz.len() - 100_000);
+    let overview = send(&sender, gz).await;
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::Published as i32,
+        "{}",
+        overview.file_transfer_status_text
+    );
+    assert!(
+        overview.file_transfer_status_text.contains("unreadable"),
+        "{}",
+        overview.file_transfer_status_text
+    );
+}
+
+/// At the real limit: a 2.3 GiB ZIP64 (the project's clamd configuration, segments of
+/// 2 GiB − 3) whose 2.25 GiB stored member is clean and whose small deflated member, after it,
+/// holds EICAR: Failed, with the signature. Minutes in a debug build: FERRY_LARGE_TESTS=1.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zip64_over_2_gib_with_eicar_in_a_deflated_member_fails() {
+    use zip::write::SimpleFileOptions;
+    if std::env::var_os("FERRY_LARGE_TESTS").is_none() {
+        eprintln!("SKIPPED: set FERRY_LARGE_TESTS=1 to write, upload and scan a 2.3 GiB ZIP64");
+        return;
+    }
+    let clamd = TestClamd::start_with(ClamdLimits {
+        stream_max: "4000M",
+        max_file: "4000M",
+        max_scan: "4000M",
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.zip");
+    {
+        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut zip = zip::ZipWriter::new(file);
+        let stored = SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .large_file(true);
+        zip.start_file("big.bin", stored).unwrap();
+        let mut block = payload(47, MIB);
+        for n in 0..2304u64 {
+            block[..8].copy_from_slice(&n.to_le_bytes());
+            zip.write_all(&block).unwrap();
+        }
+        let deflated =
+            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("notes.txt", deflated).unwrap();
+        zip.write_all(&hex_text(48, 4 * MIB, Some(3 * MIB))).unwrap();
+        zip.finish().unwrap();
+    }
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(size > scanner::CLAMD_MAX_STREAM, "{size}");
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(data_dir.path(), &clamd.address(), 0, |c| {
+        c.lifecycle.scan_timeout_secs = 3600;
+    })
+    .await;
+    let owner = server.client(server.token(OWNER, ALL));
+    owner_with_resource(&owner, "res", &[SENDER], &[RECIPIENT]).await;
+    let sender = server.client(server.token(SENDER, ALL));
+    let id =
+        integration_tests::initialize_transfer(&sender, "res", SENDER, &[RECIPIENT]).await.unwrap();
+    sender.upload_file(&id, &path, &mut |_| {}).await.unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let overview = loop {
+        let overview = sender.overview(&id).await.unwrap();
+        if overview.file_transfer_status == pb::FileTransferStatus::Failed as i32
+            || overview.file_transfer_status == pb::FileTransferStatus::Published as i32
+        {
+            break overview;
+        }
+        assert!(Instant::now() < deadline, "{overview:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(overview.file_transfer_status, pb::FileTransferStatus::Failed as i32);
+    assert!(
+        overview.file_transfer_status_text.contains("Eicar-Test-Signature"),
+        "{}",
+        overview.file_transfer_status_text
+    );
+}
