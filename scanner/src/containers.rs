@@ -162,7 +162,9 @@ impl Clamd {
                     unopened.push(format!("the rest of the archive ({e})"));
                     break None;
                 }
-                Some(Ok(Event::Unopened(name, why))) => unopened.push(format!("{name} ({why})")),
+                Some(Ok(Event::Unopened(name, why))) => {
+                    unopened.push(format!("{} ({why})", shown(&name)));
+                }
                 Some(Ok(Event::Member(name))) => {
                     let (mut done, mut error) = (false, None);
                     let source = MemberSource { rx: &mut rx, done: &mut done, error: &mut error };
@@ -182,7 +184,9 @@ impl Clamd {
                         Some(e) if is_io_failure(&e) => break Some(ScanError::Source(e).into()),
                         // What was read of the member was scanned; the rest is not, and the
                         // reader has stopped: no member after it is opened either.
-                        Some(e) => Some(format!("{name} and what follows it (unreadable: {e})")),
+                        Some(e) => {
+                            Some(format!("{} and what follows it (unreadable: {e})", shown(&name)))
+                        }
                         None => None,
                     };
                     scanned += 1;
@@ -192,6 +196,7 @@ impl Clamd {
                         Verdict::Clean => {}
                         Verdict::Infected { signature } => {
                             reader.abort();
+                            let signature = format!("{signature} (in member {})", shown(&name));
                             return MembersVerdict {
                                 verdict: Verdict::Infected { signature },
                                 scanned,
@@ -220,6 +225,17 @@ impl Clamd {
             (None, None) => Verdict::Clean,
         };
         MembersVerdict { verdict, scanned, unopened }
+    }
+}
+
+/// A member's name as a status text may show it: the sender chose it, so control characters are
+/// dropped and it is cut at 120 characters.
+fn shown(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| !c.is_control()).collect();
+    if clean.chars().count() > 120 {
+        format!("{}…", clean.chars().take(120).collect::<String>())
+    } else {
+        clean
     }
 }
 

@@ -199,6 +199,11 @@ async fn a_large_zip_with_eicar_in_a_deflated_member_fails_and_a_clean_one_says_
         "{}",
         failed.file_transfer_status_text
     );
+    assert!(
+        failed.file_transfer_status_text.contains("(in member notes.txt)"),
+        "{}",
+        failed.file_transfer_status_text
+    );
 
     let clean = send(&sender, tar("data.bin", &payload(44, 12 * MIB))).await;
     assert_eq!(clean.file_transfer_status, pb::FileTransferStatus::Published as i32);

@@ -645,3 +645,138 @@ async fn without_the_signature_directory_a_large_file_is_not_published() {
         overview.file_transfer_status_text
     );
 }
+
+/// `ferry serve` in its own process, with 8 MiB segments; killed with SIGKILL when dropped.
+struct FerryProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl FerryProcess {
+    fn start(data_dir: &std::path::Path, clamd: &scanner::ClamdAddress) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let db = integration_tests::repo_root().join("scanner/clamd/db");
+        let config = data_dir.with_extension("toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = {data_dir:?}\ndev = true\n\n[clamd]\n\
+                 address = \"{clamd}\"\nmax_stream_bytes = {LIMIT}\nretry_max_secs = 1\n\
+                 database_dir = {db:?}\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new(crate::cli::ferry())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "ferry serve did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, url: format!("http://127.0.0.1:{port}") }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for FerryProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_scan_resumes_at_the_first_segment_not_yet_clean() {
+    integration_tests::install_tls_provider();
+    let clamd = Arc::new(Mutex::new(small_clamd()));
+    let address = clamd.lock().unwrap().address();
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let key = server::auth::DevKey::load_or_create(&data_dir).unwrap();
+    let token = |org: &str| {
+        let party = storage::model::Party::parse_lenient(org).unwrap();
+        key.mint(&party, ALL, 3600)
+    };
+    let mut ferry = FerryProcess::start(&data_dir, &address);
+    let client = |url: &str, org: &str| Client::connect_lazy(url, token(org)).unwrap();
+    owner_with_resource(&client(&ferry.url, OWNER), "res", &[SENDER], &[RECIPIENT]).await;
+    let sender = client(&ferry.url, SENDER);
+    let id =
+        integration_tests::initialize_transfer(&sender, "res", SENDER, &[RECIPIENT]).await.unwrap();
+    let content = Content::new(17, 40 * MIB);
+    // clamd goes away at 20 MiB once two of the six segments are clean.
+    let (url, stopper) = (ferry.url.clone(), clamd.clone());
+    let stop: Hook = Box::new(move || {
+        Box::pin(async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while segments_scanned(&url).await < 2 {
+                assert!(Instant::now() < deadline, "segments 0 and 1 were never scanned");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            stopper.lock().unwrap().stop();
+        })
+    });
+    {
+        let total = content.len;
+        let content = content.clone();
+        let mut sent = 0u64;
+        let mut hook = Some((20 * MIB, stop));
+        let next = move || {
+            let due = match &hook {
+                Some((at, _)) if sent >= *at => hook.take().map(|(_, f)| f()),
+                _ => None,
+            };
+            let chunk = (sent < content.len).then(|| Bytes::from(content.range(sent, MIB)));
+            sent += chunk.as_ref().map_or(0, |c| c.len() as u64);
+            async move {
+                if let Some(due) = due {
+                    due.await;
+                }
+                Ok(chunk)
+            }
+        };
+        sender.upload_once(&id, 0, Some(total), next, &mut |_| {}).await.unwrap();
+    }
+    waiting_for_the_scanner(&sender, &id).await;
+
+    // kill -9 while the scan waits for clamd: what was recorded clean is in the index.
+    ferry.kill();
+    let recorded = {
+        let storage =
+            storage::Storage::open(storage::StorageOptions::new(&data_dir)).await.unwrap();
+        let progress = storage.scan_progress(id.parse().unwrap()).unwrap();
+        progress.expect("the clean segments are recorded").clean
+    };
+    assert!(recorded.is_superset(&BTreeSet::from([0, 1])), "{recorded:?}");
+    assert!(recorded.len() < 6, "{recorded:?}");
+
+    clamd.lock().unwrap().restart();
+    let ferry = FerryProcess::start(&data_dir, &address);
+    let sender = client(&ferry.url, SENDER);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let overview = sender.overview(&id).await.unwrap();
+        if overview.file_transfer_status == pb::FileTransferStatus::Published as i32 {
+            break;
+        }
+        assert_ne!(overview.file_transfer_status, pb::FileTransferStatus::Failed as i32);
+        assert!(Instant::now() < deadline, "{overview:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Only the segments not recorded clean were scanned by the new process.
+    assert_eq!(segments_scanned(&ferry.url).await, 6 - recorded.len() as u64);
+    let out = dir.path().join("out");
+    client(&ferry.url, RECIPIENT).download_file(&id, &out).await.unwrap();
+    let mut hasher = blake3::Hasher::new();
+    hasher.update_reader(std::fs::File::open(&out).unwrap()).unwrap();
+    assert_eq!(hasher.finalize().to_hex().to_string(), content.blake3());
+}
