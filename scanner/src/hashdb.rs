@@ -269,7 +269,8 @@ fn is_hash_file(ext: &str) -> bool {
     matches!(ext, "hdb" | "hsb" | "fp" | "sfp" | "ign2")
 }
 
-fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+/// Reads until `buf` is full or the reader ends; how many bytes came.
+pub(crate) fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         match reader.read(&mut buf[filled..]) {
