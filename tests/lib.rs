@@ -69,6 +69,24 @@ impl Default for ClamdLimits {
     }
 }
 
+impl ClamdLimits {
+    /// The project's own clamd configuration (`scripts/clamd`): streams up to clamd's own
+    /// 2 GiB − 3 ceiling.
+    pub fn project() -> Self {
+        Self { stream_max: "4000M", max_file: "4000M", max_scan: "4000M", tcp: false }
+    }
+}
+
+/// Tests of files past 2 GiB (minutes in a debug build) run only with `FERRY_LARGE_TESTS=1`,
+/// which CI sets; without it they say what they skip.
+pub fn large_tests_wanted(what: &str) -> bool {
+    let wanted = std::env::var_os("FERRY_LARGE_TESTS").is_some();
+    if !wanted {
+        eprintln!("SKIPPED: set FERRY_LARGE_TESTS=1 to {what}");
+    }
+    wanted
+}
+
 /// A private clamd, killed when dropped.
 #[derive(Debug)]
 pub struct TestClamd {

@@ -242,44 +242,82 @@ async fn an_archive_ferry_cannot_read_to_its_end_is_published_with_what_was_not_
     );
 }
 
-/// At the real limit: a 2.3 GiB ZIP64 (the project's clamd configuration, segments of
-/// 2 GiB − 3) whose 2.25 GiB stored member is clean and whose small deflated member, after it,
-/// holds EICAR: Failed, with the signature. Minutes in a debug build: FERRY_LARGE_TESTS=1.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_zip64_over_2_gib_with_eicar_in_a_deflated_member_fails() {
+/// Writes a 2.3 GiB ZIP64 at `path`: a 2.25 GiB stored member `big.bin` of random blocks (EICAR
+/// at `stored_eicar_at` into it), then a small deflated member `notes.txt` of hex text (EICAR 3
+/// MiB into it when `deflated_eicar`).
+fn write_zip64(path: &std::path::Path, stored_eicar_at: Option<usize>, deflated_eicar: bool) {
     use zip::write::SimpleFileOptions;
-    if std::env::var_os("FERRY_LARGE_TESTS").is_none() {
-        eprintln!("SKIPPED: set FERRY_LARGE_TESTS=1 to write, upload and scan a 2.3 GiB ZIP64");
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut zip = zip::ZipWriter::new(file);
+    let stored = SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(true);
+    zip.start_file("big.bin", stored).unwrap();
+    let mut block = payload(47, MIB);
+    for n in 0..2304usize {
+        block[..8].copy_from_slice(&(n as u64).to_le_bytes());
+        match stored_eicar_at {
+            Some(at) if at / MIB == n => {
+                let mut marked = block.clone();
+                marked[at % MIB..at % MIB + 68].copy_from_slice(&eicar());
+                zip.write_all(&marked).unwrap();
+            }
+            _ => zip.write_all(&block).unwrap(),
+        }
+    }
+    let deflated =
+        SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    zip.start_file("notes.txt", deflated).unwrap();
+    zip.write_all(&hex_text(48, 4 * MIB, deflated_eicar.then_some(3 * MIB))).unwrap();
+    zip.finish().unwrap();
+    let size = std::fs::metadata(path).unwrap().len();
+    assert!(size > scanner::CLAMD_MAX_STREAM, "{size}");
+}
+
+/// At the real limit, member by member: a 2.3 GiB ZIP64 whose 2.25 GiB stored member holds EICAR
+/// 2.1 GiB into it — past clamd's 2 GiB − 3 stream limit, so the member itself is scanned in two
+/// overlapping segments. The member scan finds it and names the member.
+#[tokio::test(flavor = "multi_thread")]
+async fn eicar_past_2_gib_in_a_stored_member_of_a_zip64_is_found_in_that_member() {
+    if !integration_tests::large_tests_wanted("write and scan a 2.3 GiB ZIP64 member by member") {
         return;
     }
-    let clamd = TestClamd::start_with(ClamdLimits {
-        stream_max: "4000M",
-        max_file: "4000M",
-        max_scan: "4000M",
-        ..Default::default()
-    });
+    let clamd = TestClamd::start_with(ClamdLimits::project());
+    let client = clamd.client();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.zip");
-    {
-        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        let mut zip = zip::ZipWriter::new(file);
-        let stored = SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored)
-            .large_file(true);
-        zip.start_file("big.bin", stored).unwrap();
-        let mut block = payload(47, MIB);
-        for n in 0..2304u64 {
-            block[..8].copy_from_slice(&n.to_le_bytes());
-            zip.write_all(&block).unwrap();
+    write_zip64(&path, Some(2150 * MIB + 12_345), false);
+    assert_eq!(scanner::detect_archive(&path).unwrap(), Some(scanner::ArchiveKind::Zip));
+    let plan = client.segment_plan().unwrap();
+    assert_eq!(plan.count(2304 * MIB as u64), 2);
+    let mut heard = Vec::new();
+    let members = client
+        .scan_members(&path, scanner::ArchiveKind::Zip, plan, |name, member| {
+            heard.push((name.to_owned(), member.verdict.is_clean()))
+        })
+        .await;
+    match &members.verdict {
+        Verdict::Infected { signature } => {
+            assert!(signature.starts_with("Eicar-Test-Signature"), "{signature}");
+            assert!(signature.ends_with("(in member big.bin)"), "{signature}");
         }
-        let deflated =
-            SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
-        zip.start_file("notes.txt", deflated).unwrap();
-        zip.write_all(&hex_text(48, 4 * MIB, Some(3 * MIB))).unwrap();
-        zip.finish().unwrap();
+        other => panic!("EICAR in the stored member not found: {other:?}"),
     }
-    let size = std::fs::metadata(&path).unwrap().len();
-    assert!(size > scanner::CLAMD_MAX_STREAM, "{size}");
+    assert_eq!(heard, [("big.bin".to_owned(), false)]);
+}
+
+/// At the real limit: a 2.3 GiB ZIP64 (the project's clamd configuration, segments of
+/// 2 GiB − 3) whose 2.25 GiB stored member is clean and whose small deflated member, after it,
+/// holds EICAR: Failed, with the signature.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_zip64_over_2_gib_with_eicar_in_a_deflated_member_fails() {
+    if !integration_tests::large_tests_wanted("write, upload and scan a 2.3 GiB ZIP64") {
+        return;
+    }
+    let clamd = TestClamd::start_with(ClamdLimits::project());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.zip");
+    write_zip64(&path, None, true);
     let data_dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(data_dir.path(), &clamd.address(), 0, |c| {
         c.lifecycle.scan_timeout_secs = 3600;

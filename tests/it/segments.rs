@@ -438,19 +438,13 @@ async fn a_scanned_transfer_may_be_50_gb_and_larger_only_on_an_approved_resource
 
 /// The real thing: a clean 2.3 GiB file against clamd's own 2 GiB − 3 ceiling (the project's
 /// clamd configuration, `StreamMaxLength 4000M`), Published and downloaded byte for byte. Two
-/// segments of 2 GiB − 3. Several minutes in a debug build: runs only with FERRY_LARGE_TESTS=1.
+/// segments of 2 GiB − 3. Several minutes in a debug build: runs only with FERRY_LARGE_TESTS=1 (CI sets it).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_clean_2_3_gib_file_is_published_and_downloads_identically() {
-    if std::env::var_os("FERRY_LARGE_TESTS").is_none() {
-        eprintln!("SKIPPED: set FERRY_LARGE_TESTS=1 to upload, scan and download 2.3 GiB");
+    if !integration_tests::large_tests_wanted("upload, scan and download 2.3 GiB") {
         return;
     }
-    let clamd = TestClamd::start_with(ClamdLimits {
-        stream_max: "4000M",
-        max_file: "4000M",
-        max_scan: "4000M",
-        ..Default::default()
-    });
+    let clamd = TestClamd::start_with(ClamdLimits::project());
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |c| {
         c.lifecycle.scan_timeout_secs = 3600;
