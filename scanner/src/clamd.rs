@@ -126,12 +126,6 @@ impl Clamd {
         self.hash_db.as_ref()
     }
 
-    /// How files longer than `max_stream_len` are cut into segments; `None` if
-    /// `max_stream_len` is below [`crate::MIN_SEGMENT`] (then a longer file is not scanned).
-    pub fn segment_plan(&self) -> Option<crate::SegmentPlan> {
-        crate::SegmentPlan::new(self.options.max_stream_len)
-    }
-
     /// clamd's thread pool size (`MaxThreads`), from its STATS reply (`THREADS: live 1 idle 0
     /// max 4 ...`).
     pub async fn max_threads(&self) -> Result<usize, ScanError> {

@@ -243,6 +243,12 @@ enum Event<S> {
 }
 
 impl Clamd {
+    /// How files longer than `max_stream_len` are cut into segments; `None` if
+    /// `max_stream_len` is below [`crate::MIN_SEGMENT`] (then a longer file is not scanned).
+    pub fn segment_plan(&self) -> Option<SegmentPlan> {
+        SegmentPlan::new(self.options().max_stream_len)
+    }
+
     /// Scans the file `input` reads: as the segments of [`Clamd::segment_plan`] (a file within
     /// `max_stream_len` is one segment, a single stream), or, if `max_stream_len` is too short
     /// to segment, as one stream that is not scanned if it is longer.

@@ -505,9 +505,9 @@ impl DevKey {
         })
     }
 
-    /// The same key, to sign exchanged tokens with in development mode.
-    pub fn signing_key(&self) -> anyhow::Result<crate::exchange::SigningKey> {
-        crate::exchange::SigningKey::from_pkcs8_pem(&self.pem)
+    /// The key as PKCS#8 PEM (development mode signs exchanged tokens with it too).
+    pub fn pem(&self) -> &str {
+        &self.pem
     }
 
     /// A token for `org` with `scopes`, valid for `ttl` (negative `ttl_secs` make expired tokens

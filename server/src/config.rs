@@ -46,7 +46,7 @@ pub struct Config {
     pub lifecycle: LifecycleConfig,
     /// Webhook delivery.
     #[serde(default)]
-    pub webhooks: crate::webhooks::WebhookConfig,
+    pub webhooks: crate::app::webhooks::WebhookConfig,
     /// The data directory's storage.
     #[serde(default)]
     pub storage: StorageConfig,

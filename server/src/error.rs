@@ -1,10 +1,7 @@
-//! `ApiError`: every failure a client can see, mapped once to a gRPC code and an HTTP status,
-//! with Altinn's error number (`BRO-000NN`) and message where Altinn has one.
-
-use std::collections::HashMap;
-
-use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+//! `ApiError`: every failure a client can see, classified once (a [`Kind`], an HTTP status,
+//! Altinn's error number `BRO-000NN` and message where Altinn has one), independent of
+//! transport: `crate::api::grpc` turns it into a gRPC status, `crate::api::rest` into
+//! ProblemDetails.
 
 /// How a failure is classified, independent of transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,39 +300,6 @@ impl From<storage::Error> for ApiError {
             other => Self::internal(other),
         }
     }
-}
-
-impl From<ApiError> for Status {
-    fn from(e: ApiError) -> Self {
-        let code = match e.kind {
-            Kind::Unauthenticated => Code::Unauthenticated,
-            Kind::PermissionDenied => Code::PermissionDenied,
-            Kind::NotFound => Code::NotFound,
-            Kind::InvalidArgument => Code::InvalidArgument,
-            Kind::FailedPrecondition => Code::FailedPrecondition,
-            Kind::AlreadyExists => Code::AlreadyExists,
-            Kind::OutOfRange => Code::OutOfRange,
-            Kind::Unavailable => Code::Unavailable,
-            Kind::ResourceExhausted => Code::ResourceExhausted,
-            Kind::Internal => Code::Internal,
-        };
-        match e.code_string() {
-            Some(altinn) => {
-                let details = ErrorDetails::with_error_info(
-                    altinn.clone(),
-                    "ferry",
-                    HashMap::from([("http_status".to_owned(), e.http_status.to_string())]),
-                );
-                Status::with_error_details(code, format!("{altinn}: {}", e.message), details)
-            }
-            None => Status::new(code, e.message),
-        }
-    }
-}
-
-/// Reads the Altinn error code (`BRO-000NN`) from a status, if it carries one.
-pub fn altinn_code_of(status: &Status) -> Option<String> {
-    status.get_details_error_info().map(|info| info.reason)
 }
 
 #[cfg(test)]

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use storage::model::Timestamp;
 use storage::model::{FileTransferId, Party, ResourceConfig, ResourceId};
 
+use crate::api::http::CiObject;
 use crate::auth::{Authenticator, DevKey};
 use crate::error::ApiError;
-use crate::rest::CiObject;
 
 /// A fuzz target: takes any bytes, panics on a finding.
 pub type Target = fn(&[u8]);
@@ -56,7 +56,7 @@ pub fn range(data: &[u8]) {
     let (size, value) = split_u64(data);
     let Some(headers) = header("range", value) else { return };
     let value = headers["range"].to_str().expect("checked");
-    match crate::rest::resolve_range(Some(value), size) {
+    match crate::api::rest::resolve_range(Some(value), size) {
         Ok(Some((start, len))) => {
             assert!(len >= 1, "{value:?} of {size}: an empty range");
             let end = start.checked_add(len);
@@ -88,7 +88,7 @@ pub fn tus_headers(data: &[u8]) {
     match which % 3 {
         0 => {
             let Some(headers) = header("upload-offset", rest) else { return };
-            if let Ok(Some(n)) = crate::tus::header_u64(&headers, "upload-offset") {
+            if let Ok(Some(n)) = crate::api::tus::header_u64(&headers, "upload-offset") {
                 let text = headers["upload-offset"].to_str().expect("checked");
                 assert_eq!(text.trim().parse::<u64>().ok(), Some(n));
             }
@@ -99,7 +99,7 @@ pub fn tus_headers(data: &[u8]) {
                 None => (rest, &[][..]),
             };
             let Some(headers) = header("upload-checksum", value) else { return };
-            if let Ok(Some(mut checksum)) = crate::tus::Checksum::parse(&headers) {
+            if let Ok(Some(mut checksum)) = crate::api::tus::Checksum::parse(&headers) {
                 checksum.update(chunk);
                 let _ = checksum.matches();
             }
@@ -110,7 +110,7 @@ pub fn tus_headers(data: &[u8]) {
             let Some(list) = value.strip_prefix("final;") else { return };
             let id: FileTransferId = TRANSFER.parse().expect("a transfer id");
             for url in list.split_whitespace() {
-                if let Some(partial) = crate::tus::partial_of(url, id) {
+                if let Some(partial) = crate::api::tus::partial_of(url, id) {
                     assert!(!partial.is_empty() && !partial.contains('/'), "{url:?}: {partial:?}");
                     assert!(url.ends_with(partial), "{url:?}: {partial:?}");
                 }
@@ -153,7 +153,7 @@ pub fn json_bodies(data: &[u8]) {
     }
     let _ = initialize_fields(&body);
     let _ = body.required_string("name");
-    if let Ok(update) = crate::rest::resource_update(&body) {
+    if let Ok(update) = crate::api::rest::resource_update(&body) {
         let owner = Party::parse("0192:991825827").expect("a party");
         let id = ResourceId::parse("fuzz").expect("a resource id");
         let mut resource = ResourceConfig::new(id, owner, Timestamp::EPOCH);

@@ -10,25 +10,16 @@
 //! `run(config, listener, shutdown)` is the whole server: `main` parses flags, sets up logging
 //! and passes a signal future; tests call `run` on a port-0 listener.
 
+pub mod api;
 pub mod app;
 pub mod auth;
-pub mod body;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod events;
-pub mod exchange;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod grpc;
-pub mod lifecycle;
 pub mod metrics;
-pub mod openapi;
-pub mod rest;
-pub mod scan;
-pub mod tus;
-pub mod watch;
-pub mod webhooks;
+pub mod tokens;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -44,7 +35,9 @@ use scanner::Clamd;
 use storage::{Storage, StorageOptions};
 use tokio::net::TcpListener;
 
+use api::{events, exchange, grpc, openapi, rest, tus, watch, webhooks};
 pub use app::App;
+use app::lifecycle;
 pub use config::Config;
 
 /// Largest gRPC message accepted on every service: a 1 MiB data chunk plus framing headroom.
@@ -96,7 +89,7 @@ fn token_issuer(
     config: &Config,
     dev_key: Option<&auth::DevKey>,
     public_url: &str,
-) -> anyhow::Result<Option<exchange::TokenIssuer>> {
+) -> anyhow::Result<Option<tokens::TokenIssuer>> {
     use anyhow::Context as _;
     let settings = &config.auth.exchange;
     let mut accepts = settings.issuers.clone();
@@ -107,12 +100,12 @@ fn token_issuer(
         return Ok(None);
     }
     let signing = match (&settings.signing_key_file, dev_key) {
-        (Some(path), _) => exchange::SigningKey::from_pkcs8_pem(
+        (Some(path), _) => tokens::SigningKey::from_pkcs8_pem(
             &std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?,
         )
         .with_context(|| path.display().to_string())?,
-        (None, Some(dev)) => dev.signing_key()?,
+        (None, Some(dev)) => tokens::SigningKey::from_pkcs8_pem(dev.pem())?,
         (None, None) => anyhow::bail!(
             "[auth.exchange] issuers is set: set [auth.exchange] signing_key_file too (a PKCS#8 EC P-256 private key)"
         ),
@@ -123,14 +116,14 @@ fn token_issuer(
         .map(|path| {
             let pem = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
-            exchange::TokenIssuer::public_key_from_pem(&pem)
+            tokens::TokenIssuer::public_key_from_pem(&pem)
                 .with_context(|| path.display().to_string())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let issuer = settings.issuer.clone().unwrap_or_else(|| {
         format!("{}/authentication/api/v1/openid/", public_url.trim_end_matches('/'))
     });
-    Ok(Some(exchange::TokenIssuer::new(issuer, signing, previous, accepts, settings.ttl_secs)))
+    Ok(Some(tokens::TokenIssuer::new(issuer, signing, previous, accepts, settings.ttl_secs)))
 }
 
 /// The accepted connections, with Nagle's algorithm off. The builder's `tcp_nodelay` applies
@@ -209,7 +202,7 @@ pub async fn run(
         });
     }
     app.resume_pending().await?;
-    app.spawn(webhooks::run_forever(app.clone()));
+    app.spawn(app::webhooks::run_forever(app.clone()));
     app.spawn(lifecycle::run_forever(
         app.clone(),
         Duration::from_secs(config.lifecycle.interval_secs.max(1)),
@@ -279,7 +272,7 @@ pub async fn run(
         .layer(tower::util::option_layer(cors_layer(&config.cors)))
         // Outside CORS, which would answer every OPTIONS itself and hide TUS discovery.
         .layer(axum::middleware::from_fn(tus::discovery))
-        .layer(axum::middleware::from_fn_with_state(app.clone(), metrics::count_requests));
+        .layer(axum::middleware::from_fn_with_state(app.clone(), count_requests));
     let routes = tonic::service::Routes::from(all);
 
     tracing::info!(addr = %listener.local_addr()?, "listening");
@@ -339,7 +332,7 @@ async fn not_found(request: axum::extract::Request) -> axum::response::Response 
         return tonic::Status::unimplemented(format!("no such method: {path}")).into_http();
     }
     if path.starts_with("/broker/") {
-        return rest::problem_details(
+        return api::http::problem_details(
             StatusCode::NOT_FOUND,
             &format!("no such endpoint: {path}; see /broker/api/v1/openapi.json"),
         );
@@ -391,4 +384,22 @@ async fn ready(app: Arc<App>) -> impl IntoResponse {
     }
     let status = if r.is_ready() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body))
+}
+
+/// Middleware counting requests by matched route (gRPC: the method path) and status.
+async fn count_requests(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path().to_owned();
+    let route = match request.extensions().get::<axum::extract::MatchedPath>() {
+        // gRPC services are mounted under a wildcard: their method path is the bounded label.
+        Some(matched) if !matched.as_str().contains('*') => matched.as_str().to_owned(),
+        _ if path.matches('/').count() == 2 && !path.starts_with("/broker") => path,
+        _ => "other".to_owned(),
+    };
+    let response = next.run(request).await;
+    app.metrics.request(&route, response.status().as_u16());
+    response
 }

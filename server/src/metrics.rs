@@ -15,10 +15,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request};
-use axum::middleware::Next;
-use axum::response::Response;
-
 const SCAN_BUCKETS: [f64; 10] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0];
 
 /// The registry.
@@ -133,22 +129,4 @@ impl Metrics {
         }
         out
     }
-}
-
-/// Middleware counting requests by matched route (gRPC: the method path) and status.
-pub async fn count_requests(
-    axum::extract::State(metrics): axum::extract::State<std::sync::Arc<crate::App>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.uri().path().to_owned();
-    let route = match request.extensions().get::<MatchedPath>() {
-        // gRPC services are mounted under a wildcard: their method path is the bounded label.
-        Some(matched) if !matched.as_str().contains('*') => matched.as_str().to_owned(),
-        _ if path.matches('/').count() == 2 && !path.starts_with("/broker") => path,
-        _ => "other".to_owned(),
-    };
-    let response = next.run(request).await;
-    metrics.metrics.request(&route, response.status().as_u16());
-    response
 }

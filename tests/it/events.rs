@@ -227,7 +227,7 @@ impl Clocked {
     }
 
     async fn run_due(&self) -> usize {
-        server::lifecycle::run_due(&self.app, self.app.now()).await.unwrap()
+        server::app::lifecycle::run_due(&self.app, self.app.now()).await.unwrap()
     }
 
     async fn transfer(&self, recipients: &[&str]) -> FileTransferId {
@@ -372,7 +372,7 @@ async fn stuck_uploads_and_stalled_scans_fail_on_an_injected_clock() {
     w.run_due().await;
     let stuck = w.status(c);
     assert_eq!(stuck.status(), FileTransferStatus::Failed);
-    assert_eq!(stuck.status_text(), server::lifecycle::STUCK_TEXT);
+    assert_eq!(stuck.status_text(), server::app::lifecycle::STUCK_TEXT);
     assert_eq!(w.event_types(c).last(), Some(&(EventType::UploadFailed, EventRole::Sender)));
     assert!(w.app.storage.uploads().unwrap().is_empty(), "the stuck upload's temporary was kept");
 

@@ -110,7 +110,7 @@ impl World {
 }
 
 fn altinn_code(status: &tonic::Status) -> Option<String> {
-    server::error::altinn_code_of(status)
+    server::api::grpc::altinn_code_of(status)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1060,7 +1060,7 @@ async fn tus_uploads_expire_after_a_day_without_activity() {
         .await
         .unwrap();
     let token = key.mint(&party(SENDER), &all, 10 * 24 * 3600);
-    let router = server::tus::router(app.clone());
+    let router = server::api::tus::router(app.clone());
     let url = format!("/broker/api/v1/filetransfer/upload/tus/{id}");
     let call = |method: &str, headers: &[(&str, String)], body: Vec<u8>| {
         let mut request = axum::http::Request::builder()

@@ -420,7 +420,7 @@ async fn a_scanned_transfer_may_be_50_gb_and_larger_only_on_an_approved_resource
     put("res", 10_000_000_000).await.unwrap();
     put("res", 50_000_000_000).await.unwrap();
     let refused = put("res", 50_000_000_001).await.unwrap_err();
-    assert_eq!(server::error::altinn_code_of(&refused).as_deref(), Some("BRO-00013"));
+    assert_eq!(server::api::grpc::altinn_code_of(&refused).as_deref(), Some("BRO-00013"));
     assert!(refused.message().contains("50GB"), "{}", refused.message());
     // The operator approved "approved" for unscanned transfers: it may allow more, but a
     // transfer on it that is scanned is still held to 50 GB.
@@ -432,7 +432,7 @@ async fn a_scanned_transfer_may_be_50_gb_and_larger_only_on_an_approved_resource
     let next = || async { Ok(None) };
     let refused =
         sender.upload_once(&id, 0, Some(60_000_000_000), next, &mut |_| {}).await.unwrap_err();
-    assert_eq!(server::error::altinn_code_of(&refused).as_deref(), Some("BRO-00016"));
+    assert_eq!(server::api::grpc::altinn_code_of(&refused).as_deref(), Some("BRO-00016"));
     assert!(refused.message().contains("50000000000"), "{}", refused.message());
 }
 

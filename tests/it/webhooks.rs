@@ -309,7 +309,7 @@ async fn webhooks_validate_sign_retry_disable_and_replay() {
     assert_eq!(headers["webhook-id"].to_str().unwrap(), body["id"].as_str().unwrap());
     // The signature verifies with the subscription's secret.
     let timestamp: i64 = headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
-    let expected = server::webhooks::signature(
+    let expected = server::app::webhooks::signature(
         &[secret],
         body["id"].as_str().unwrap(),
         timestamp,
@@ -398,7 +398,7 @@ async fn a_stalled_endpoint_does_not_hold_back_others_and_rotation_signs_with_bo
     let got = fast.wait_for("no.altinn.broker.filetransferinitialized", 10).await;
     let (headers, body) = &got[9];
     let timestamp: i64 = headers["webhook-timestamp"].to_str().unwrap().parse().unwrap();
-    let expected = server::webhooks::signature(
+    let expected = server::app::webhooks::signature(
         &[new_secret, old_secret],
         body["id"].as_str().unwrap(),
         timestamp,

@@ -14,6 +14,9 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::app::{App, InitializeRequest, SearchQuery};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use std::collections::HashMap;
+use tonic::Code;
+use tonic_types::{ErrorDetails, StatusExt};
 
 /// Download message size: large enough to keep per-message overhead small, well under the
 /// 4 MiB default decode limit of clients.
@@ -24,7 +27,7 @@ fn caller<T>(app: &App, request: &Request<T>) -> Result<Caller, Status> {
     app.auth.authenticate(header).map_err(|e| ApiError::from(e).into())
 }
 
-/// Gives the Upload call's request body an idle timeout (see `crate::body`): a client that
+/// Gives the Upload call's request body an idle timeout (see `crate::api::body`): a client that
 /// stops sending bytes but keeps its stream open is cut off, however large its messages.
 pub async fn idle_uploads(
     axum::extract::State(app): axum::extract::State<Arc<App>>,
@@ -36,7 +39,7 @@ pub async fn idle_uploads(
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    let (body, idle) = crate::body::idle(body, app.options.idle_timeout);
+    let (body, idle) = crate::api::body::idle(body, app.options.idle_timeout);
     parts.extensions.insert(idle);
     next.run(axum::extract::Request::from_parts(parts, body)).await
 }
@@ -212,7 +215,8 @@ impl FileTransferService for FileTransferApi {
         use pb::upload_response::Message as Out;
         let caller = caller(&self.app, &request)?;
         // Set by `idle_uploads` around this call's request body.
-        let idle = request.extensions().get::<crate::body::Idle>().cloned().unwrap_or_default();
+        let idle =
+            request.extensions().get::<crate::api::body::Idle>().cloned().unwrap_or_default();
         let idle_secs = self.app.options.idle_timeout.as_secs();
         let mut stream = request.into_inner();
         let first = stream.message().await.map_err(|status| {
@@ -610,4 +614,37 @@ impl ResourceService for ResourceApi {
         let resource = self.app.resource(&caller, &request.get_ref().resource_id)?;
         Ok(Response::new(resource_to_proto(&resource)))
     }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Self {
+        let code = match e.kind {
+            crate::error::Kind::Unauthenticated => Code::Unauthenticated,
+            crate::error::Kind::PermissionDenied => Code::PermissionDenied,
+            crate::error::Kind::NotFound => Code::NotFound,
+            crate::error::Kind::InvalidArgument => Code::InvalidArgument,
+            crate::error::Kind::FailedPrecondition => Code::FailedPrecondition,
+            crate::error::Kind::AlreadyExists => Code::AlreadyExists,
+            crate::error::Kind::OutOfRange => Code::OutOfRange,
+            crate::error::Kind::Unavailable => Code::Unavailable,
+            crate::error::Kind::ResourceExhausted => Code::ResourceExhausted,
+            crate::error::Kind::Internal => Code::Internal,
+        };
+        match e.code_string() {
+            Some(altinn) => {
+                let details = ErrorDetails::with_error_info(
+                    altinn.clone(),
+                    "ferry",
+                    HashMap::from([("http_status".to_owned(), e.http_status.to_string())]),
+                );
+                Status::with_error_details(code, format!("{altinn}: {}", e.message), details)
+            }
+            None => Status::new(code, e.message),
+        }
+    }
+}
+
+/// Reads the Altinn error code (`BRO-000NN`) from a status, if it carries one.
+pub fn altinn_code_of(status: &Status) -> Option<String> {
+    status.get_details_error_info().map(|info| info.reason)
 }

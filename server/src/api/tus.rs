@@ -27,10 +27,10 @@ use futures_util::StreamExt as _;
 use storage::Upload;
 use storage::model::*;
 
+use crate::api::http::BASE;
 use crate::app::{App, UploadSession};
 use crate::auth::SCOPE_WRITE;
 use crate::error::ApiError;
-use crate::rest::BASE;
 
 /// How long an unfinished upload lives without activity (`Upload-Expires`).
 pub const EXPIRATION: Duration = Duration::from_secs(24 * 3600);
@@ -84,7 +84,7 @@ fn respond(status: StatusCode, headers: &[(&'static str, String)]) -> Response {
 
 /// A TUS error: ProblemDetails saying what to do, with the TUS headers.
 fn tus_error(status: StatusCode, message: &str) -> Response {
-    let mut response = crate::rest::problem_details(status, message);
+    let mut response = crate::api::http::problem_details(status, message);
     tus_headers(&mut response);
     response
 }
@@ -215,17 +215,17 @@ async fn create_inner(app: Arc<App>, id: String, headers: HeaderMap) -> Result<R
             .await
             .map_err(api)?;
         start(&app, id).await?;
-        app.parked.lock().expect("parked map").insert(upload_id, Parked::Partial(upload));
+        app.parked.hold(upload_id, Parked::Partial(upload));
         location = format!("{BASE}/filetransfer/upload/tus/{id}/partial/{partial}");
     } else {
         let upload_id = UploadId::for_transfer(id);
-        app.parked.lock().expect("parked map").remove(&upload_id);
+        app.parked.release(&upload_id);
         let mut session = app.begin_upload(&caller, id, None, Some(length)).await.map_err(api)?;
         session.mark_started().await.map_err(api)?;
         if length == 0 {
             session.finish().await.map_err(api)?;
         } else {
-            app.parked.lock().expect("parked map").insert(upload_id, Parked::Transfer(session));
+            app.parked.hold(upload_id, Parked::Transfer(session));
         }
         location = format!("{BASE}/filetransfer/upload/tus/{id}");
     }
@@ -474,7 +474,7 @@ async fn patch_checks(
         };
     };
     if app.now().saturating_duration_since(record.updated) > EXPIRATION {
-        app.parked.lock().expect("parked map").remove(&upload_id);
+        app.parked.release(&upload_id);
         let _ = app.storage.abort_upload(&upload_id).await;
         return Err(tus_error(StatusCode::GONE, "the upload expired"));
     }
@@ -509,7 +509,7 @@ async fn patch_checks(
         return Err(conflict);
     }
     let checksum = Checksum::parse(headers)?;
-    let parked = app.parked.lock().expect("parked map").remove(&upload_id);
+    let parked = app.parked.take::<Parked>(&upload_id);
     let mut target = match parked {
         Some(parked) => parked,
         None if partial.is_some() => Parked::Partial(
@@ -534,7 +534,7 @@ async fn patch_body(
     body: axum::body::Body,
 ) -> Result<Response, Response> {
     let PatchContext { id, upload_id, offset, length, mut checksum, mut target } = context;
-    let (body, idle) = crate::body::idle(body, app.options.idle_timeout);
+    let (body, idle) = crate::api::body::idle(body, app.options.idle_timeout);
     let mut stream = body.into_data_stream();
     let mut buffer = BytesMut::new();
     let mut received = offset;
@@ -562,10 +562,10 @@ async fn patch_body(
                     None
                 };
                 if committed.is_some() {
-                    app.parked.lock().expect("parked map").insert(upload_id, target);
+                    app.parked.hold(upload_id, target);
                 }
                 if idle.fired() {
-                    let mut response = crate::rest::timed_out(&app, id, committed);
+                    let mut response = crate::api::http::timed_out(&app, id, committed);
                     tus_headers(&mut response);
                     return Err(response);
                 }
@@ -623,7 +623,7 @@ async fn patch_body(
         target = Parked::Transfer(session);
     }
     let committed = checkpoint(&app, &mut target).await?;
-    app.parked.lock().expect("parked map").insert(upload_id, target);
+    app.parked.hold(upload_id, target);
     let expires = app.now().saturating_add(EXPIRATION).to_http_date();
     Ok(respond(
         StatusCode::NO_CONTENT,
@@ -682,7 +682,7 @@ async fn concatenate(
     // The final size is checked too (Altinn checks only the partials).
     let mut session = app.begin_upload(caller, id, None, Some(total)).await.map_err(api)?;
     for (upload_id, _) in &partials {
-        app.parked.lock().expect("parked map").remove(upload_id);
+        app.parked.release(upload_id);
         let mut range = app.storage.read_upload(upload_id).await.map_err(api)?;
         while let Some(chunk) =
             range.next_chunk(BUFFER).await.map_err(|e| api(ApiError::internal(e)))?
@@ -732,7 +732,7 @@ async fn terminate_of(
     own_transfer(app, &caller, id)?;
     let upload_id =
         partial.map_or_else(|| UploadId::for_transfer(id), |p| UploadId::partial(id, p));
-    app.parked.lock().expect("parked map").remove(&upload_id);
+    app.parked.release(&upload_id);
     app.storage.abort_upload(&upload_id).await.map_err(api)?;
     Ok(respond(StatusCode::NO_CONTENT, &[]))
 }

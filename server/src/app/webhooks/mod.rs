@@ -1,96 +1,23 @@
-//! Webhooks (events-design §7): Altinn Events-compatible subscriptions and at-least-once
-//! delivery of each party's events.
-//!
-//! - `POST|GET|DELETE /events/api/v1/subscriptions[/{id}]` (Altinn's field names), plus
-//!   `POST …/{id}/replay` (dead letters) and `POST …/{id}/secret` (rotation): Ferry extensions.
-//! - A new subscription receives nothing until its endpoint answered the validation handshake
-//!   (a `platform.events.validatesubscription` CloudEvent) with 2xx.
-//! - Delivery: one POST per (event, subscription) with the CloudEvent as JSON and Standard
-//!   Webhooks headers (`webhook-id` = event id, `webhook-timestamp`, `webhook-signature`
-//!   `v1,<base64 HMAC-SHA256(secret, id.timestamp.body)>`, one per secret during a rotation).
-//!   2xx succeeds; 410 disables the subscription; 429/503 with `Retry-After` wait as asked;
-//!   anything else retries on Altinn's ladder with ±10 % jitter, then dead-letters. A
-//!   subscription that has failed for `disable_after` is disabled.
-//! - SSRF: an endpoint must be http(s) and every address its host resolves to must be public;
-//!   loopback only when `[webhooks] allow_loopback` says so (tests). Checked at creation and
-//!   again before every delivery (the name may resolve elsewhere later).
-//! - Rights are checked again at delivery: the subscriber must still have a role on the resource.
+//! Webhook delivery (events-design §7), a use case: fans each party's new events out to the
+//! subscriptions that match them and delivers them at least once, with the Standard Webhooks
+//! signature, retries on Altinn's ladder, dead letters and the SSRF check before every attempt.
+//! The subscription API over HTTP is `crate::api::webhooks`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use base64::Engine as _;
-use bytes::Bytes;
 use hmac::{KeyInit, Mac};
-use serde::Deserialize;
+use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
-use storage::model::{Party, ResourceId};
 use storage::webhooks::{Outcome, Subscription};
 
-use crate::app::App;
-use crate::error::ApiError;
+use super::App;
 
-/// `[webhooks]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    /// Allow endpoints on loopback addresses (tests, local development). Never private ranges.
-    #[serde(default)]
-    pub allow_loopback: bool,
-    /// Seconds to wait before each retry (Altinn's ladder: 12 attempts over about 35 h).
-    #[serde(default = "default_ladder")]
-    pub retry_ladder_secs: Vec<f64>,
-    /// A subscription failing this long without a success is disabled (seconds; 5 days).
-    #[serde(default = "default_disable_after")]
-    pub disable_after_secs: u64,
-    /// Longest wait for an endpoint's answer (seconds).
-    #[serde(default = "default_timeout")]
-    pub timeout_secs: u64,
-    /// How often the dispatcher looks for due deliveries (milliseconds).
-    #[serde(default = "default_poll")]
-    pub poll_ms: u64,
-}
+mod config;
 
-fn default_ladder() -> Vec<f64> {
-    vec![10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 10_800.0, 21_600.0, 43_200.0, 43_200.0]
-}
-fn default_disable_after() -> u64 {
-    5 * 86_400
-}
-fn default_timeout() -> u64 {
-    30
-}
-fn default_poll() -> u64 {
-    250
-}
-
-impl Default for WebhookConfig {
-    fn default() -> Self {
-        toml::from_str("").expect("defaults parse")
-    }
-}
-
-/// The routes.
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/events/api/v1/subscriptions", post(create).get(list))
-        .route("/events/api/v1/subscriptions/{id}", get(get_one).delete(delete))
-        .route("/events/api/v1/subscriptions/{id}/replay", post(replay))
-        .route("/events/api/v1/subscriptions/{id}/secret", post(rotate_secret))
-        .with_state(app)
-}
-
-/// The subscriber: whoever may read events.
-fn caller(app: &App, headers: &HeaderMap) -> Result<Party, ApiError> {
-    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    crate::events::event_reader(app, value)
-}
+pub use config::{IN_FLIGHT, InFlight, PER_SUBSCRIPTION_IN_FLIGHT, WebhookConfig};
 
 /// Whether an address may receive webhooks.
 pub fn is_public(ip: IpAddr, allow_loopback: bool) -> bool {
@@ -149,7 +76,7 @@ pub async fn check_endpoint(url: &str, allow_loopback: bool) -> Result<(), Strin
     }
 }
 
-fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     use rand_core::RngCore as _;
     let mut bytes = [0u8; 32];
     rand_core::OsRng.fill_bytes(&mut bytes);
@@ -176,158 +103,8 @@ pub fn signature(secrets: &[String], id: &str, timestamp: i64, body: &[u8]) -> S
         .join(" ")
 }
 
-fn view(sub: &Subscription, secret: Option<&str>) -> Value {
-    let mut v = json!({
-        "id": sub.id,
-        "endPoint": sub.end_point,
-        "resourceFilter": sub.resource_filter.to_urn(),
-        "subjectFilter": sub.subject_filter.to_urn(),
-        "typeFilter": sub.type_filter,
-        "consumer": sub.consumer.to_urn(),
-        "createdBy": sub.consumer.to_urn(),
-        "created": sub.created.to_rfc3339(),
-        "validated": sub.validated,
-        "disabled": sub.disabled,
-    });
-    if let Some(secret) = secret {
-        v["secret"] = json!(secret);
-    }
-    v
-}
-
-async fn create(
-    State(app): State<Arc<App>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Response, ApiError> {
-    let org = caller(&app, &headers)?;
-    let body = crate::rest::CiObject::parse(&body)?;
-    let field = |name: &'static str| body.string(name);
-    let end_point = field("endPoint")?
-        .ok_or_else(|| ApiError::invalid_field("endPoint", "The endPoint field is required."))?;
-    let resource = field("resourceFilter")?.ok_or_else(|| {
-        ApiError::invalid_field("resourceFilter", "The resourceFilter field is required.")
-    })?;
-    let resource = ResourceId::parse(&resource).map_err(|_| {
-        ApiError::invalid_field("resourceFilter", "resourceFilter must be urn:altinn:resource:{id}")
-    })?;
-    // A subscriber receives only its own organisation's events.
-    let subject = match field("subjectFilter")? {
-        None => org.clone(),
-        Some(s) => Party::parse_lenient(&s)
-            .map_err(|e| ApiError::invalid_field("subjectFilter", e.to_string()))?,
-    };
-    if subject != org {
-        return Err(ApiError { http_status: 403, ..ApiError::missing_scope(&[]) }
-            .with_message("subjectFilter must be your own organisation"));
-    }
-    let Some(config) = app.storage.resource(&resource)? else { return Err(ApiError::altinn(25)) };
-    if !(config.may_send(&org) || config.may_receive(&org)) {
-        return Err(ApiError::altinn(6));
-    }
-    check_endpoint(&end_point, app.webhooks.allow_loopback)
-        .await
-        .map_err(|e| ApiError::invalid_field("endPoint", e))?;
-    let secret = new_secret();
-    let sub = app
-        .storage
-        .create_subscription(Subscription {
-            id: 0,
-            consumer: org.clone(),
-            end_point,
-            resource_filter: resource,
-            subject_filter: subject,
-            type_filter: field("typeFilter")?,
-            created: app.now(),
-            validated: false,
-            disabled: None,
-            secrets: vec![secret.clone()],
-            from_seq: 0,
-            failing_since: None,
-        })
-        .await?;
-    app.spawn(validate(app.clone(), sub.clone()));
-    Ok((StatusCode::CREATED, axum::Json(view(&sub, Some(&secret)))).into_response())
-}
-
-fn own(app: &App, org: &Party, id: &str) -> Result<Subscription, ApiError> {
-    let id: u64 = id.parse().map_err(|_| ApiError::invalid_field("id", "id must be a number"))?;
-    match app.storage.subscription(id)? {
-        Some(sub) if &sub.consumer == org => Ok(sub),
-        // Someone else's subscription does not exist for this caller.
-        _ => Err(ApiError {
-            code: None,
-            message: "subscription not found".into(),
-            ..ApiError::altinn(1)
-        }),
-    }
-}
-
-async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
-    let org = caller(&app, &headers)?;
-    let subs: Vec<Value> = app
-        .storage
-        .subscriptions()?
-        .iter()
-        .filter(|s| s.consumer == org)
-        .map(|s| view(s, None))
-        .collect();
-    Ok(axum::Json(json!({ "count": subs.len(), "subscriptions": subs })).into_response())
-}
-
-async fn get_one(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let org = caller(&app, &headers)?;
-    Ok(axum::Json(view(&own(&app, &org, &id)?, None)).into_response())
-}
-
-async fn delete(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let org = caller(&app, &headers)?;
-    let sub = own(&app, &org, &id)?;
-    app.storage.delete_subscription(sub.id).await?;
-    Ok(StatusCode::OK.into_response())
-}
-
-async fn replay(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let org = caller(&app, &headers)?;
-    let sub = own(&app, &org, &id)?;
-    let n = app.storage.replay_dead_letters(sub.id, app.now()).await?;
-    Ok(axum::Json(json!({ "replayed": n })).into_response())
-}
-
-async fn rotate_secret(
-    State(app): State<Arc<App>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let org = caller(&app, &headers)?;
-    let sub = own(&app, &org, &id)?;
-    let secret = new_secret();
-    let new = secret.clone();
-    // The new secret signs first; the previous one keeps signing until the next rotation.
-    let sub = app
-        .storage
-        .modify_subscription(sub.id, move |s| {
-            s.secrets.insert(0, new.clone());
-            s.secrets.truncate(2);
-        })
-        .await?;
-    Ok(axum::Json(view(&sub, Some(&secret))).into_response())
-}
-
 /// The validation handshake, retried briefly (1 s, 5 s, 10 s, 30 s).
-async fn validate(app: Arc<App>, sub: Subscription) {
+pub(crate) async fn validate(app: Arc<App>, sub: Subscription) {
     let event = json!({
         "id": uuid::Uuid::new_v4().to_string(),
         "specversion": "1.0",
@@ -389,15 +166,6 @@ pub async fn run_forever(app: Arc<App>) {
     }
 }
 
-/// Attempts in flight at once for one subscription: a slow endpoint uses at most these.
-pub const PER_SUBSCRIPTION_IN_FLIGHT: usize = 4;
-/// Attempts in flight at once overall.
-pub const IN_FLIGHT: usize = 64;
-
-/// Deliveries being attempted: delivery id → subscription id.
-#[derive(Debug, Default)]
-pub struct InFlight(std::sync::Mutex<std::collections::HashMap<u64, u64>>);
-
 async fn deliver_due(app: &Arc<App>) -> anyhow::Result<()> {
     let now = app.now();
     app.storage.fan_out(now, 1024).await?;
@@ -447,7 +215,7 @@ async fn attempt(
             error: "the subscriber no longer has rights on the resource".into(),
         };
     }
-    let event = crate::events::cloud_event(app, e);
+    let event = crate::app::events::cloud_event(app, e);
     let mut retry_after = None;
     let error = match send_event(app, sub, &e.id.to_string(), &event).await {
         Ok(r) if r.status().is_success() => return Outcome::Delivered,
@@ -497,13 +265,6 @@ fn humantime_secs(secs: u64) -> String {
         s if s >= 86_400 && s % 86_400 == 0 => plural(s / 86_400, "day"),
         s if s >= 3_600 && s % 3_600 == 0 => plural(s / 3_600, "hour"),
         s => plural(s, "second"),
-    }
-}
-
-impl ApiError {
-    /// The same error with another message.
-    pub fn with_message(self, message: impl Into<String>) -> Self {
-        Self { message: message.into(), ..self }
     }
 }
 

@@ -453,3 +453,10 @@ fn not_scanned(why: String) -> Verdict {
 pub fn backoff(attempt: u32, max: Duration) -> Duration {
     Duration::from_secs(1u64 << attempt.min(16)).min(max)
 }
+
+impl App {
+    /// How long to wait before scan attempt `attempt` while the scanner is unavailable.
+    pub(crate) fn scan_retry_delay(&self, attempt: u32) -> Duration {
+        backoff(attempt, self.options.scan_retry_max)
+    }
+}

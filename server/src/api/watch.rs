@@ -14,8 +14,8 @@ use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Request, Response, Status};
 
 use crate::app::App;
+use crate::app::events::{EventFilter, cloud_event, parse_cursor};
 use crate::error::ApiError;
-use crate::events::{EventFilter, cloud_event, parse_cursor};
 
 /// Events queued for one watcher.
 pub const WATCH_BUFFER: usize = 256;
@@ -43,7 +43,7 @@ impl EventService for EventApi {
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let header = request.metadata().get("authorization").and_then(|v| v.to_str().ok());
-        let org = crate::events::event_reader(&self.app, header)?;
+        let org = crate::app::events::event_reader(&self.app, header)?;
         let r = request.into_inner();
         let resource = Some(r.resource_id.as_str())
             .filter(|s| !s.is_empty())

@@ -1,0 +1,206 @@
+//! Webhooks (events-design §7): Altinn Events-compatible subscriptions and at-least-once
+//! delivery of each party's events.
+//!
+//! - `POST|GET|DELETE /events/api/v1/subscriptions[/{id}]` (Altinn's field names), plus
+//!   `POST …/{id}/replay` (dead letters) and `POST …/{id}/secret` (rotation): Ferry extensions.
+//! - A new subscription receives nothing until its endpoint answered the validation handshake
+//!   (a `platform.events.validatesubscription` CloudEvent) with 2xx.
+//! - Delivery: one POST per (event, subscription) with the CloudEvent as JSON and Standard
+//!   Webhooks headers (`webhook-id` = event id, `webhook-timestamp`, `webhook-signature`
+//!   `v1,<base64 HMAC-SHA256(secret, id.timestamp.body)>`, one per secret during a rotation).
+//!   2xx succeeds; 410 disables the subscription; 429/503 with `Retry-After` wait as asked;
+//!   anything else retries on Altinn's ladder with ±10 % jitter, then dead-letters. A
+//!   subscription that has failed for `disable_after` is disabled.
+//! - SSRF: an endpoint must be http(s) and every address its host resolves to must be public;
+//!   loopback only when `[webhooks] allow_loopback` says so (tests). Checked at creation and
+//!   again before every delivery (the name may resolve elsewhere later).
+//! - Rights are checked again at delivery: the subscriber must still have a role on the resource.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use storage::model::{Party, ResourceId};
+use storage::webhooks::Subscription;
+
+use crate::app::App;
+use crate::app::webhooks::{check_endpoint, new_secret, validate};
+use crate::error::ApiError;
+
+/// The routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/events/api/v1/subscriptions", post(create).get(list))
+        .route("/events/api/v1/subscriptions/{id}", get(get_one).delete(delete))
+        .route("/events/api/v1/subscriptions/{id}/replay", post(replay))
+        .route("/events/api/v1/subscriptions/{id}/secret", post(rotate_secret))
+        .with_state(app)
+}
+
+/// The subscriber: whoever may read events.
+fn caller(app: &App, headers: &HeaderMap) -> Result<Party, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    crate::app::events::event_reader(app, value)
+}
+
+fn view(sub: &Subscription, secret: Option<&str>) -> Value {
+    let mut v = json!({
+        "id": sub.id,
+        "endPoint": sub.end_point,
+        "resourceFilter": sub.resource_filter.to_urn(),
+        "subjectFilter": sub.subject_filter.to_urn(),
+        "typeFilter": sub.type_filter,
+        "consumer": sub.consumer.to_urn(),
+        "createdBy": sub.consumer.to_urn(),
+        "created": sub.created.to_rfc3339(),
+        "validated": sub.validated,
+        "disabled": sub.disabled,
+    });
+    if let Some(secret) = secret {
+        v["secret"] = json!(secret);
+    }
+    v
+}
+
+async fn create(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let org = caller(&app, &headers)?;
+    let body = crate::api::http::CiObject::parse(&body)?;
+    let field = |name: &'static str| body.string(name);
+    let end_point = field("endPoint")?
+        .ok_or_else(|| ApiError::invalid_field("endPoint", "The endPoint field is required."))?;
+    let resource = field("resourceFilter")?.ok_or_else(|| {
+        ApiError::invalid_field("resourceFilter", "The resourceFilter field is required.")
+    })?;
+    let resource = ResourceId::parse(&resource).map_err(|_| {
+        ApiError::invalid_field("resourceFilter", "resourceFilter must be urn:altinn:resource:{id}")
+    })?;
+    // A subscriber receives only its own organisation's events.
+    let subject = match field("subjectFilter")? {
+        None => org.clone(),
+        Some(s) => Party::parse_lenient(&s)
+            .map_err(|e| ApiError::invalid_field("subjectFilter", e.to_string()))?,
+    };
+    if subject != org {
+        return Err(ApiError { http_status: 403, ..ApiError::missing_scope(&[]) }
+            .with_message("subjectFilter must be your own organisation"));
+    }
+    let Some(config) = app.storage.resource(&resource)? else { return Err(ApiError::altinn(25)) };
+    if !(config.may_send(&org) || config.may_receive(&org)) {
+        return Err(ApiError::altinn(6));
+    }
+    check_endpoint(&end_point, app.webhooks.allow_loopback)
+        .await
+        .map_err(|e| ApiError::invalid_field("endPoint", e))?;
+    let secret = new_secret();
+    let sub = app
+        .storage
+        .create_subscription(Subscription {
+            id: 0,
+            consumer: org.clone(),
+            end_point,
+            resource_filter: resource,
+            subject_filter: subject,
+            type_filter: field("typeFilter")?,
+            created: app.now(),
+            validated: false,
+            disabled: None,
+            secrets: vec![secret.clone()],
+            from_seq: 0,
+            failing_since: None,
+        })
+        .await?;
+    app.spawn(validate(app.clone(), sub.clone()));
+    Ok((StatusCode::CREATED, axum::Json(view(&sub, Some(&secret)))).into_response())
+}
+
+fn own(app: &App, org: &Party, id: &str) -> Result<Subscription, ApiError> {
+    let id: u64 = id.parse().map_err(|_| ApiError::invalid_field("id", "id must be a number"))?;
+    match app.storage.subscription(id)? {
+        Some(sub) if &sub.consumer == org => Ok(sub),
+        // Someone else's subscription does not exist for this caller.
+        _ => Err(ApiError {
+            code: None,
+            message: "subscription not found".into(),
+            ..ApiError::altinn(1)
+        }),
+    }
+}
+
+async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let org = caller(&app, &headers)?;
+    let subs: Vec<Value> = app
+        .storage
+        .subscriptions()?
+        .iter()
+        .filter(|s| s.consumer == org)
+        .map(|s| view(s, None))
+        .collect();
+    Ok(axum::Json(json!({ "count": subs.len(), "subscriptions": subs })).into_response())
+}
+
+async fn get_one(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let org = caller(&app, &headers)?;
+    Ok(axum::Json(view(&own(&app, &org, &id)?, None)).into_response())
+}
+
+async fn delete(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let org = caller(&app, &headers)?;
+    let sub = own(&app, &org, &id)?;
+    app.storage.delete_subscription(sub.id).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn replay(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let org = caller(&app, &headers)?;
+    let sub = own(&app, &org, &id)?;
+    let n = app.storage.replay_dead_letters(sub.id, app.now()).await?;
+    Ok(axum::Json(json!({ "replayed": n })).into_response())
+}
+
+async fn rotate_secret(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let org = caller(&app, &headers)?;
+    let sub = own(&app, &org, &id)?;
+    let secret = new_secret();
+    let new = secret.clone();
+    // The new secret signs first; the previous one keeps signing until the next rotation.
+    let sub = app
+        .storage
+        .modify_subscription(sub.id, move |s| {
+            s.secrets.insert(0, new.clone());
+            s.secrets.truncate(2);
+        })
+        .await?;
+    Ok(axum::Json(view(&sub, Some(&secret))).into_response())
+}
+
+impl ApiError {
+    /// The same error with another message.
+    pub fn with_message(self, message: impl Into<String>) -> Self {
+        Self { message: message.into(), ..self }
+    }
+}
