@@ -1,11 +1,12 @@
 //! The Ferry server: the only crate that knows about the network, configuration and signals.
 //!
-//! - [`app`]: the use cases, independent of transport.
-//! - [`grpc`]: thin gRPC handlers over them.
-//! - [`auth`]: bearer tokens, scopes, the caller's organisation, development keys.
-//! - [`error`]: one mapping from failures to gRPC codes, HTTP statuses and Altinn's numbers.
-//! - [`scan`]: finishing scans, with retries while clamd is unavailable.
-//! - [`config`]: the TOML configuration.
+//! Arrows run one way, `api → app → storage/scanner` (checked by `scripts/check-modules`):
+//! - [`app`]: the use cases, one file per area, independent of transport.
+//! - [`api`]: the front-ends (gRPC, the Altinn REST facade, TUS, events, Watch, webhooks, the
+//!   token exchange, OpenAPI), thin over the use cases.
+//! - beside them: [`auth`] (bearer tokens, scopes, the caller's organisation, development keys),
+//!   [`tokens`] (Ferry's own signing keys), [`error`] (one classification of failures),
+//!   [`metrics`], [`config`] (the TOML configuration), [`cli`] (what the `ferry` client prints).
 //!
 //! `run(config, listener, shutdown)` is the whole server: `main` parses flags, sets up logging
 //! and passes a signal future; tests call `run` on a port-0 listener.
