@@ -4,8 +4,12 @@
 //!
 //! - [`model`]: the domain — transfers, resources, parties, statuses — pure and I/O-free.
 //! - [`digest`]: BLAKE3 [`Digest`] (a blob's address) and [`Md5`] (Altinn's checksum).
-//! - `blob`: the content-addressed files: durable writer, ranged reader, verification.
+//! - [`ports`]: the two ports a backend implements: [`ports::BlobStore`] (the bytes) and the
+//!   metadata store (the records), each with its contract written on its methods.
+//! - `blob`: [`LocalBlobStore`], the blob port on local files: durable writer, positioned
+//!   reader, verification.
 //! - `index`: the redb database with a single group-committing writer.
+//! - `stream`: the facade's byte streams over any blob port: [`BlobRange`], [`BlobTail`].
 //! - [`Storage`] (this file): the facade that keeps the two consistent, and [`Upload`], a
 //!   resumable upload in progress.
 //!
@@ -23,11 +27,13 @@
 
 pub mod digest;
 pub mod model;
+pub mod ports;
 
 mod blob;
 mod error;
 mod index;
 mod md5_follower;
+mod stream;
 mod upload;
 pub mod webhooks;
 
@@ -35,20 +41,22 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use blob::{BlobRange, BlobTail, INLINE_MD5_LIMIT, Verification};
+pub use blob::{INLINE_MD5_LIMIT, LocalBlobStore, Verification};
 pub use digest::{Digest, Md5};
 pub use error::{Error, Result};
 pub use index::IndexStats;
 pub use index::ops::{BlobRecord, EventRecord, Job, JobKind, ScanProgress, UploadRecord, event_id};
 pub use md5_follower::Md5Follower;
+pub use stream::{BlobRange, BlobTail};
 pub use upload::Upload;
 
-use blob::{BlobStore, BlobWriter, FinishedBlob};
 use index::{Index, IndexOptions, ops};
 use model::{
     FileTransfer, FileTransferId, Party, ResourceConfig, ResourceId, ServiceOwner, StoredContent,
     Timestamp,
 };
+use ports::{BlobStore, FinishedTemp, TempKind};
+use stream::BlobWriter;
 
 /// When life-cycle jobs come due, relative to the change that schedules them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +153,9 @@ pub struct Storage {
 #[derive(Debug)]
 struct Inner {
     root: PathBuf,
-    blobs: BlobStore,
+    blobs: Arc<dyn BlobStore>,
+    /// [`StorageOptions::min_free_bytes`].
+    min_free: u64,
     index: Index,
     /// Striped locks ordering blob placement against blob deletion for the same digest.
     locks: Vec<tokio::sync::Mutex<()>>,
@@ -163,8 +173,7 @@ impl Storage {
     /// Opens (or creates) the storage in `options.root` and recovers from any crash.
     pub async fn open(options: StorageOptions) -> Result<Self> {
         std::fs::create_dir_all(&options.root).map_err(Error::io("creating the data directory"))?;
-        let write = blob::WriteOptions { sync: options.sync, reserve: options.min_free_bytes };
-        let blobs = BlobStore::open(&options.root, write)
+        let blobs = LocalBlobStore::open(&options.root, options.sync, options.min_free_bytes)
             .map_err(Error::io("creating the blob directories"))?;
         let index_path = options.root.join("index.redb");
         let index = tokio::task::spawn_blocking(move || {
@@ -182,7 +191,8 @@ impl Storage {
         let mut storage = Self {
             inner: Arc::new(Inner {
                 root: options.root,
-                blobs,
+                blobs: Arc::new(blobs),
+                min_free: options.min_free_bytes,
                 index,
                 locks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 live_uploads: Default::default(),
@@ -204,7 +214,10 @@ impl Storage {
         let mut recovery = Recovery::default();
         let uploads = self.inner.index.read(ops::all_uploads)?;
         for (id, record) in &uploads {
-            if !self.inner.blobs.temp_path(&record.temp_name).exists() {
+            let name = record.temp_name.clone();
+            let exists =
+                self.blob_io("looking for a temporary", move |b| b.temp_exists(&name)).await?;
+            if !exists {
                 tracing::warn!(upload = %id, "upload's temporary is gone; forgetting the upload");
                 let id = id.clone();
                 self.inner.index.write(move |txn| ops::remove_upload(txn, &id)).await?;
@@ -212,27 +225,22 @@ impl Storage {
             }
         }
         let claimed: HashSet<String> = uploads.into_iter().map(|(_, r)| r.temp_name).collect();
-        let blobs = self.inner.blobs.clone();
-        recovery.temporaries_removed = blocking(
-            move || blobs.sweep_temporaries(|name| claimed.contains(name)),
-            "sweeping temporaries",
-        )
-        .await?;
+        recovery.temporaries_removed = self
+            .blob_io("sweeping temporaries", move |b| {
+                b.sweep_temporaries(&|name| claimed.contains(name))
+            })
+            .await?;
         let pending = self.inner.index.read(ops::pending_gc)?;
         recovery.blobs_collected = pending.len();
         self.collect(pending).await?;
         if sweep_orphans {
-            let blobs = self.inner.blobs.clone();
-            let on_disk = blocking(move || blobs.list(), "listing blobs").await?;
+            let on_disk = self.blob_io("listing blobs", |b| b.list()).await?;
             let known: HashSet<Digest> =
                 self.inner.index.read(ops::all_blobs)?.into_iter().map(|(d, _)| d).collect();
             for digest in on_disk.into_iter().filter(|d| !known.contains(d)) {
                 let _guard = self.lock(&digest).await;
                 if self.blob(&digest)?.is_none() {
-                    self.inner
-                        .blobs
-                        .remove(&digest)
-                        .map_err(Error::io("removing an orphan blob"))?;
+                    self.blob_io("removing an orphan blob", move |b| b.remove(&digest)).await?;
                     recovery.orphan_blobs_removed += 1;
                 }
             }
@@ -266,7 +274,7 @@ impl Storage {
             .map_err(|e| Error::io("reading the free space")(e.into()))?;
         Ok(Space {
             free: stat.f_bavail.saturating_mul(stat.f_frsize),
-            min_free: self.inner.blobs.write_options().reserve,
+            min_free: self.inner.min_free,
         })
     }
 
@@ -464,10 +472,9 @@ impl Storage {
 
     /// Starts a one-shot (not resumable) blob write. Dropping it unfinished deletes its temporary.
     pub async fn blob_writer(&self) -> Result<BlobIngest> {
-        let path = self.inner.blobs.temp_path(&BlobStore::new_temp_name());
-        let options = self.inner.blobs.write_options();
+        let blobs = self.inner.blobs.clone();
         let writer =
-            blocking(move || BlobWriter::create(path, false, options), "creating a temporary")
+            blocking(move || BlobWriter::create(blobs, TempKind::OneShot), "creating a temporary")
                 .await?;
         Ok(BlobIngest { writer })
     }
@@ -613,42 +620,40 @@ impl Storage {
         offset: u64,
         len: Option<u64>,
     ) -> Result<BlobRange> {
-        let blobs = self.inner.blobs.clone();
         let digest = *digest;
-        blocking(move || blobs.open_range(&digest, offset, len), "opening a blob").await
+        self.blob_io("opening a blob", move |b| BlobRange::new(b.open(&digest)?, offset, len)).await
     }
 
     /// Re-hashes a blob's file and compares it with its digest.
     pub async fn verify_blob(&self, digest: &Digest) -> Result<Verification> {
-        let blobs = self.inner.blobs.clone();
         let digest = *digest;
-        blocking(move || blobs.verify(&digest), "verifying a blob").await
+        self.blob_io("verifying a blob", move |b| b.verify(&digest)).await
     }
 
-    /// The path of a blob's file (for tests that damage it on purpose, and for operators).
+    /// The path of a blob's file (for tests that damage it on purpose, and for operators); an
+    /// empty path if the blob store keeps no local files ([`BlobStore::local_path`]).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.inner.blobs.path_of(digest)
+        self.inner.blobs.local_path(digest).unwrap_or_default()
     }
 
     /// Places a finished temporary under its digest and commits `reference` in the same step.
     /// If the commit fails or references nothing, the file is removed again unless something
     /// else references the same content.
-    async fn place_and_reference<T, F>(&self, finished: FinishedBlob, reference: F) -> Result<T>
+    async fn place_and_reference<T, F>(&self, finished: FinishedTemp, reference: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&redb::WriteTransaction) -> Result<T> + Send + 'static,
     {
         let digest = finished.content.blake3;
-        let temp_path = finished.temp_path.clone();
+        let temp = finished.name.clone();
         let _guard = self.lock(&digest).await;
-        let blobs = self.inner.blobs.clone();
-        blocking(move || blobs.place(&finished), "placing a blob").await?;
+        self.blob_io("placing a blob", move |b| b.promote(&finished)).await?;
         let result = self.inner.index.write(reference).await;
         // Committed or refused, the temporary has served its purpose. (A crash before this line
         // leaves it unclaimed, and start-up sweeps it.)
-        blob::remove_if_exists(&temp_path).map_err(Error::io("removing a temporary"))?;
+        self.blob_io("removing a temporary", move |b| b.remove_temp(&temp)).await?;
         if self.blob(&digest)?.is_none() {
-            self.inner.blobs.remove(&digest).map_err(Error::io("removing an unreferenced blob"))?;
+            self.blob_io("removing an unreferenced blob", move |b| b.remove(&digest)).await?;
         }
         result
     }
@@ -658,7 +663,7 @@ impl Storage {
         for digest in digests {
             let _guard = self.lock(&digest).await;
             if self.blob(&digest)?.is_none() {
-                self.inner.blobs.remove(&digest).map_err(Error::io("deleting a blob"))?;
+                self.blob_io("deleting a blob", move |b| b.remove(&digest)).await?;
             }
             self.inner
                 .index
@@ -741,7 +746,18 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Storage {
-    fn blob_store(&self) -> &BlobStore {
+    /// Runs `f` on the blob store on the blocking pool (see [`ports::BlobStore`]: every method
+    /// may block).
+    async fn blob_io<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&dyn BlobStore) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let blobs = self.inner.blobs.clone();
+        blocking(move || f(&*blobs), context).await
+    }
+
+    fn blob_store(&self) -> &Arc<dyn BlobStore> {
         &self.inner.blobs
     }
 

@@ -9,10 +9,11 @@
 
 use bytes::Bytes;
 
-use crate::blob::{BlobRange, BlobStore, BlobTail, BlobWriter};
 use crate::error::{Error, Result};
 use crate::index::ops::{self, UploadRecord};
 use crate::model::{FileTransfer, FileTransferId, Timestamp, UploadId, UploadOutcome};
+use crate::ports::TempKind;
+use crate::stream::{BlobRange, BlobTail, BlobWriter};
 use crate::{Storage, blocking};
 
 /// An upload in progress. Dropping it keeps its temporary: it can be resumed.
@@ -73,13 +74,13 @@ impl Storage {
     ) -> Result<Upload> {
         let claim = LiveClaim::take(self, &id)?;
         let existing = self.index().read(|txn| ops::get_upload(txn, &id))?;
-        let options = self.blob_store().write_options();
+        let blobs = self.blob_store().clone();
         let (writer, committed, length) = match existing {
             Some(record) => {
-                let path = self.blob_store().temp_path(&record.temp_name);
+                let name = record.temp_name.clone();
                 let committed = record.committed;
                 let writer = blocking(
-                    move || BlobWriter::resume(path, committed, options),
+                    move || BlobWriter::resume(blobs, &name, committed),
                     "resuming an upload",
                 )
                 .await?;
@@ -95,11 +96,12 @@ impl Storage {
                 (writer, committed, known)
             }
             None => {
-                let temp_name = BlobStore::new_temp_name();
-                let path = self.blob_store().temp_path(&temp_name);
-                let writer =
-                    blocking(move || BlobWriter::create(path, true, options), "creating an upload")
-                        .await?;
+                let writer = blocking(
+                    move || BlobWriter::create(blobs, TempKind::Resumable),
+                    "creating an upload",
+                )
+                .await?;
+                let temp_name = writer.name().to_owned();
                 let record =
                     UploadRecord { temp_name, committed: 0, created: at, updated: at, length };
                 let key = id.clone();
@@ -119,11 +121,9 @@ impl Storage {
     /// that is concatenated into the final file).
     pub async fn read_upload(&self, id: &UploadId) -> Result<BlobRange> {
         let record = self.upload(id)?.ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
-        let path = self.blob_store().temp_path(&record.temp_name);
-        blocking(
-            move || crate::blob::open_path_range(&path, 0, Some(record.committed)),
-            "reading an upload",
-        )
+        self.blob_io("reading an upload", move |b| {
+            BlobRange::new(b.open_temp(&record.temp_name)?, 0, Some(record.committed))
+        })
         .await
     }
 
@@ -142,8 +142,7 @@ impl Storage {
         let key = id.clone();
         let removed = self.index().write(move |txn| ops::remove_upload(txn, &key)).await?;
         if let Some(record) = removed {
-            let path = self.blob_store().temp_path(&record.temp_name);
-            blocking(move || crate::blob::remove_if_exists(&path), "deleting a temporary").await?;
+            self.blob_io("deleting a temporary", move |b| b.remove_temp(&record.temp_name)).await?;
         }
         Ok(())
     }
