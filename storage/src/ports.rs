@@ -3,6 +3,9 @@
 //! - [`BlobStore`] (`blob.rs`): the bytes. Blobs named by their BLAKE3 digest, and resumable
 //!   temporaries that become blobs by [`BlobStore::promote`]. First implementation:
 //!   [`crate::LocalBlobStore`].
+//! - [`MetadataStore`] (`metadata.rs`): the records. Snapshot reads and atomic write
+//!   transactions, as closures over a handle with typed reads and writes of records
+//!   ([`MetadataRead`], [`MetadataTxn`]). First implementation: [`crate::RedbIndex`].
 //!
 //! The facade holds each port as an `Arc<dyn …>`: the backend is chosen when the storage is
 //! opened (configuration, not compile time), and the server stays one non-generic type. The
@@ -14,5 +17,10 @@
 //! (`storage::conformance`, feature `conformance`) test them against any implementation.
 
 mod blob;
+mod metadata;
 
 pub use blob::{BlobReader, BlobStore, FinishedTemp, ReadAt, TempBlob, TempKind};
+pub use metadata::{
+    BoxFuture, Counter, IndexStats, MetadataRead, MetadataStore, MetadataTxn, Reply, StoredHistory,
+    WriteJob,
+};

@@ -10,9 +10,10 @@
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::index::ops::{self, UploadRecord};
 use crate::model::{FileTransfer, FileTransferId, Timestamp, UploadId, UploadOutcome};
 use crate::ports::TempKind;
+use crate::records::UploadRecord;
+use crate::rules::{self, Stored};
 use crate::stream::{BlobRange, BlobTail, BlobWriter};
 use crate::{Storage, blocking};
 
@@ -73,7 +74,7 @@ impl Storage {
         length: Option<u64>,
     ) -> Result<Upload> {
         let claim = LiveClaim::take(self, &id)?;
-        let existing = self.index().read(|txn| ops::get_upload(txn, &id))?;
+        let existing = self.upload(&id)?;
         let blobs = self.blob_store().clone();
         let (writer, committed, length) = match existing {
             Some(record) => {
@@ -88,7 +89,7 @@ impl Storage {
                     (None, Some(length)) => {
                         let key = id.clone();
                         let record = UploadRecord { length: Some(length), ..record };
-                        self.index().write(move |txn| ops::put_upload(txn, &key, &record)).await?;
+                        self.transact(move |txn| txn.put_upload(&key, &record)).await?;
                         Some(length)
                     }
                     (known, _) => known,
@@ -105,7 +106,7 @@ impl Storage {
                 let record =
                     UploadRecord { temp_name, committed: 0, created: at, updated: at, length };
                 let key = id.clone();
-                self.index().write(move |txn| ops::put_upload(txn, &key, &record)).await?;
+                self.transact(move |txn| txn.put_upload(&key, &record)).await?;
                 (writer, 0, length)
             }
         };
@@ -114,7 +115,7 @@ impl Storage {
 
     /// The record of an upload in progress, if there is one.
     pub fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
-        self.index().read(|txn| ops::get_upload(txn, id))
+        self.snapshot(|r| r.upload(id))
     }
 
     /// Reads the committed bytes of an upload in progress (e.g. a finished TUS partial upload
@@ -129,18 +130,18 @@ impl Storage {
 
     /// The durable offset of an upload in progress, if there is one.
     pub fn upload_offset(&self, id: &UploadId) -> Result<Option<u64>> {
-        Ok(self.index().read(|txn| ops::get_upload(txn, id))?.map(|r| r.committed))
+        Ok(self.upload(id)?.map(|r| r.committed))
     }
 
     /// Every upload in progress.
     pub fn uploads(&self) -> Result<Vec<(UploadId, UploadRecord)>> {
-        self.index().read(ops::all_uploads)
+        self.snapshot(|r| r.uploads())
     }
 
     /// Forgets an upload and deletes its temporary.
     pub async fn abort_upload(&self, id: &UploadId) -> Result<()> {
         let key = id.clone();
-        let removed = self.index().write(move |txn| ops::remove_upload(txn, &key)).await?;
+        let removed = self.transact(move |txn| txn.remove_upload(&key)).await?;
         if let Some(record) = removed {
             self.blob_io("deleting a temporary", move |b| b.remove_temp(&record.temp_name)).await?;
         }
@@ -163,12 +164,11 @@ impl Storage {
         let lifecycle = self.inner.lifecycle;
         let result = self
             .place_and_reference(finished, move |txn| {
-                let mut transfer = ops::load_transfer_write(txn, transfer_id)?
-                    .ok_or_else(|| Error::NotFound(format!("file transfer {transfer_id}")))?;
-                let before = ops::Stored::of(&transfer);
+                let mut transfer = rules::load(txn, transfer_id)?;
+                let before = Stored::of(&transfer);
                 let outcome = transfer.complete_upload(content, at)?;
-                ops::save_transfer(txn, &transfer, before, &lifecycle)?;
-                ops::remove_upload(txn, &upload_id)?;
+                rules::save_transfer(txn, &transfer, before, &lifecycle)?;
+                txn.remove_upload(&upload_id)?;
                 Ok((transfer, outcome))
             })
             .await;
@@ -176,7 +176,7 @@ impl Storage {
         if result.is_err() {
             // The temporary is gone (placed, then released): the upload cannot be resumed.
             let key = id.clone();
-            self.index().write(move |txn| ops::remove_upload(txn, &key).map(drop)).await?;
+            self.transact(move |txn| txn.remove_upload(&key).map(drop)).await?;
         }
         result
     }
@@ -217,17 +217,12 @@ impl Upload {
         }
         let id = self.id.clone();
         self.storage
-            .index()
-            .write(move |txn| {
-                let mut record = {
-                    let table = txn.open_table(crate::index::tables::UPLOADS)?;
-                    let value = redb::ReadableTable::get(&table, id.as_str())?
-                        .ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
-                    ops::decode::<UploadRecord>(value.value())?
-                };
+            .transact(move |txn| {
+                let mut record =
+                    txn.upload(&id)?.ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
                 record.committed = offset;
                 record.updated = at;
-                ops::put_upload(txn, &id, &record)
+                txn.put_upload(&id, &record)
             })
             .await?;
         self.committed = offset;
