@@ -29,6 +29,8 @@
 //!
 //! Architecture invariant: this crate knows nothing of gRPC, HTTP or ClamAV.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod digest;
 pub mod model;
 pub mod ports;
@@ -192,12 +194,24 @@ impl Storage {
             context: "opening the index",
             source: std::io::Error::other(e),
         })??;
+        Self::open_with(options, Arc::new(index), Arc::new(blobs)).await
+    }
+
+    /// Opens the storage on the given ports (any backends) and recovers from any crash, as
+    /// [`Storage::open`] does with the redb index and the local blob store under
+    /// `options.root`. Of `options`, `root` is only the directory whose free space
+    /// [`Storage::space`] reports; `sync` and `max_batch` are the ports' own business.
+    pub async fn open_with(
+        options: StorageOptions,
+        metadata: Arc<dyn MetadataStore>,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Result<Self> {
         let mut storage = Self {
             inner: Arc::new(Inner {
                 root: options.root,
-                blobs: Arc::new(blobs),
+                blobs,
                 min_free: options.min_free_bytes,
-                index: Arc::new(index),
+                index: metadata,
                 locks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 live_uploads: Default::default(),
                 recovery: Recovery::default(),
