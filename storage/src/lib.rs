@@ -4,8 +4,8 @@
 //!
 //! - [`model`]: the domain — transfers, resources, parties, statuses — pure and I/O-free.
 //! - [`digest`]: BLAKE3 [`Digest`] (a blob's address) and [`Md5`] (Altinn's checksum).
-//! - [`ports`]: the two ports a backend implements: [`ports::BlobStore`] (the bytes) and the
-//!   metadata store (the records), each with its contract written on its methods.
+//! - [`ports`]: the two ports a backend implements, [`ports::BlobStore`] (the bytes) and
+//!   [`ports::MetadataStore`] (the records), each with its contract written on its methods.
 //! - `blob`: [`LocalBlobStore`], the blob port on local files: durable writer, positioned
 //!   reader, verification.
 //! - `index`: [`RedbIndex`], the metadata port on a redb database with a single
@@ -15,17 +15,21 @@
 //! - `records`: the records of the metadata port besides the model's own.
 //! - `stream`: the facade's byte streams over any blob port: [`BlobRange`], [`BlobTail`].
 //! - [`Storage`] (this file): the facade that keeps the two consistent, and [`Upload`], a
-//!   resumable upload in progress.
+//!   resumable upload in progress. It holds each port as an `Arc<dyn …>` (see [`ports`] on why).
+//! - `conformance` (tests, feature `conformance`): the ports' contracts as test suites.
 //!
 //! # Invariants
 //!
-//! - The index never points at a missing blob: a blob's file is renamed into place and fsynced
-//!   before the transaction that references it commits, and deleted only after the transaction
-//!   that drops its last reference commits. A per-digest lock orders the two.
+//! The facade keeps them with any pair of ports that meets their contracts:
+//!
+//! - The index never points at a missing blob: a blob is promoted (durable, complete, under its
+//!   digest) before the transaction that references it commits, and deleted only after the
+//!   transaction that drops its last reference commits (`place_and_reference`, `collect`). A
+//!   per-digest lock orders the two.
 //! - Blob reference counts are derived from the transfers ([`FileTransfer::holds_blob`]) in the
-//!   same transaction that changes the transfer, so they cannot drift.
-//! - Temporary data is never visible: it lives in `tmp/` until renamed. Start-up deletes every
-//!   temporary that no upload in the index claims.
+//!   same transaction that changes the transfer, so they cannot drift (`rules::save_transfer`).
+//! - Temporary data is never visible: it stays a temporary of the blob store until promoted.
+//!   Start-up deletes every temporary that no upload in the index claims (`Storage::recover`).
 //!
 //! Architecture invariant: this crate knows nothing of gRPC, HTTP or ClamAV.
 

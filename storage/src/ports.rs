@@ -16,8 +16,8 @@
 //! Each contract is written on the trait's methods; the conformance suites
 //! (`storage::conformance`, feature `conformance`) test them against any implementation.
 
-mod blob;
-mod metadata;
+pub mod blob;
+pub mod metadata;
 
 pub use blob::{BlobReader, BlobStore, FinishedTemp, ReadAt, TempBlob, TempKind};
 pub use metadata::{

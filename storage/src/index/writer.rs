@@ -79,7 +79,7 @@ impl Slot {
 }
 
 /// The metadata port on redb: one database file, read in snapshots, written by one thread that
-/// group-commits (see the [module](self)).
+/// group-commits (see `index/writer.rs`).
 pub struct RedbIndex {
     slot: Arc<Slot>,
     tx: Option<mpsc::Sender<Request>>,
