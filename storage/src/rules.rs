@@ -132,7 +132,7 @@ fn append_events(
             at: event.at,
         })
         .collect();
-    txn.append_events(&records).map(drop)
+    txn.append_events(records).map(drop)
 }
 
 /// Jobs the new status rows call for, in the same transaction as the change.

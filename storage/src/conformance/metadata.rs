@@ -166,7 +166,7 @@ pub async fn committed_writes_survive_a_reopen(fixture: &mut dyn MetadataFixture
         txn.queue_gc(&Digest::of(b"gone"))?;
         txn.put_upload(&u, &upload_record("temp-1", 42))?;
         txn.put_scan_progress(t1.id, &p)?;
-        txn.append_events(&e)?;
+        txn.append_events(e.clone())?;
         txn.schedule(&job)?;
         txn.put_subscription(&Subscription { id: 9, ..subscription(2) })?;
         txn.put_delivery(&delivery(3, 9, at(50)))?;
@@ -219,7 +219,7 @@ pub async fn a_failing_job_commits_nothing(fixture: &mut dyn MetadataFixture) {
         store_new(txn, &t)?;
         txn.put_upload(&UploadId::for_transfer(t.id), &upload_record("t", 1))?;
         txn.put_blob(&Digest::of(b"x"), &BlobRecord { size: 1, md5: None, refs: 1 })?;
-        txn.append_events(&[event(EventType::Published, &t, &party(2), EventRole::Recipient)])?;
+        txn.append_events(vec![event(EventType::Published, &t, &party(2), EventRole::Recipient)])?;
         txn.next_id(Counter::Delivery)?;
         Err(Error::NotFound("the thing the rule wanted".into()))
     })
@@ -357,7 +357,7 @@ pub async fn concurrent_writers_all_commit_and_serialize(fixture: &mut dyn Metad
                     blob.refs += 1;
                     txn.put_blob(&digest, &blob)?;
                     store_new(txn, &t)?;
-                    txn.append_events(std::slice::from_ref(&e))?;
+                    txn.append_events(vec![e.clone()])?;
                     txn.next_id(Counter::Delivery)
                 })
                 .await
@@ -462,12 +462,12 @@ pub async fn events_are_gap_free_deduplicated_and_ordered(fixture: &mut dyn Meta
     let e2 = event(EventType::Published, &t, &party(2), EventRole::Recipient);
     let e3 = event(EventType::Published, &t, &party(3), EventRole::Recipient);
     let first = vec![e1.clone(), e2.clone(), e1.clone()];
-    let n = write(&*store, move |txn| txn.append_events(&first)).await.unwrap();
+    let n = write(&*store, move |txn| txn.append_events(first.clone())).await.unwrap();
     assert_eq!(n, 2, "an id twice in one batch is logged once");
     let second = vec![e2.clone(), e3.clone()];
-    let n = write(&*store, move |txn| txn.append_events(&second)).await.unwrap();
+    let n = write(&*store, move |txn| txn.append_events(second.clone())).await.unwrap();
     assert_eq!(n, 1, "an id logged before is skipped");
-    assert_eq!(write(&*store, |txn| txn.append_events(&[])).await.unwrap(), 0);
+    assert_eq!(write(&*store, |txn| txn.append_events(Vec::new())).await.unwrap(), 0);
     drop(store);
     let store = fixture.reopen();
     read(&*store, |r| {

@@ -462,7 +462,7 @@ impl MetadataTxn for Redb<'_, WriteTransaction> {
         Ok(())
     }
 
-    fn append_events(&mut self, events: &[EventRecord]) -> Result<usize> {
+    fn append_events(&mut self, events: Vec<EventRecord>) -> Result<usize> {
         if events.is_empty() {
             return Ok(0);
         }
@@ -472,12 +472,12 @@ impl MetadataTxn for Redb<'_, WriteTransaction> {
         let mut log = self.0.open_table(EVENT_LOG)?;
         let mut ids = self.0.open_table(EVENT_IDS)?;
         let mut appended = 0;
-        for event in events {
+        for mut event in events {
             if ids.get(event.id.as_bytes().as_slice())?.is_some() {
                 continue; // already recorded: an event happens once
             }
-            let record = EventRecord { seq: next, ..event.clone() };
-            log.insert(next, encode(&record)?.as_slice())?;
+            event.seq = next;
+            log.insert(next, encode(&event)?.as_slice())?;
             ids.insert(event.id.as_bytes().as_slice(), next)?;
             next += 1;
             appended += 1;

@@ -13,6 +13,17 @@
 //! ([`crate::Storage`]) orders the two so that the index never points at a missing blob (see the
 //! contract of [`BlobStore::promote`] and [`BlobStore::remove`]).
 //!
+//! # Object stores
+//!
+//! Nothing here is a path. A temporary maps to a multipart upload (S3) or uncommitted blocks
+//! (Azure): [`TempBlob::write`] stages bytes, [`TempBlob::sync`] makes staged parts durable,
+//! [`BlobStore::promote`] completes the object under its digest (or copies a completed
+//! temporary object there, so the temporary stays resumable until
+//! [`BlobStore::remove_temp`]). Staged parts cannot be read back in those stores, while
+//! [`BlobStore::open_temp`] (the scanner's tail) and [`BlobStore::resume_temp`] (re-hashing the
+//! committed prefix) need them: such a store keeps a local spool of each temporary as well,
+//! or at least of the part not yet completed.
+//!
 //! # Blocking
 //!
 //! Every method may block. The facade calls them on tokio's blocking pool (`spawn_blocking`),

@@ -130,8 +130,9 @@ impl IndexStats {
 /// A metadata store. See the [module](self) for transactions, blocking and crashes.
 pub trait MetadataStore: Send + Sync + fmt::Debug {
     /// Runs `f` on a consistent snapshot: it sees every transaction committed before `read`
-    /// began and nothing of any later one. Never waits for writers.
-    /// [`crate::Error::Recovering`] while the store cannot be read (being reopened).
+    /// began and nothing of any later one. Never waits for writers. Calls `f` once (not at all
+    /// if the snapshot cannot be taken: [`crate::Error::Recovering`] while the store is being
+    /// reopened) and returns what `f` returned.
     fn read(&self, f: &mut dyn FnMut(&mut dyn MetadataRead) -> Result<()>) -> Result<()>;
 
     /// Runs `job` in a transaction and commits it; resolves once the commit is durable, with
@@ -276,7 +277,7 @@ pub trait MetadataTxn: MetadataRead {
     /// sequences (their `seq` is ignored); returns how many were appended. Sequences are
     /// gap-free and in commit order: a reader that saw sequence `n` has seen every event below
     /// it (no two transactions take sequences concurrently).
-    fn append_events(&mut self, events: &[EventRecord]) -> Result<usize>;
+    fn append_events(&mut self, events: Vec<EventRecord>) -> Result<usize>;
 
     /// Schedules a job (scheduling the same job twice stores it once).
     fn schedule(&mut self, job: &Job) -> Result<()>;
