@@ -68,7 +68,7 @@ use model::{
     Timestamp,
 };
 use ports::{BlobStore, FinishedTemp, TempKind};
-use ports::{MetadataRead, MetadataStore, MetadataTxn, Reply, WriteJob};
+use ports::{MetadataRead, MetadataStore, MetadataTxn};
 use rules::Stored;
 use stream::BlobWriter;
 
@@ -751,25 +751,16 @@ impl Storage {
         &self,
         f: impl FnOnce(&mut dyn MetadataRead) -> Result<T>,
     ) -> Result<T> {
-        let mut f = Some(f);
-        let mut out = None;
-        self.inner.index.read(&mut |r| {
-            let f = f.take().ok_or_else(|| Error::Corrupt("a snapshot read ran twice".into()))?;
-            out = Some(f(r)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| Error::Corrupt("a snapshot read did not run".into()))
+        ports::snapshot(&*self.inner.index, f)
     }
 
     /// Runs `f` in one metadata transaction and returns its result once it is durable (see
     /// [`MetadataStore::write`]: `f` may run more than once).
-    pub(crate) async fn transact<T, F>(&self, mut f: F) -> Result<T>
+    pub(crate) async fn transact<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&mut dyn MetadataTxn) -> Result<T> + Send + 'static,
     {
-        let job: WriteJob = Box::new(move |txn| f(txn).map(|v| Box::new(v) as Reply));
-        let reply = self.inner.index.write(job).await?;
-        Ok(*reply.downcast::<T>().expect("a write job's reply has the job's type"))
+        ports::transact(&*self.inner.index, f).await
     }
 }

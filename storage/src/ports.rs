@@ -22,5 +22,5 @@ pub mod metadata;
 pub use blob::{BlobReader, BlobStore, FinishedTemp, ReadAt, TempBlob, TempKind};
 pub use metadata::{
     BoxFuture, Counter, IndexStats, MetadataRead, MetadataStore, MetadataTxn, Reply, StoredHistory,
-    WriteJob,
+    WriteJob, snapshot, transact,
 };

@@ -11,7 +11,7 @@ use super::metadata::MetadataFixture;
 use super::payload;
 use crate::digest::Digest;
 use crate::model::{FileTransferId, Timestamp, UploadId};
-use crate::ports::{BlobStore, MetadataStore, Reply, TempKind};
+use crate::ports::{BlobStore, MetadataStore, TempKind};
 use crate::records::UploadRecord;
 use crate::{Recovery, Storage, StorageOptions};
 
@@ -81,11 +81,10 @@ pub async fn crash_leftovers_are_swept_at_open(
         updated: Timestamp::now(),
         length: None,
     };
-    m.write(Box::new(move |txn| {
+    crate::ports::transact(&*m, move |txn| {
         txn.put_upload(&UploadId::from_stored("lost"), &lost)?;
-        txn.queue_gc(&collectable)?;
-        Ok(Box::new(()) as Reply)
-    }))
+        txn.queue_gc(&collectable)
+    })
     .await
     .unwrap();
     drop((storage, m, b));

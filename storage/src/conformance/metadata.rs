@@ -15,7 +15,7 @@ use crate::model::{
     EventRole, EventType, FileTransfer, FileTransferId, FileTransferStatus, NewFileTransfer, Party,
     ResourceConfig, ResourceId, ServiceOwner, StoredContent, Timestamp, UploadId,
 };
-use crate::ports::{Counter, MetadataRead, MetadataStore, MetadataTxn, Reply, StoredHistory};
+use crate::ports::{Counter, MetadataRead, MetadataStore, MetadataTxn, StoredHistory};
 use crate::records::{BlobRecord, EventRecord, Job, JobKind, ScanProgress, UploadRecord, event_id};
 use crate::webhooks::{Delivery, Subscription};
 
@@ -29,27 +29,11 @@ pub trait MetadataFixture: Send + 'static {
     fn reopen(&mut self) -> Arc<dyn MetadataStore>;
 }
 
-/// Runs `f` in one transaction, as the facade does.
-async fn write<T, F>(store: &dyn MetadataStore, mut f: F) -> Result<T>
-where
-    T: Send + 'static,
-    F: FnMut(&mut dyn MetadataTxn) -> Result<T> + Send + 'static,
-{
-    let reply = store.write(Box::new(move |txn| f(txn).map(|v| Box::new(v) as Reply))).await?;
-    Ok(*reply.downcast::<T>().expect("a write job's reply has the job's type"))
-}
+use crate::ports::transact as write;
 
 /// Runs `f` on a snapshot, as the facade does.
 fn read<T>(store: &dyn MetadataStore, f: impl FnOnce(&mut dyn MetadataRead) -> Result<T>) -> T {
-    let mut f = Some(f);
-    let mut out = None;
-    store
-        .read(&mut |r| {
-            out = Some(f.take().expect("a snapshot read runs its closure once")(r)?);
-            Ok(())
-        })
-        .expect("reading a snapshot");
-    out.expect("a snapshot read runs its closure")
+    crate::ports::snapshot(store, f).expect("reading a snapshot")
 }
 
 fn at(seconds: i64) -> Timestamp {

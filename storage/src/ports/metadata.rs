@@ -48,7 +48,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::Digest;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::{
     FileTransfer, FileTransferId, Party, ResourceConfig, ResourceId, ServiceOwner, Timestamp,
     UploadId,
@@ -146,6 +146,34 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
 
     /// Commit counters.
     fn stats(&self) -> &IndexStats;
+}
+
+/// [`MetadataStore::read`] with a typed result: runs `f` on a snapshot and returns what it
+/// returned.
+pub fn snapshot<T>(
+    store: &dyn MetadataStore,
+    f: impl FnOnce(&mut dyn MetadataRead) -> Result<T>,
+) -> Result<T> {
+    let mut f = Some(f);
+    let mut out = None;
+    store.read(&mut |r| {
+        let f = f.take().ok_or_else(|| Error::Corrupt("a snapshot read ran twice".into()))?;
+        out = Some(f(r)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| Error::Corrupt("a snapshot read did not run".into()))
+}
+
+/// [`MetadataStore::write`] with a typed result: runs `f` in one transaction and returns its
+/// result once the commit is durable. `f` may run more than once (see the [module](self)).
+pub async fn transact<T, F>(store: &dyn MetadataStore, mut f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnMut(&mut dyn MetadataTxn) -> Result<T> + Send + 'static,
+{
+    let job: WriteJob = Box::new(move |txn| f(txn).map(|v| Box::new(v) as Reply));
+    let reply = store.write(job).await?;
+    Ok(*reply.downcast::<T>().expect("a write job's reply has the job's type"))
 }
 
 /// Typed reads, in a snapshot ([`MetadataStore::read`]) or in a write transaction (where they
