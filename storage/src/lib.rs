@@ -4,30 +4,48 @@
 //!
 //! - [`model`]: the domain — transfers, resources, parties, statuses — pure and I/O-free.
 //! - [`digest`]: BLAKE3 [`Digest`] (a blob's address) and [`Md5`] (Altinn's checksum).
-//! - `blob`: the content-addressed files: durable writer, ranged reader, verification.
-//! - `index`: the redb database with a single group-committing writer.
+//! - [`ports`]: the two ports a backend implements, [`ports::BlobStore`] (the bytes) and
+//!   [`ports::MetadataStore`] (the records), each with its contract written on its methods.
+//! - `blob`: [`LocalBlobStore`], the blob port on local files: durable writer, positioned
+//!   reader, verification.
+//! - `index`: [`RedbIndex`], the metadata port on a redb database with a single
+//!   group-committing writer.
+//! - `rules`: how records are tied together (reference counts, events, jobs), written once
+//!   against the metadata port.
+//! - `records`: the records of the metadata port besides the model's own.
+//! - `stream`: the facade's byte streams over any blob port: [`BlobRange`], [`BlobTail`].
 //! - [`Storage`] (this file): the facade that keeps the two consistent, and [`Upload`], a
-//!   resumable upload in progress.
+//!   resumable upload in progress. It holds each port as an `Arc<dyn …>` (see [`ports`] on why).
+//! - `conformance` (tests, feature `conformance`): the ports' contracts as test suites.
 //!
 //! # Invariants
 //!
-//! - The index never points at a missing blob: a blob's file is renamed into place and fsynced
-//!   before the transaction that references it commits, and deleted only after the transaction
-//!   that drops its last reference commits. A per-digest lock orders the two.
+//! The facade keeps them with any pair of ports that meets their contracts:
+//!
+//! - The index never points at a missing blob: a blob is promoted (durable, complete, under its
+//!   digest) before the transaction that references it commits, and deleted only after the
+//!   transaction that drops its last reference commits (`place_and_reference`, `collect`). A
+//!   per-digest lock orders the two.
 //! - Blob reference counts are derived from the transfers ([`FileTransfer::holds_blob`]) in the
-//!   same transaction that changes the transfer, so they cannot drift.
-//! - Temporary data is never visible: it lives in `tmp/` until renamed. Start-up deletes every
-//!   temporary that no upload in the index claims.
+//!   same transaction that changes the transfer, so they cannot drift (`rules::save_transfer`).
+//! - Temporary data is never visible: it stays a temporary of the blob store until promoted.
+//!   Start-up deletes every temporary that no upload in the index claims (`Storage::recover`).
 //!
 //! Architecture invariant: this crate knows nothing of gRPC, HTTP or ClamAV.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 pub mod digest;
 pub mod model;
+pub mod ports;
 
 mod blob;
 mod error;
 mod index;
 mod md5_follower;
+mod records;
+mod rules;
+mod stream;
 mod upload;
 pub mod webhooks;
 
@@ -35,20 +53,24 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use blob::{BlobRange, BlobTail, INLINE_MD5_LIMIT, Verification};
+pub use blob::{INLINE_MD5_LIMIT, LocalBlobStore, Verification};
 pub use digest::{Digest, Md5};
 pub use error::{Error, Result};
-pub use index::IndexStats;
-pub use index::ops::{BlobRecord, EventRecord, Job, JobKind, ScanProgress, UploadRecord, event_id};
+pub use index::RedbIndex;
 pub use md5_follower::Md5Follower;
+pub use ports::IndexStats;
+pub use records::{BlobRecord, EventRecord, Job, JobKind, ScanProgress, UploadRecord, event_id};
+pub use stream::{BlobRange, BlobTail};
 pub use upload::Upload;
 
-use blob::{BlobStore, BlobWriter, FinishedBlob};
-use index::{Index, IndexOptions, ops};
 use model::{
     FileTransfer, FileTransferId, Party, ResourceConfig, ResourceId, ServiceOwner, StoredContent,
     Timestamp,
 };
+use ports::{BlobStore, FinishedTemp, TempKind};
+use ports::{MetadataRead, MetadataStore, MetadataTxn};
+use rules::Stored;
+use stream::BlobWriter;
 
 /// When life-cycle jobs come due, relative to the change that schedules them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,8 +167,10 @@ pub struct Storage {
 #[derive(Debug)]
 struct Inner {
     root: PathBuf,
-    blobs: BlobStore,
-    index: Index,
+    blobs: Arc<dyn BlobStore>,
+    /// [`StorageOptions::min_free_bytes`].
+    min_free: u64,
+    index: Arc<dyn MetadataStore>,
     /// Striped locks ordering blob placement against blob deletion for the same digest.
     locks: Vec<tokio::sync::Mutex<()>>,
     /// Uploads with a live writer: at most one writer per upload (see [`Storage::open_upload`]).
@@ -163,27 +187,35 @@ impl Storage {
     /// Opens (or creates) the storage in `options.root` and recovers from any crash.
     pub async fn open(options: StorageOptions) -> Result<Self> {
         std::fs::create_dir_all(&options.root).map_err(Error::io("creating the data directory"))?;
-        let write = blob::WriteOptions { sync: options.sync, reserve: options.min_free_bytes };
-        let blobs = BlobStore::open(&options.root, write)
+        let blobs = LocalBlobStore::open(&options.root, options.sync, options.min_free_bytes)
             .map_err(Error::io("creating the blob directories"))?;
         let index_path = options.root.join("index.redb");
         let index = tokio::task::spawn_blocking(move || {
-            Index::open(
-                &index_path,
-                IndexOptions { sync: options.sync, max_batch: options.max_batch },
-            )
+            RedbIndex::open(&index_path, options.sync, options.max_batch)
         })
         .await
         .map_err(|e| Error::Io {
             context: "opening the index",
             source: std::io::Error::other(e),
         })??;
-        index.write(ops::init).await?;
+        Self::open_with(options, Arc::new(index), Arc::new(blobs)).await
+    }
+
+    /// Opens the storage on the given ports (any backends) and recovers from any crash, as
+    /// [`Storage::open`] does with the redb index and the local blob store under
+    /// `options.root`. Of `options`, `root` is only the directory whose free space
+    /// [`Storage::space`] reports; `sync` and `max_batch` are the ports' own business.
+    pub async fn open_with(
+        options: StorageOptions,
+        metadata: Arc<dyn MetadataStore>,
+        blobs: Arc<dyn BlobStore>,
+    ) -> Result<Self> {
         let mut storage = Self {
             inner: Arc::new(Inner {
                 root: options.root,
                 blobs,
-                index,
+                min_free: options.min_free_bytes,
+                index: metadata,
                 locks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 live_uploads: Default::default(),
                 recovery: Recovery::default(),
@@ -192,7 +224,7 @@ impl Storage {
             }),
         };
         let recovery = storage.recover(options.sweep_orphan_blobs).await?;
-        storage.inner.events.send_replace(storage.inner.index.read(ops::last_event_seq)?);
+        storage.inner.events.send_replace(storage.snapshot(|r| r.last_event_seq())?);
         Arc::get_mut(&mut storage.inner).expect("not shared yet").recovery = recovery;
         if recovery != Recovery::default() {
             tracing::info!(?recovery, "storage recovered");
@@ -202,37 +234,34 @@ impl Storage {
 
     async fn recover(&self, sweep_orphans: bool) -> Result<Recovery> {
         let mut recovery = Recovery::default();
-        let uploads = self.inner.index.read(ops::all_uploads)?;
+        let uploads = self.snapshot(|r| r.uploads())?;
         for (id, record) in &uploads {
-            if !self.inner.blobs.temp_path(&record.temp_name).exists() {
+            let name = record.temp_name.clone();
+            let exists =
+                self.blob_io("looking for a temporary", move |b| b.temp_exists(&name)).await?;
+            if !exists {
                 tracing::warn!(upload = %id, "upload's temporary is gone; forgetting the upload");
                 let id = id.clone();
-                self.inner.index.write(move |txn| ops::remove_upload(txn, &id)).await?;
+                self.transact(move |txn| txn.remove_upload(&id)).await?;
                 recovery.uploads_dropped += 1;
             }
         }
         let claimed: HashSet<String> = uploads.into_iter().map(|(_, r)| r.temp_name).collect();
-        let blobs = self.inner.blobs.clone();
-        recovery.temporaries_removed = blocking(
-            move || blobs.sweep_temporaries(|name| claimed.contains(name)),
-            "sweeping temporaries",
-        )
-        .await?;
-        let pending = self.inner.index.read(ops::pending_gc)?;
+        recovery.temporaries_removed = self
+            .blob_io("sweeping temporaries", move |b| {
+                b.sweep_temporaries(&|name| claimed.contains(name))
+            })
+            .await?;
+        let pending = self.snapshot(|r| r.pending_gc())?;
         recovery.blobs_collected = pending.len();
         self.collect(pending).await?;
         if sweep_orphans {
-            let blobs = self.inner.blobs.clone();
-            let on_disk = blocking(move || blobs.list(), "listing blobs").await?;
-            let known: HashSet<Digest> =
-                self.inner.index.read(ops::all_blobs)?.into_iter().map(|(d, _)| d).collect();
+            let on_disk = self.blob_io("listing blobs", |b| b.list()).await?;
+            let known: HashSet<Digest> = self.blobs()?.into_iter().map(|(d, _)| d).collect();
             for digest in on_disk.into_iter().filter(|d| !known.contains(d)) {
                 let _guard = self.lock(&digest).await;
                 if self.blob(&digest)?.is_none() {
-                    self.inner
-                        .blobs
-                        .remove(&digest)
-                        .map_err(Error::io("removing an orphan blob"))?;
+                    self.blob_io("removing an orphan blob", move |b| b.remove(&digest)).await?;
                     recovery.orphan_blobs_removed += 1;
                 }
             }
@@ -266,7 +295,7 @@ impl Storage {
             .map_err(|e| Error::io("reading the free space")(e.into()))?;
         Ok(Space {
             free: stat.f_bavail.saturating_mul(stat.f_frsize),
-            min_free: self.inner.blobs.write_options().reserve,
+            min_free: self.inner.min_free,
         })
     }
 
@@ -286,7 +315,7 @@ impl Storage {
         if !self.inner.index.healthy() {
             return Err(Error::Recovering);
         }
-        self.inner.index.write(|_| Ok(())).await
+        self.transact(|_| Ok(())).await
     }
 
     async fn lock(&self, digest: &Digest) -> tokio::sync::MutexGuard<'_, ()> {
@@ -297,14 +326,12 @@ impl Storage {
 
     /// Registers a service owner; [`Error::AlreadyExists`] if it is registered.
     pub async fn create_service_owner(&self, owner: ServiceOwner) -> Result<()> {
-        self.inner.index.write(move |txn| ops::insert_service_owner(txn, &owner)).await
+        self.transact(move |txn| txn.insert_service_owner(&owner)).await
     }
 
     /// A registered service owner.
     pub fn service_owner(&self, party: &Party) -> Result<Option<ServiceOwner>> {
-        self.inner.index.read(|txn| {
-            ops::get_service_owner(&txn.open_table(index::tables::SERVICE_OWNERS)?, party)
-        })
+        self.snapshot(|r| r.service_owner(party))
     }
 
     /// Reads, changes and writes a resource configuration in one transaction. `f` gets the
@@ -313,37 +340,26 @@ impl Storage {
     where
         F: FnMut(Option<ResourceConfig>) -> Result<ResourceConfig> + Send + 'static,
     {
-        self.inner
-            .index
-            .write(move |txn| {
-                let current = ops::get_resource(&txn.open_table(index::tables::RESOURCES)?, &id)?;
-                let next = f(current)?;
-                if next.id != id {
-                    return Err(Error::Corrupt("a resource update changed the resource id".into()));
-                }
-                ops::put_resource(txn, &next)?;
-                Ok(next)
-            })
-            .await
+        self.transact(move |txn| {
+            let current = txn.resource(&id)?;
+            let next = f(current)?;
+            if next.id != id {
+                return Err(Error::Corrupt("a resource update changed the resource id".into()));
+            }
+            txn.put_resource(&next)?;
+            Ok(next)
+        })
+        .await
     }
 
     /// Every resource configuration.
     pub fn resources(&self) -> Result<Vec<ResourceConfig>> {
-        self.inner.index.read(|txn| {
-            let table = txn.open_table(index::tables::RESOURCES)?;
-            let mut out = Vec::new();
-            for entry in redb::ReadableTable::iter(&table)? {
-                out.push(ops::decode(entry?.1.value())?);
-            }
-            Ok(out)
-        })
+        self.snapshot(|r| r.resources())
     }
 
     /// A resource configuration.
     pub fn resource(&self, id: &ResourceId) -> Result<Option<ResourceConfig>> {
-        self.inner
-            .index
-            .read(|txn| ops::get_resource(&txn.open_table(index::tables::RESOURCES)?, id))
+        self.snapshot(|r| r.resource(id))
     }
 
     // --- transfers ---
@@ -351,9 +367,7 @@ impl Storage {
     /// Stores a new transfer with its histories and search entries.
     pub async fn insert_transfer(&self, transfer: FileTransfer) -> Result<()> {
         let lifecycle = self.inner.lifecycle;
-        self.inner
-            .index
-            .write(move |txn| ops::insert_transfer(txn, &transfer, &lifecycle).map(drop))
+        self.transact(move |txn| rules::insert_transfer(txn, &transfer, &lifecycle).map(drop))
             .await?;
         self.events_committed();
         Ok(())
@@ -369,28 +383,26 @@ impl Storage {
         request_hash: [u8; 32],
     ) -> Result<FileTransferId> {
         let lifecycle = self.inner.lifecycle;
-        self.inner
-            .index
-            .write(move |txn| {
-                ops::insert_transfer_idempotent(txn, &transfer, &key, request_hash, &lifecycle)
-            })
-            .await
-            .inspect(|_| self.events_committed())
+        self.transact(move |txn| {
+            rules::insert_transfer_idempotent(txn, &transfer, &key, request_hash, &lifecycle)
+        })
+        .await
+        .inspect(|_| self.events_committed())
     }
 
     /// Every transfer id (for start-up recovery and consistency checks).
     pub fn transfer_ids(&self) -> Result<Vec<FileTransferId>> {
-        self.inner.index.read(ops::all_transfer_ids)
+        self.snapshot(|r| r.transfer_ids())
     }
 
     /// A transfer with its histories.
     pub fn transfer(&self, id: FileTransferId) -> Result<Option<FileTransfer>> {
-        self.inner.index.read(|txn| ops::load_transfer_read(txn, id))
+        self.snapshot(|r| r.transfer(id))
     }
 
     /// The segments of transfer `id`'s file found clean so far, while it waits for its scan.
     pub fn scan_progress(&self, id: FileTransferId) -> Result<Option<ScanProgress>> {
-        self.inner.index.read(|txn| ops::get_scan_progress(txn, id))
+        self.snapshot(|r| r.scan_progress(id))
     }
 
     /// Records segments of transfer `id`'s file found clean (added to those recorded before), in
@@ -402,7 +414,7 @@ impl Storage {
         id: FileTransferId,
         progress: ScanProgress,
     ) -> Result<bool> {
-        self.inner.index.write(move |txn| ops::merge_scan_progress(txn, id, &progress)).await
+        self.transact(move |txn| rules::merge_scan_progress(txn, id, &progress)).await
     }
 
     /// Loads a transfer, applies `f` and stores the result, all in one transaction: the status
@@ -419,14 +431,11 @@ impl Storage {
     {
         let lifecycle = self.inner.lifecycle;
         let (transfer, value, released) = self
-            .inner
-            .index
-            .write(move |txn| {
-                let mut transfer = ops::load_transfer_write(txn, id)?
-                    .ok_or_else(|| Error::NotFound(format!("file transfer {id}")))?;
-                let before = ops::Stored::of(&transfer);
+            .transact(move |txn| {
+                let mut transfer = rules::load(txn, id)?;
+                let before = Stored::of(&transfer);
                 let value = f(&mut transfer)?;
-                let released = ops::save_transfer(txn, &transfer, before, &lifecycle)?;
+                let released = rules::save_transfer(txn, &transfer, before, &lifecycle)?;
                 Ok((transfer, value, released))
             })
             .await?;
@@ -443,7 +452,7 @@ impl Storage {
         to: Timestamp,
         limit: usize,
     ) -> Result<Vec<FileTransferId>> {
-        self.inner.index.read(|txn| ops::transfers_by_resource(txn, resource, from, to, limit))
+        self.snapshot(|r| r.transfers_by_resource(resource, from, to, limit))
     }
 
     /// Transfers `party` sent (`as_recipient = false`) or received, created in `[from, to)`.
@@ -455,19 +464,16 @@ impl Storage {
         to: Timestamp,
         limit: usize,
     ) -> Result<Vec<FileTransferId>> {
-        self.inner.index.read(|txn| {
-            ops::transfers_by_party(txn, party, u8::from(as_recipient), from, to, limit)
-        })
+        self.snapshot(|r| r.transfers_by_party(party, as_recipient, from, to, limit))
     }
 
     // --- blobs ---
 
     /// Starts a one-shot (not resumable) blob write. Dropping it unfinished deletes its temporary.
     pub async fn blob_writer(&self) -> Result<BlobIngest> {
-        let path = self.inner.blobs.temp_path(&BlobStore::new_temp_name());
-        let options = self.inner.blobs.write_options();
+        let blobs = self.inner.blobs.clone();
         let writer =
-            blocking(move || BlobWriter::create(path, false, options), "creating a temporary")
+            blocking(move || BlobWriter::create(blobs, TempKind::OneShot), "creating a temporary")
                 .await?;
         Ok(BlobIngest { writer })
     }
@@ -477,7 +483,7 @@ impl Storage {
     pub async fn add_blob(&self, ingest: BlobIngest) -> Result<StoredContent> {
         let finished = ingest.writer.finish().await.map_err(Error::io("finishing a blob"))?;
         let content = finished.content;
-        self.place_and_reference(finished, move |txn| ops::blob_incref(txn, &content)).await?;
+        self.place_and_reference(finished, move |txn| rules::blob_incref(txn, &content)).await?;
         Ok(content)
     }
 
@@ -490,7 +496,7 @@ impl Storage {
         let range = self.read_blob(digest, 0, None).await?;
         let md5 = Md5Follower::read(range).finish().await.map_err(Error::io("hashing a blob"))?;
         let digest = *digest;
-        self.inner.index.write(move |txn| ops::set_blob_md5(txn, &digest, md5)).await?;
+        self.transact(move |txn| rules::set_blob_md5(txn, &digest, md5)).await?;
         Ok(md5)
     }
 
@@ -505,16 +511,13 @@ impl Storage {
     ) -> Result<FileTransfer> {
         let lifecycle = self.inner.lifecycle;
         let (transfer, released) = self
-            .inner
-            .index
-            .write(move |txn| {
-                let mut transfer = ops::load_transfer_write(txn, id)?
-                    .ok_or_else(|| Error::NotFound(format!("file transfer {id}")))?;
-                let before = ops::Stored::of(&transfer);
+            .transact(move |txn| {
+                let mut transfer = rules::load(txn, id)?;
+                let before = Stored::of(&transfer);
                 transfer.record_md5(md5, at)?;
-                let released = ops::save_transfer(txn, &transfer, before, &lifecycle)?;
+                let released = rules::save_transfer(txn, &transfer, before, &lifecycle)?;
                 if let Some(content) = transfer.content {
-                    ops::set_blob_md5(txn, &content.blake3, md5)?;
+                    rules::set_blob_md5(txn, &content.blake3, md5)?;
                 }
                 Ok((transfer, released))
             })
@@ -527,19 +530,19 @@ impl Storage {
     // --- events and the life-cycle schedule ---
 
     fn events_committed(&self) {
-        if let Ok(last) = self.inner.index.read(ops::last_event_seq) {
+        if let Ok(last) = self.snapshot(|r| r.last_event_seq()) {
             self.inner.events.send_if_modified(|seq| std::mem::replace(seq, last) != last);
         }
     }
 
     /// Events after sequence `after` (0: from the start), at most `limit`, in order.
     pub fn events_after(&self, after: u64, limit: usize) -> Result<Vec<EventRecord>> {
-        self.inner.index.read(|txn| ops::events_after(txn, after, limit))
+        self.snapshot(|r| r.events_after(after, limit))
     }
 
     /// The sequence of the event with `id`, if it is in the log.
     pub fn event_seq(&self, id: &uuid::Uuid) -> Result<Option<u64>> {
-        self.inner.index.read(|txn| ops::event_seq(txn, id))
+        self.snapshot(|r| r.event_seq(id))
     }
 
     /// Follows the sequence of the last committed event (for long-polls and watch streams).
@@ -549,7 +552,7 @@ impl Storage {
 
     /// Life-cycle jobs due at or before `now`, earliest first.
     pub fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<Job>> {
-        self.inner.index.read(|txn| ops::due_jobs(txn, now, limit))
+        self.snapshot(|r| r.due_jobs(now, limit))
     }
 
     /// Runs `job` in one transaction: the job leaves the schedule and `f`'s change to the
@@ -563,24 +566,19 @@ impl Storage {
     {
         let lifecycle = self.inner.lifecycle;
         let released = self
-            .inner
-            .index
-            .write(move |txn| {
-                if !ops::unschedule(txn, &job)? {
+            .transact(move |txn| {
+                if !txn.unschedule(&job)? {
                     return Ok(Vec::new()); // already run
                 }
-                let Some(mut transfer) = ops::load_transfer_write(txn, job.transfer)? else {
+                let Some(mut transfer) = txn.transfer(job.transfer)? else {
                     return Ok(Vec::new());
                 };
-                let resource = ops::get_resource(
-                    &txn.open_table(index::tables::RESOURCES)?,
-                    &transfer.resource_id,
-                )?;
-                let before = ops::Stored::of(&transfer);
+                let resource = txn.resource(&transfer.resource_id)?;
+                let before = Stored::of(&transfer);
                 if let Some(again) = f(&mut transfer, resource.as_ref())? {
-                    ops::schedule(txn, again, job.transfer, job.kind)?;
+                    txn.schedule(&Job { due: again, ..job })?;
                 }
-                ops::save_transfer(txn, &transfer, before, &lifecycle)
+                rules::save_transfer(txn, &transfer, before, &lifecycle)
             })
             .await?;
         self.events_committed();
@@ -589,7 +587,7 @@ impl Storage {
 
     /// Drops a standalone reference taken by [`Storage::add_blob`]; the file goes with the last.
     pub async fn release_blob(&self, digest: Digest) -> Result<()> {
-        let last = self.inner.index.write(move |txn| ops::blob_decref(txn, &digest)).await?;
+        let last = self.transact(move |txn| rules::blob_decref(txn, &digest)).await?;
         if last {
             self.collect(vec![digest]).await?;
         }
@@ -598,12 +596,12 @@ impl Storage {
 
     /// The index record of a blob.
     pub fn blob(&self, digest: &Digest) -> Result<Option<BlobRecord>> {
-        self.inner.index.read(|txn| ops::get_blob(txn, digest))
+        self.snapshot(|r| r.blob(digest))
     }
 
     /// Every blob record.
     pub fn blobs(&self) -> Result<Vec<(Digest, BlobRecord)>> {
-        self.inner.index.read(ops::all_blobs)
+        self.snapshot(|r| r.blobs())
     }
 
     /// Opens `len` bytes (to the end if `None`) of a blob from `offset`.
@@ -613,42 +611,40 @@ impl Storage {
         offset: u64,
         len: Option<u64>,
     ) -> Result<BlobRange> {
-        let blobs = self.inner.blobs.clone();
         let digest = *digest;
-        blocking(move || blobs.open_range(&digest, offset, len), "opening a blob").await
+        self.blob_io("opening a blob", move |b| BlobRange::new(b.open(&digest)?, offset, len)).await
     }
 
     /// Re-hashes a blob's file and compares it with its digest.
     pub async fn verify_blob(&self, digest: &Digest) -> Result<Verification> {
-        let blobs = self.inner.blobs.clone();
         let digest = *digest;
-        blocking(move || blobs.verify(&digest), "verifying a blob").await
+        self.blob_io("verifying a blob", move |b| b.verify(&digest)).await
     }
 
-    /// The path of a blob's file (for tests that damage it on purpose, and for operators).
+    /// The path of a blob's file (for tests that damage it on purpose, and for operators); an
+    /// empty path if the blob store keeps no local files ([`BlobStore::local_path`]).
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.inner.blobs.path_of(digest)
+        self.inner.blobs.local_path(digest).unwrap_or_default()
     }
 
     /// Places a finished temporary under its digest and commits `reference` in the same step.
     /// If the commit fails or references nothing, the file is removed again unless something
     /// else references the same content.
-    async fn place_and_reference<T, F>(&self, finished: FinishedBlob, reference: F) -> Result<T>
+    async fn place_and_reference<T, F>(&self, finished: FinishedTemp, reference: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnMut(&redb::WriteTransaction) -> Result<T> + Send + 'static,
+        F: FnMut(&mut dyn MetadataTxn) -> Result<T> + Send + 'static,
     {
         let digest = finished.content.blake3;
-        let temp_path = finished.temp_path.clone();
+        let temp = finished.name.clone();
         let _guard = self.lock(&digest).await;
-        let blobs = self.inner.blobs.clone();
-        blocking(move || blobs.place(&finished), "placing a blob").await?;
-        let result = self.inner.index.write(reference).await;
+        self.blob_io("placing a blob", move |b| b.promote(&finished)).await?;
+        let result = self.transact(reference).await;
         // Committed or refused, the temporary has served its purpose. (A crash before this line
         // leaves it unclaimed, and start-up sweeps it.)
-        blob::remove_if_exists(&temp_path).map_err(Error::io("removing a temporary"))?;
+        self.blob_io("removing a temporary", move |b| b.remove_temp(&temp)).await?;
         if self.blob(&digest)?.is_none() {
-            self.inner.blobs.remove(&digest).map_err(Error::io("removing an unreferenced blob"))?;
+            self.blob_io("removing an unreferenced blob", move |b| b.remove(&digest)).await?;
         }
         result
     }
@@ -658,15 +654,9 @@ impl Storage {
         for digest in digests {
             let _guard = self.lock(&digest).await;
             if self.blob(&digest)?.is_none() {
-                self.inner.blobs.remove(&digest).map_err(Error::io("deleting a blob"))?;
+                self.blob_io("deleting a blob", move |b| b.remove(&digest)).await?;
             }
-            self.inner
-                .index
-                .write(move |txn| {
-                    txn.open_table(index::tables::BLOB_GC)?.remove(digest.as_bytes().as_slice())?;
-                    Ok(())
-                })
-                .await?;
+            self.transact(move |txn| txn.unqueue_gc(&digest)).await?;
         }
         Ok(())
     }
@@ -676,7 +666,7 @@ impl Storage {
     pub async fn check_consistency(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let mut holders: std::collections::HashMap<Digest, u64> = Default::default();
-        for id in self.inner.index.read(ops::all_transfer_ids)? {
+        for id in self.transfer_ids()? {
             let transfer = self.transfer(id)?.ok_or_else(|| Error::NotFound(id.to_string()))?;
             if let Some(content) = transfer.content.filter(|_| transfer.holds_blob()) {
                 *holders.entry(content.blake3).or_default() += 1;
@@ -741,11 +731,36 @@ async fn blocking<T: Send + 'static>(
 }
 
 impl Storage {
-    fn blob_store(&self) -> &BlobStore {
+    /// Runs `f` on the blob store on the blocking pool (see [`ports::BlobStore`]: every method
+    /// may block).
+    async fn blob_io<T: Send + 'static>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&dyn BlobStore) -> std::io::Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let blobs = self.inner.blobs.clone();
+        blocking(move || f(&*blobs), context).await
+    }
+
+    fn blob_store(&self) -> &Arc<dyn BlobStore> {
         &self.inner.blobs
     }
 
-    pub(crate) fn index(&self) -> &Index {
-        &self.inner.index
+    /// Runs `f` on a consistent snapshot of the metadata store (see [`MetadataStore::read`]).
+    pub(crate) fn snapshot<T>(
+        &self,
+        f: impl FnOnce(&mut dyn MetadataRead) -> Result<T>,
+    ) -> Result<T> {
+        ports::snapshot(&*self.inner.index, f)
+    }
+
+    /// Runs `f` in one metadata transaction and returns its result once it is durable (see
+    /// [`MetadataStore::write`]: `f` may run more than once).
+    pub(crate) async fn transact<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut dyn MetadataTxn) -> Result<T> + Send + 'static,
+    {
+        ports::transact(&*self.inner.index, f).await
     }
 }

@@ -12,8 +12,8 @@ use std::io;
 use md5::Digest as _;
 use tokio::task::JoinHandle;
 
-use crate::blob::{BlobRange, BlobTail};
 use crate::digest::Md5;
+use crate::stream::{BlobRange, BlobTail};
 
 /// Reads per step.
 const STEP: usize = 1 << 20;

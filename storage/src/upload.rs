@@ -9,10 +9,12 @@
 
 use bytes::Bytes;
 
-use crate::blob::{BlobRange, BlobStore, BlobTail, BlobWriter};
 use crate::error::{Error, Result};
-use crate::index::ops::{self, UploadRecord};
 use crate::model::{FileTransfer, FileTransferId, Timestamp, UploadId, UploadOutcome};
+use crate::ports::TempKind;
+use crate::records::UploadRecord;
+use crate::rules::{self, Stored};
+use crate::stream::{BlobRange, BlobTail, BlobWriter};
 use crate::{Storage, blocking};
 
 /// An upload in progress. Dropping it keeps its temporary: it can be resumed.
@@ -72,14 +74,14 @@ impl Storage {
         length: Option<u64>,
     ) -> Result<Upload> {
         let claim = LiveClaim::take(self, &id)?;
-        let existing = self.index().read(|txn| ops::get_upload(txn, &id))?;
-        let options = self.blob_store().write_options();
+        let existing = self.upload(&id)?;
+        let blobs = self.blob_store().clone();
         let (writer, committed, length) = match existing {
             Some(record) => {
-                let path = self.blob_store().temp_path(&record.temp_name);
+                let name = record.temp_name.clone();
                 let committed = record.committed;
                 let writer = blocking(
-                    move || BlobWriter::resume(path, committed, options),
+                    move || BlobWriter::resume(blobs, &name, committed),
                     "resuming an upload",
                 )
                 .await?;
@@ -87,7 +89,7 @@ impl Storage {
                     (None, Some(length)) => {
                         let key = id.clone();
                         let record = UploadRecord { length: Some(length), ..record };
-                        self.index().write(move |txn| ops::put_upload(txn, &key, &record)).await?;
+                        self.transact(move |txn| txn.put_upload(&key, &record)).await?;
                         Some(length)
                     }
                     (known, _) => known,
@@ -95,15 +97,16 @@ impl Storage {
                 (writer, committed, known)
             }
             None => {
-                let temp_name = BlobStore::new_temp_name();
-                let path = self.blob_store().temp_path(&temp_name);
-                let writer =
-                    blocking(move || BlobWriter::create(path, true, options), "creating an upload")
-                        .await?;
+                let writer = blocking(
+                    move || BlobWriter::create(blobs, TempKind::Resumable),
+                    "creating an upload",
+                )
+                .await?;
+                let temp_name = writer.name().to_owned();
                 let record =
                     UploadRecord { temp_name, committed: 0, created: at, updated: at, length };
                 let key = id.clone();
-                self.index().write(move |txn| ops::put_upload(txn, &key, &record)).await?;
+                self.transact(move |txn| txn.put_upload(&key, &record)).await?;
                 (writer, 0, length)
             }
         };
@@ -112,38 +115,35 @@ impl Storage {
 
     /// The record of an upload in progress, if there is one.
     pub fn upload(&self, id: &UploadId) -> Result<Option<UploadRecord>> {
-        self.index().read(|txn| ops::get_upload(txn, id))
+        self.snapshot(|r| r.upload(id))
     }
 
     /// Reads the committed bytes of an upload in progress (e.g. a finished TUS partial upload
     /// that is concatenated into the final file).
     pub async fn read_upload(&self, id: &UploadId) -> Result<BlobRange> {
         let record = self.upload(id)?.ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
-        let path = self.blob_store().temp_path(&record.temp_name);
-        blocking(
-            move || crate::blob::open_path_range(&path, 0, Some(record.committed)),
-            "reading an upload",
-        )
+        self.blob_io("reading an upload", move |b| {
+            BlobRange::new(b.open_temp(&record.temp_name)?, 0, Some(record.committed))
+        })
         .await
     }
 
     /// The durable offset of an upload in progress, if there is one.
     pub fn upload_offset(&self, id: &UploadId) -> Result<Option<u64>> {
-        Ok(self.index().read(|txn| ops::get_upload(txn, id))?.map(|r| r.committed))
+        Ok(self.upload(id)?.map(|r| r.committed))
     }
 
     /// Every upload in progress.
     pub fn uploads(&self) -> Result<Vec<(UploadId, UploadRecord)>> {
-        self.index().read(ops::all_uploads)
+        self.snapshot(|r| r.uploads())
     }
 
     /// Forgets an upload and deletes its temporary.
     pub async fn abort_upload(&self, id: &UploadId) -> Result<()> {
         let key = id.clone();
-        let removed = self.index().write(move |txn| ops::remove_upload(txn, &key)).await?;
+        let removed = self.transact(move |txn| txn.remove_upload(&key)).await?;
         if let Some(record) = removed {
-            let path = self.blob_store().temp_path(&record.temp_name);
-            blocking(move || crate::blob::remove_if_exists(&path), "deleting a temporary").await?;
+            self.blob_io("deleting a temporary", move |b| b.remove_temp(&record.temp_name)).await?;
         }
         Ok(())
     }
@@ -164,12 +164,11 @@ impl Storage {
         let lifecycle = self.inner.lifecycle;
         let result = self
             .place_and_reference(finished, move |txn| {
-                let mut transfer = ops::load_transfer_write(txn, transfer_id)?
-                    .ok_or_else(|| Error::NotFound(format!("file transfer {transfer_id}")))?;
-                let before = ops::Stored::of(&transfer);
+                let mut transfer = rules::load(txn, transfer_id)?;
+                let before = Stored::of(&transfer);
                 let outcome = transfer.complete_upload(content, at)?;
-                ops::save_transfer(txn, &transfer, before, &lifecycle)?;
-                ops::remove_upload(txn, &upload_id)?;
+                rules::save_transfer(txn, &transfer, before, &lifecycle)?;
+                txn.remove_upload(&upload_id)?;
                 Ok((transfer, outcome))
             })
             .await;
@@ -177,7 +176,7 @@ impl Storage {
         if result.is_err() {
             // The temporary is gone (placed, then released): the upload cannot be resumed.
             let key = id.clone();
-            self.index().write(move |txn| ops::remove_upload(txn, &key).map(drop)).await?;
+            self.transact(move |txn| txn.remove_upload(&key).map(drop)).await?;
         }
         result
     }
@@ -218,17 +217,12 @@ impl Upload {
         }
         let id = self.id.clone();
         self.storage
-            .index()
-            .write(move |txn| {
-                let mut record = {
-                    let table = txn.open_table(crate::index::tables::UPLOADS)?;
-                    let value = redb::ReadableTable::get(&table, id.as_str())?
-                        .ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
-                    ops::decode::<UploadRecord>(value.value())?
-                };
+            .transact(move |txn| {
+                let mut record =
+                    txn.upload(&id)?.ok_or_else(|| Error::NotFound(format!("upload {id}")))?;
                 record.committed = offset;
                 record.updated = at;
-                ops::put_upload(txn, &id, &record)
+                txn.put_upload(&id, &record)
             })
             .await?;
         self.committed = offset;

@@ -6,16 +6,13 @@
 //! - A delivery stays until a 2xx is recorded (at least once), is rescheduled on failure, and
 //!   goes to the dead letters when the retry ladder runs out; dead letters can be replayed.
 
-use redb::{ReadableTable, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use crate::Storage;
 use crate::error::{Error, Result};
-use crate::index::ops::{EventRecord, decode, encode};
-use crate::index::tables::{
-    DEAD_LETTERS, DELIVERIES, DELIVERY_DUE, EVENT_LOG, META, SUBSCRIPTIONS,
-};
 use crate::model::{Party, ResourceId, Timestamp};
+use crate::ports::{Counter, MetadataTxn};
+use crate::records::EventRecord;
 
 /// A webhook subscription (Altinn Events' fields).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,40 +75,6 @@ pub struct Delivery {
     pub last_error: Option<String>,
 }
 
-fn next_id(txn: &WriteTransaction, key: &str) -> Result<u64> {
-    let mut meta = txn.open_table(META)?;
-    let next: u64 = meta.get(key)?.map(|v| decode(v.value())).transpose()?.unwrap_or(1);
-    meta.insert(key, encode(&(next + 1))?.as_slice())?;
-    Ok(next)
-}
-
-fn get_sub(txn: &WriteTransaction, id: u64) -> Result<Option<Subscription>> {
-    txn.open_table(SUBSCRIPTIONS)?.get(id)?.map(|v| decode(v.value())).transpose()
-}
-
-fn put_sub(txn: &WriteTransaction, sub: &Subscription) -> Result<()> {
-    txn.open_table(SUBSCRIPTIONS)?.insert(sub.id, encode(sub)?.as_slice())?;
-    Ok(())
-}
-
-fn put_delivery(txn: &WriteTransaction, d: &Delivery) -> Result<()> {
-    txn.open_table(DELIVERIES)?.insert(d.id, encode(d)?.as_slice())?;
-    txn.open_table(DELIVERY_DUE)?.insert((d.due.as_unix_micros(), d.id), ())?;
-    Ok(())
-}
-
-fn take_delivery(txn: &WriteTransaction, id: u64) -> Result<Option<Delivery>> {
-    let removed = txn
-        .open_table(DELIVERIES)?
-        .remove(id)?
-        .map(|v| decode::<Delivery>(v.value()))
-        .transpose()?;
-    if let Some(d) = &removed {
-        txn.open_table(DELIVERY_DUE)?.remove((d.due.as_unix_micros(), d.id))?;
-    }
-    Ok(removed)
-}
-
 /// What happened to a delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -137,35 +100,31 @@ pub enum Outcome {
     },
 }
 
+/// A subscription's pending deliveries.
+fn pending_of(txn: &mut dyn MetadataTxn, subscription: u64) -> Result<Vec<Delivery>> {
+    Ok(txn.deliveries()?.into_iter().filter(|d| d.subscription == subscription).collect())
+}
+
 impl Storage {
     /// Creates a subscription; it receives events committed after now, once validated.
     pub async fn create_subscription(&self, mut sub: Subscription) -> Result<Subscription> {
-        self.index()
-            .write(move |txn| {
-                sub.id = next_id(txn, "next_subscription_id")?;
-                sub.from_seq = txn.open_table(EVENT_LOG)?.last()?.map_or(0, |(k, _)| k.value());
-                put_sub(txn, &sub)?;
-                Ok(sub.clone())
-            })
-            .await
+        self.transact(move |txn| {
+            sub.id = txn.next_id(Counter::Subscription)?;
+            sub.from_seq = txn.last_event_seq()?;
+            txn.put_subscription(&sub)?;
+            Ok(sub.clone())
+        })
+        .await
     }
 
     /// A subscription.
     pub fn subscription(&self, id: u64) -> Result<Option<Subscription>> {
-        self.index().read(|txn| {
-            txn.open_table(SUBSCRIPTIONS)?.get(id)?.map(|v| decode(v.value())).transpose()
-        })
+        self.snapshot(|r| r.subscription(id))
     }
 
     /// Every subscription.
     pub fn subscriptions(&self) -> Result<Vec<Subscription>> {
-        self.index().read(|txn| {
-            let mut out = Vec::new();
-            for entry in txn.open_table(SUBSCRIPTIONS)?.iter()? {
-                out.push(decode(entry?.1.value())?);
-            }
-            Ok(out)
-        })
+        self.snapshot(|r| r.subscriptions())
     }
 
     /// Changes a subscription in one transaction (validation, secret rotation, re-enabling).
@@ -173,54 +132,30 @@ impl Storage {
     where
         F: FnMut(&mut Subscription) + Send + 'static,
     {
-        self.index()
-            .write(move |txn| {
-                let mut sub = get_sub(txn, id)?
-                    .ok_or_else(|| Error::NotFound(format!("subscription {id}")))?;
-                f(&mut sub);
-                put_sub(txn, &sub)?;
-                Ok(sub)
-            })
-            .await
+        self.transact(move |txn| {
+            let mut sub = txn
+                .subscription(id)?
+                .ok_or_else(|| Error::NotFound(format!("subscription {id}")))?;
+            f(&mut sub);
+            txn.put_subscription(&sub)?;
+            Ok(sub)
+        })
+        .await
     }
 
     /// Deletes a subscription with its pending deliveries and dead letters.
     pub async fn delete_subscription(&self, id: u64) -> Result<()> {
-        self.index()
-            .write(move |txn| {
-                txn.open_table(SUBSCRIPTIONS)?.remove(id)?;
-                let pending: Vec<Delivery> = {
-                    let table = txn.open_table(DELIVERIES)?;
-                    let mut out = Vec::new();
-                    for entry in table.iter()? {
-                        let d: Delivery = decode(entry?.1.value())?;
-                        if d.subscription == id {
-                            out.push(d);
-                        }
-                    }
-                    out
-                };
-                for d in pending {
-                    take_delivery(txn, d.id)?;
-                }
-                let dead: Vec<u64> = {
-                    let table = txn.open_table(DEAD_LETTERS)?;
-                    let mut out = Vec::new();
-                    for entry in table.iter()? {
-                        let (k, v) = entry?;
-                        if decode::<Delivery>(v.value())?.subscription == id {
-                            out.push(k.value());
-                        }
-                    }
-                    out
-                };
-                let mut table = txn.open_table(DEAD_LETTERS)?;
-                for k in dead {
-                    table.remove(k)?;
-                }
-                Ok(())
-            })
-            .await
+        self.transact(move |txn| {
+            txn.remove_subscription(id)?;
+            for d in pending_of(txn, id)? {
+                txn.remove_delivery(d.id)?;
+            }
+            for d in txn.dead_letters()?.into_iter().filter(|d| d.subscription == id) {
+                txn.remove_dead_letter(d.id)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// Fans out the events committed since the last fan-out, at most `limit`; returns how many
@@ -229,62 +164,37 @@ impl Storage {
         // The dispatcher calls this after every event commit. Without subscriptions there is
         // nothing to create, and a later subscription starts after the events logged so far
         // (`from_seq`), so the cursor may stay behind: no write transaction on the hot path.
-        let idle = self.index().read(|txn| {
-            let meta = txn.open_table(META)?;
-            let cursor: u64 =
-                meta.get("fanout_cursor")?.map(|v| decode(v.value())).transpose()?.unwrap_or(0);
-            let no_events = txn.open_table(EVENT_LOG)?.range(cursor + 1..)?.next().is_none();
-            let subscriptions = txn.open_table(SUBSCRIPTIONS)?;
-            Ok(no_events || redb::ReadableTableMetadata::is_empty(&subscriptions)?)
+        let idle = self.snapshot(|r| {
+            let no_events = r.last_event_seq()? <= r.fanout_cursor()?;
+            Ok(no_events || !r.has_subscriptions()?)
         })?;
         if idle {
             return Ok(0);
         }
-        self.index()
-            .write(move |txn| {
-                let meta = txn.open_table(META)?;
-                let cursor: u64 =
-                    meta.get("fanout_cursor")?.map(|v| decode(v.value())).transpose()?.unwrap_or(0);
-                drop(meta);
-                let events: Vec<EventRecord> = {
-                    let log = txn.open_table(EVENT_LOG)?;
-                    let mut out = Vec::new();
-                    for entry in log.range(cursor + 1..)?.take(limit) {
-                        out.push(decode(entry?.1.value())?);
-                    }
-                    out
-                };
-                let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
-                let subs: Vec<Subscription> = {
-                    let table = txn.open_table(SUBSCRIPTIONS)?;
-                    let mut out = Vec::new();
-                    for entry in table.iter()? {
-                        out.push(decode(entry?.1.value())?);
-                    }
-                    out
-                };
-                let mut n = 0;
-                for e in &events {
-                    for sub in subs.iter().filter(|s| s.matches(e)) {
-                        let id = next_id(txn, "next_delivery_id")?;
-                        put_delivery(
-                            txn,
-                            &Delivery {
-                                id,
-                                subscription: sub.id,
-                                seq: e.seq,
-                                attempts: 0,
-                                due: now,
-                                last_error: None,
-                            },
-                        )?;
-                        n += 1;
-                    }
+        self.transact(move |txn| {
+            let cursor = txn.fanout_cursor()?;
+            let events = txn.events_after(cursor, limit)?;
+            let Some(last) = events.last().map(|e| e.seq) else { return Ok(0) };
+            let subs = txn.subscriptions()?;
+            let mut n = 0;
+            for e in &events {
+                for sub in subs.iter().filter(|s| s.matches(e)) {
+                    let id = txn.next_id(Counter::Delivery)?;
+                    txn.put_delivery(&Delivery {
+                        id,
+                        subscription: sub.id,
+                        seq: e.seq,
+                        attempts: 0,
+                        due: now,
+                        last_error: None,
+                    })?;
+                    n += 1;
                 }
-                txn.open_table(META)?.insert("fanout_cursor", encode(&last)?.as_slice())?;
-                Ok(n)
-            })
-            .await
+            }
+            txn.set_fanout_cursor(last)?;
+            Ok(n)
+        })
+        .await
     }
 
     /// Deliveries due at `now`, with their subscription and event, earliest first.
@@ -293,31 +203,12 @@ impl Storage {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<(Delivery, Subscription, EventRecord)>> {
-        self.index().read(|txn| {
-            let due = txn.open_table(DELIVERY_DUE)?;
-            let deliveries = txn.open_table(DELIVERIES)?;
-            let subs = txn.open_table(SUBSCRIPTIONS)?;
-            let log = txn.open_table(EVENT_LOG)?;
+        self.snapshot(|r| {
             let mut out = Vec::new();
-            for entry in due.range(..=(now.as_unix_micros(), u64::MAX))?.take(limit) {
-                let (_, id) = entry?.0.value();
-                let Some(d) =
-                    deliveries.get(id)?.map(|v| decode::<Delivery>(v.value())).transpose()?
-                else {
-                    continue;
-                };
-                let Some(sub) = subs
-                    .get(d.subscription)?
-                    .map(|v| decode::<Subscription>(v.value()))
-                    .transpose()?
-                else {
-                    continue;
-                };
-                let Some(e) =
-                    log.get(d.seq)?.map(|v| decode::<EventRecord>(v.value())).transpose()?
-                else {
-                    continue;
-                };
+            for id in r.due_deliveries(now, limit)? {
+                let Some(d) = r.delivery(id)? else { continue };
+                let Some(sub) = r.subscription(d.subscription)? else { continue };
+                let Some(e) = r.event(d.seq)? else { continue };
                 out.push((d, sub, e));
             }
             Ok(out)
@@ -331,109 +222,81 @@ impl Storage {
         outcome: Outcome,
         now: Timestamp,
     ) -> Result<()> {
-        self.index()
-            .write(move |txn| {
-                let Some(mut d) = take_delivery(txn, delivery)? else { return Ok(()) };
-                let mut sub = get_sub(txn, d.subscription)?;
-                d.attempts += 1;
-                match &outcome {
-                    Outcome::Delivered => {
-                        if let Some(sub) = sub.as_mut() {
-                            sub.failing_since = None;
-                        }
-                    }
-                    Outcome::Retry { at, error } => {
-                        d.due = *at;
-                        d.last_error = Some(error.clone());
-                        put_delivery(txn, &d)?;
-                        if let Some(sub) = sub.as_mut() {
-                            sub.failing_since.get_or_insert(now);
-                        }
-                    }
-                    Outcome::GiveUp { error } => {
-                        d.last_error = Some(error.clone());
-                        txn.open_table(DEAD_LETTERS)?.insert(d.id, encode(&d)?.as_slice())?;
-                        if let Some(sub) = sub.as_mut() {
-                            sub.failing_since.get_or_insert(now);
-                        }
-                    }
-                    Outcome::Disable { reason } => {
-                        d.last_error = Some(reason.clone());
-                        txn.open_table(DEAD_LETTERS)?.insert(d.id, encode(&d)?.as_slice())?;
-                        // Everything else pending for this subscription goes too.
-                        let pending: Vec<Delivery> = {
-                            let table = txn.open_table(DELIVERIES)?;
-                            let mut out = Vec::new();
-                            for entry in table.iter()? {
-                                let other: Delivery = decode(entry?.1.value())?;
-                                if other.subscription == d.subscription {
-                                    out.push(other);
-                                }
-                            }
-                            out
-                        };
-                        for mut other in pending {
-                            take_delivery(txn, other.id)?;
-                            other.last_error = Some(reason.clone());
-                            txn.open_table(DEAD_LETTERS)?
-                                .insert(other.id, encode(&other)?.as_slice())?;
-                        }
-                        if let Some(sub) = sub.as_mut() {
-                            sub.disabled = Some(reason.clone());
-                        }
+        self.transact(move |txn| {
+            let Some(mut d) = txn.remove_delivery(delivery)? else { return Ok(()) };
+            let mut sub = txn.subscription(d.subscription)?;
+            d.attempts += 1;
+            match &outcome {
+                Outcome::Delivered => {
+                    if let Some(sub) = sub.as_mut() {
+                        sub.failing_since = None;
                     }
                 }
-                if let Some(sub) = &sub {
-                    put_sub(txn, sub)?;
+                Outcome::Retry { at, error } => {
+                    d.due = *at;
+                    d.last_error = Some(error.clone());
+                    txn.put_delivery(&d)?;
+                    if let Some(sub) = sub.as_mut() {
+                        sub.failing_since.get_or_insert(now);
+                    }
                 }
-                Ok(())
-            })
-            .await
+                Outcome::GiveUp { error } => {
+                    d.last_error = Some(error.clone());
+                    txn.put_dead_letter(&d)?;
+                    if let Some(sub) = sub.as_mut() {
+                        sub.failing_since.get_or_insert(now);
+                    }
+                }
+                Outcome::Disable { reason } => {
+                    d.last_error = Some(reason.clone());
+                    txn.put_dead_letter(&d)?;
+                    // Everything else pending for this subscription goes too.
+                    for mut other in pending_of(txn, d.subscription)? {
+                        txn.remove_delivery(other.id)?;
+                        other.last_error = Some(reason.clone());
+                        txn.put_dead_letter(&other)?;
+                    }
+                    if let Some(sub) = sub.as_mut() {
+                        sub.disabled = Some(reason.clone());
+                    }
+                }
+            }
+            if let Some(sub) = &sub {
+                txn.put_subscription(sub)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// A subscription's dead letters.
     pub fn dead_letters(&self, subscription: u64) -> Result<Vec<Delivery>> {
-        self.index().read(|txn| {
-            let mut out = Vec::new();
-            for entry in txn.open_table(DEAD_LETTERS)?.iter()? {
-                let d: Delivery = decode(entry?.1.value())?;
-                if d.subscription == subscription {
-                    out.push(d);
-                }
-            }
-            Ok(out)
-        })
+        let all = self.snapshot(|r| r.dead_letters())?;
+        Ok(all.into_iter().filter(|d| d.subscription == subscription).collect())
     }
 
     /// Puts a subscription's dead letters back in line (due now, attempts reset) and re-enables
     /// it; returns how many.
     pub async fn replay_dead_letters(&self, subscription: u64, now: Timestamp) -> Result<usize> {
-        self.index()
-            .write(move |txn| {
-                let dead: Vec<Delivery> = {
-                    let table = txn.open_table(DEAD_LETTERS)?;
-                    let mut out = Vec::new();
-                    for entry in table.iter()? {
-                        let d: Delivery = decode(entry?.1.value())?;
-                        if d.subscription == subscription {
-                            out.push(d);
-                        }
-                    }
-                    out
-                };
-                for mut d in dead.clone() {
-                    txn.open_table(DEAD_LETTERS)?.remove(d.id)?;
-                    d.attempts = 0;
-                    d.due = now;
-                    put_delivery(txn, &d)?;
-                }
-                if let Some(mut sub) = get_sub(txn, subscription)? {
-                    sub.disabled = None;
-                    sub.failing_since = None;
-                    put_sub(txn, &sub)?;
-                }
-                Ok(dead.len())
-            })
-            .await
+        self.transact(move |txn| {
+            let dead: Vec<Delivery> = txn
+                .dead_letters()?
+                .into_iter()
+                .filter(|d| d.subscription == subscription)
+                .collect();
+            for mut d in dead.clone() {
+                txn.remove_dead_letter(d.id)?;
+                d.attempts = 0;
+                d.due = now;
+                txn.put_delivery(&d)?;
+            }
+            if let Some(mut sub) = txn.subscription(subscription)? {
+                sub.disabled = None;
+                sub.failing_since = None;
+                txn.put_subscription(&sub)?;
+            }
+            Ok(dead.len())
+        })
+        .await
     }
 }

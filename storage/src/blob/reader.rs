@@ -1,58 +1,33 @@
-//! Reading blobs: byte ranges as a sequence of `Bytes` chunks, and verification.
+//! Reading local blobs and temporaries: positioned reads of a file, and verification.
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::writer::read_at;
 use crate::digest::Digest;
+use crate::ports::{BlobReader, ReadAt};
 
-/// A byte range of a blob, read chunk by chunk with positioned reads.
+/// An open file of the store, read with `pread`.
 #[derive(Debug)]
-pub struct BlobRange {
-    file: Arc<File>,
-    pos: u64,
-    end: u64,
-    size: u64,
+struct LocalFile(File);
+
+impl ReadAt for LocalFile {
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let mut buf = vec![0u8; len];
+        self.0.read_exact_at(&mut buf, offset)?;
+        Ok(Bytes::from(buf))
+    }
 }
 
-impl BlobRange {
-    pub(super) fn open(path: &Path, offset: u64, len: Option<u64>) -> io::Result<Self> {
-        let file = File::open(path)?;
-        let size = file.metadata()?.len();
-        if offset > size {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("offset {offset} is past the end of a {size}-byte blob"),
-            ));
-        }
-        let end = len.map_or(size, |len| offset.saturating_add(len).min(size));
-        Ok(Self { file: Arc::new(file), pos: offset, end, size })
-    }
-
-    /// The whole blob's size.
-    pub fn blob_size(&self) -> u64 {
-        self.size
-    }
-
-    /// Bytes left in the range.
-    pub fn remaining(&self) -> u64 {
-        self.end - self.pos
-    }
-
-    /// The next up to `max` bytes, or `None` at the end of the range.
-    pub async fn next_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
-        if self.pos >= self.end {
-            return Ok(None);
-        }
-        let n = (self.end - self.pos).min(max as u64) as usize;
-        let chunk = read_at(self.file.clone(), self.pos, n).await?;
-        self.pos += n as u64;
-        Ok(Some(chunk))
-    }
+/// Opens a file of the store for reading, with its size now.
+pub(super) fn open(path: &Path) -> io::Result<BlobReader> {
+    let file = File::open(path)?;
+    let size = file.metadata()?.len();
+    Ok(BlobReader { reader: Arc::new(LocalFile(file)), size })
 }
 
 /// The result of re-hashing a blob.

@@ -11,24 +11,25 @@
 //! the other core, and its result is recorded when it is ready (Altinn's `checksum` may also
 //! appear late).
 //!
-//! Durability: [`BlobWriter::sync_data`] makes a prefix durable (resumable uploads record that
-//! offset in the index afterwards); [`BlobWriter::finish`] fsyncs the whole file before
-//! [`super::BlobStore::place`] renames it and fsyncs the directory.
+//! Durability: [`LocalTemp::sync`] makes a prefix durable (resumable uploads record that
+//! offset in the index afterwards); [`LocalTemp::finish`] fsyncs the whole file before
+//! [`super::LocalBlobStore`]'s `promote` links it into place and fsyncs the directory.
+//!
+//! This is the local implementation of [`TempBlob`]: every method blocks, and the facade's
+//! [`crate::stream::BlobWriter`] calls it on the blocking pool, one hop per chunk.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::mpsc::{SyncSender, sync_channel};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use tokio::sync::watch;
 
 use super::WriteOptions;
 use crate::digest::{Digest, Md5};
 use crate::model::StoredContent;
+use crate::ports::{FinishedTemp, TempBlob};
 
 /// Blobs smaller than this hash inline; larger ones move BLAKE3 to a thread of their own.
 pub(crate) const HASH_THREAD_THRESHOLD: u64 = 1 << 20;
@@ -42,27 +43,6 @@ const HASH_QUEUE_DEPTH: usize = 16;
 pub const INLINE_MD5_LIMIT: u64 = 256 * 1024;
 /// Read size when re-hashing the committed prefix of a resumed upload.
 const REHASH_CHUNK: usize = 1 << 20;
-
-/// A temporary file that is complete and fsynced, with its digests; ready to be placed.
-#[derive(Debug)]
-pub(crate) struct FinishedBlob {
-    pub(crate) temp_path: PathBuf,
-    /// Size and digests of the bytes.
-    pub(crate) content: StoredContent,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TailState {
-    Open,
-    Finished,
-    Aborted,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Progress {
-    written: u64,
-    state: TailState,
-}
 
 /// BLAKE3, inline for small blobs, on its own thread for large ones.
 enum HashPipe {
@@ -93,6 +73,11 @@ impl HashPipe {
             }
             Self::Threaded { tx, .. } => tx.send(chunk.clone()).map_err(|_| hasher_gone()),
         }
+    }
+
+    /// A fresh inline hasher (what a finished writer leaves behind).
+    fn empty() -> Self {
+        Self::Inline(Box::default())
     }
 
     fn finish(self) -> io::Result<blake3::Hash> {
@@ -148,46 +133,48 @@ impl WriterState {
         Ok(())
     }
 }
-/// Streams bytes into a temporary file, hashing them on the way.
-pub(crate) struct BlobWriter {
-    state: Option<WriterState>,
-    temp_path: PathBuf,
-    progress: watch::Sender<Progress>,
+/// A temporary file being written, hashed on the way.
+pub(crate) struct LocalTemp {
+    state: WriterState,
+    name: String,
+    path: PathBuf,
     /// Resumable uploads keep their temporary when dropped unfinished; one-shot writes delete it.
     keep_on_drop: bool,
     sync: bool,
     finished: bool,
 }
 
-impl std::fmt::Debug for BlobWriter {
+impl std::fmt::Debug for LocalTemp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BlobWriter")
-            .field("temp_path", &self.temp_path)
-            .field("len", &self.len())
+        f.debug_struct("LocalTemp")
+            .field("path", &self.path)
+            .field("len", &self.state.len)
             .finish_non_exhaustive()
     }
 }
 
-impl BlobWriter {
-    /// Creates a new, empty temporary file at `path` (blocking).
+impl LocalTemp {
+    /// Creates a new, empty temporary file at `path`.
     pub(crate) fn create(
+        name: String,
         path: PathBuf,
         keep_on_drop: bool,
         options: WriteOptions,
     ) -> io::Result<Self> {
         let file = OpenOptions::new().write(true).create_new(true).open(&path)?;
-        Ok(Self::from_state(
-            WriterState::new(file, blake3::Hasher::new(), Some(md5::Digest::new()), 0),
-            path,
-            keep_on_drop,
-            options,
-        ))
+        let state = WriterState::new(file, blake3::Hasher::new(), Some(md5::Digest::new()), 0);
+        Ok(Self::from_state(state, name, path, keep_on_drop, options))
     }
 
-    /// Reopens the temporary of an interrupted upload (blocking): cuts it back to the durable
-    /// `committed` offset (anything after it may be torn) and re-hashes that prefix, so the final
-    /// digests cover every byte exactly as an uninterrupted upload would.
-    pub(crate) fn resume(path: PathBuf, committed: u64, options: WriteOptions) -> io::Result<Self> {
+    /// Reopens the temporary of an interrupted upload: cuts it back to the durable `committed`
+    /// offset (anything after it may be torn) and re-hashes that prefix, so the final digests
+    /// cover every byte exactly as an uninterrupted upload would.
+    pub(crate) fn resume(
+        name: String,
+        path: PathBuf,
+        committed: u64,
+        options: WriteOptions,
+    ) -> io::Result<Self> {
         let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
         let on_disk = file.metadata()?.len();
         if on_disk < committed {
@@ -224,110 +211,61 @@ impl BlobWriter {
             ));
         }
         state.file.seek(SeekFrom::Start(committed))?;
-        Ok(Self::from_state(state, path, true, options))
+        Ok(Self::from_state(state, name, path, true, options))
     }
 
     fn from_state(
         mut state: WriterState,
-        temp_path: PathBuf,
+        name: String,
+        path: PathBuf,
         keep_on_drop: bool,
         options: WriteOptions,
     ) -> Self {
         state.reserve = options.reserve;
-        let (progress, _) = watch::channel(Progress { written: state.len, state: TailState::Open });
-        Self {
-            state: Some(state),
-            temp_path,
-            progress,
-            keep_on_drop,
-            sync: options.sync,
-            finished: false,
-        }
-    }
-
-    /// Bytes written so far.
-    pub(crate) fn len(&self) -> u64 {
-        self.progress.borrow().written
-    }
-
-    fn take_state(&mut self) -> io::Result<WriterState> {
-        self.state.take().ok_or_else(|| {
-            io::Error::other("an earlier write to this blob was interrupted; resume the upload")
-        })
-    }
-
-    /// Appends `chunk`.
-    pub(crate) async fn write(&mut self, chunk: Bytes) -> io::Result<()> {
-        if chunk.is_empty() {
-            return Ok(());
-        }
-        let mut state = self.take_state()?;
-        let (state, result) = tokio::task::spawn_blocking(move || {
-            let result = state.write(&chunk);
-            (state, result)
-        })
-        .await
-        .map_err(io::Error::other)?;
-        let written = state.len;
-        self.state = Some(state);
-        result?;
-        self.progress.send_modify(|p| p.written = written);
-        Ok(())
-    }
-
-    /// Makes everything written so far durable and returns that offset.
-    pub(crate) async fn sync_data(&mut self) -> io::Result<u64> {
-        let state = self.take_state()?;
-        let sync = self.sync;
-        let (state, result) = tokio::task::spawn_blocking(move || {
-            let result = if sync { state.file.sync_data() } else { Ok(()) };
-            (state, result)
-        })
-        .await
-        .map_err(io::Error::other)?;
-        let len = state.len;
-        self.state = Some(state);
-        result.map(|()| len)
-    }
-
-    /// Fsyncs the file and returns it with its digests. The temporary stays where it is until
-    /// [`super::BlobStore::place`] moves it.
-    pub(crate) async fn finish(mut self) -> io::Result<FinishedBlob> {
-        let state = self.take_state()?;
-        let sync = self.sync;
-        let content = tokio::task::spawn_blocking(move || -> io::Result<StoredContent> {
-            if sync {
-                state.file.sync_all()?;
-            }
-            Ok(StoredContent {
-                size: state.len,
-                blake3: Digest::from(state.hash.finish()?),
-                md5: state.md5.map(|m| Md5::from_bytes(md5::Digest::finalize(m).into())),
-            })
-        })
-        .await
-        .map_err(io::Error::other)??;
-        self.finished = true;
-        self.progress.send_modify(|p| p.state = TailState::Finished);
-        Ok(FinishedBlob { temp_path: self.temp_path.clone(), content })
-    }
-
-    /// A reader that follows the bytes as they are written: the pipelined scanner reads the
-    /// upload through it while it arrives, at its own pace, without holding anything in memory.
-    pub(crate) fn tail(&self) -> io::Result<BlobTail> {
-        let file = File::open(&self.temp_path)?;
-        Ok(BlobTail { file: Arc::new(file), pos: 0, progress: self.progress.subscribe() })
+        Self { state, name, path, keep_on_drop, sync: options.sync, finished: false }
     }
 }
 
-impl Drop for BlobWriter {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
+impl TempBlob for LocalTemp {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn len(&self) -> u64 {
+        self.state.len
+    }
+
+    fn write(&mut self, chunk: &Bytes) -> io::Result<()> {
+        self.state.write(chunk)
+    }
+
+    fn sync(&mut self) -> io::Result<u64> {
+        if self.sync {
+            self.state.file.sync_data()?;
         }
-        self.progress.send_modify(|p| p.state = TailState::Aborted);
-        if !self.keep_on_drop {
-            let _ = super::remove_if_exists(&self.temp_path);
+        Ok(self.state.len)
+    }
+
+    fn finish(mut self: Box<Self>) -> io::Result<FinishedTemp> {
+        if self.sync {
+            self.state.file.sync_all()?;
+        }
+        let hash = std::mem::replace(&mut self.state.hash, HashPipe::empty());
+        let content = StoredContent {
+            size: self.state.len,
+            blake3: Digest::from(hash.finish()?),
+            md5: self.state.md5.take().map(|m| Md5::from_bytes(md5::Digest::finalize(m).into())),
+        };
+        // From here on the file is the caller's to promote and remove.
+        self.finished = true;
+        Ok(FinishedTemp { name: std::mem::take(&mut self.name), content })
+    }
+}
+
+impl Drop for LocalTemp {
+    fn drop(&mut self) {
+        if !self.finished && !self.keep_on_drop {
+            let _ = super::remove_if_exists(&self.path);
         }
     }
 }
@@ -357,95 +295,4 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// Reads a blob while it is being written (see [`BlobWriter::tail`]).
-#[derive(Debug)]
-pub struct BlobTail {
-    file: Arc<File>,
-    pos: u64,
-    progress: watch::Receiver<Progress>,
-}
-
-impl BlobTail {
-    /// The next up to `max` bytes: waits while the writer has nothing new, `None` once the
-    /// writer finished and everything was read, an error if the upload was abandoned.
-    pub async fn next_chunk(&mut self, max: usize) -> io::Result<Option<Bytes>> {
-        loop {
-            let progress = *self.progress.borrow_and_update();
-            if self.pos < progress.written {
-                let n = (progress.written - self.pos).min(max as u64) as usize;
-                let chunk = read_at(self.file.clone(), self.pos, n).await?;
-                self.pos += n as u64;
-                return Ok(Some(chunk));
-            }
-            match progress.state {
-                TailState::Finished => return Ok(None),
-                TailState::Aborted => return Err(aborted()),
-                TailState::Open => {}
-            }
-            if self.progress.changed().await.is_err() {
-                // The writer is gone; its last word decides.
-                let last = *self.progress.borrow();
-                if last.state == TailState::Finished && self.pos >= last.written {
-                    return Ok(None);
-                }
-                if last.state != TailState::Finished {
-                    return Err(aborted());
-                }
-            }
-        }
-    }
-
-    /// Bytes read so far.
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-
-    /// Another reader of the same upload, starting at `offset`: each segment of a segmented
-    /// scan follows the upload with its own.
-    pub fn fork_at(&self, offset: u64) -> BlobTail {
-        BlobTail { file: self.file.clone(), pos: offset, progress: self.progress.clone() }
-    }
-
-    /// Waits until more than `offset` bytes were written (`Ok(true)`) or the upload finished
-    /// with at most that many (`Ok(false)`); an error if the upload was abandoned first.
-    pub async fn wait_past(&mut self, offset: u64) -> io::Result<bool> {
-        loop {
-            let progress = *self.progress.borrow_and_update();
-            if progress.written > offset {
-                return Ok(true);
-            }
-            match progress.state {
-                TailState::Finished => return Ok(false),
-                TailState::Aborted => return Err(aborted()),
-                TailState::Open => {}
-            }
-            if self.progress.changed().await.is_err() {
-                let last = *self.progress.borrow();
-                return match last.state {
-                    _ if last.written > offset => Ok(true),
-                    TailState::Finished => Ok(false),
-                    _ => Err(aborted()),
-                };
-            }
-        }
-    }
-}
-
-fn aborted() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "the upload was interrupted before it finished",
-    )
-}
-
-pub(super) async fn read_at(file: Arc<File>, offset: u64, len: usize) -> io::Result<Bytes> {
-    tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, offset)?;
-        Ok(Bytes::from(buf))
-    })
-    .await
-    .map_err(io::Error::other)?
 }

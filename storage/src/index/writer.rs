@@ -16,20 +16,18 @@
 //! the failed commit get their error, nothing of them is visible, and the next jobs run against
 //! the reopened database. Readers wait for a reopen (milliseconds) rather than fail.
 
-use std::any::Any;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadTransaction, ReadableDatabase, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase};
 use tokio::sync::{mpsc, oneshot};
 
+use super::ops::{self, Redb};
 use crate::error::{Error, Result};
-
-type Reply = Box<dyn Any + Send>;
-type Job = Box<dyn FnMut(&WriteTransaction) -> Result<Reply> + Send>;
+use crate::ports::{BoxFuture, IndexStats, MetadataRead, MetadataStore, Reply, WriteJob as Job};
 
 struct Request {
     job: Job,
@@ -43,31 +41,6 @@ pub(crate) struct IndexOptions {
     pub(crate) sync: bool,
     /// Most jobs per transaction.
     pub(crate) max_batch: usize,
-}
-
-/// Counters of the writer, for benchmarks and metrics.
-#[derive(Debug, Default)]
-pub struct IndexStats {
-    commits: AtomicU64,
-    jobs: AtomicU64,
-    reopens: AtomicU64,
-}
-
-impl IndexStats {
-    /// Transactions committed.
-    pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
-    }
-
-    /// Jobs committed (≥ commits; the ratio is the group-commit factor).
-    pub fn jobs(&self) -> u64 {
-        self.jobs.load(Ordering::Relaxed)
-    }
-
-    /// Times the database was reopened after an I/O failure.
-    pub fn reopens(&self) -> u64 {
-        self.reopens.load(Ordering::Relaxed)
-    }
 }
 
 /// The open database, replaced when an I/O failure poisoned it. Readers and the writer hold
@@ -95,7 +68,7 @@ impl Slot {
             Ok(reopened) => {
                 *db = Some(reopened);
                 self.healthy.store(true, Ordering::Relaxed);
-                stats.reopens.fetch_add(1, Ordering::Relaxed);
+                stats.count_reopen();
                 tracing::warn!("index reopened after an I/O failure");
             }
             Err(e) => {
@@ -105,24 +78,31 @@ impl Slot {
     }
 }
 
-/// The redb database and its writer thread.
-pub(crate) struct Index {
+/// The metadata port on redb: one database file, read in snapshots, written by one thread that
+/// group-commits (see `index/writer.rs`).
+pub struct RedbIndex {
     slot: Arc<Slot>,
     tx: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<IndexStats>,
 }
 
-impl std::fmt::Debug for Index {
+impl std::fmt::Debug for RedbIndex {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Index").field("stats", &self.stats).finish_non_exhaustive()
+        f.debug_struct("RedbIndex").field("stats", &self.stats).finish_non_exhaustive()
     }
 }
 
-impl Index {
-    /// Opens (or creates) the database. redb repairs itself after a crash on open.
-    pub(crate) fn open(path: &Path, options: IndexOptions) -> Result<Self> {
+impl RedbIndex {
+    /// Opens (or creates) the database at `path` and checks its schema; redb repairs itself
+    /// after a crash on open. `sync` fsyncs every commit (off only for throwaway test data);
+    /// `max_batch` is the most write jobs per group commit. Blocking.
+    pub fn open(path: &Path, sync: bool, max_batch: usize) -> Result<Self> {
+        let options = IndexOptions { sync, max_batch };
         let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        ops::init(&txn)?;
+        txn.commit()?;
         let slot = Arc::new(Slot {
             path: path.to_owned(),
             db: RwLock::new(Some(db)),
@@ -141,39 +121,8 @@ impl Index {
         Ok(Self { slot, tx: Some(tx), thread: Some(thread), stats })
     }
 
-    /// Whether the last commit succeeded (readiness: a poisoned or full index cannot commit).
-    pub(crate) fn healthy(&self) -> bool {
-        self.slot.healthy.load(Ordering::Relaxed)
-    }
-
-    /// Runs `job` in the next group commit and returns its result once it is durable.
-    pub(crate) async fn write<T, F>(&self, mut job: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnMut(&WriteTransaction) -> Result<T> + Send + 'static,
-    {
-        let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |txn| job(txn).map(|v| Box::new(v) as Reply));
-        let tx = self.tx.as_ref().ok_or(Error::Closed)?;
-        tx.send(Request { job, reply }).await.map_err(|_| Error::Closed)?;
-        let value = rx.await.map_err(|_| Error::Closed)??;
-        Ok(*value.downcast::<T>().expect("a write job's reply has the job's type"))
-    }
-
-    /// Runs `f` on a consistent snapshot. Reads never wait for the writer.
-    pub(crate) fn read<T>(&self, f: impl FnOnce(&ReadTransaction) -> Result<T>) -> Result<T> {
-        let guard = self.slot.guard();
-        let db = guard.as_ref().ok_or(Error::Recovering)?;
-        let txn = db.begin_read()?;
-        f(&txn)
-    }
-
-    pub(crate) fn stats(&self) -> &Arc<IndexStats> {
-        &self.stats
-    }
-
     /// Stops the writer after the queued jobs are committed.
-    pub(crate) fn shutdown(&mut self) {
+    fn shutdown(&mut self) {
         self.tx = None;
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -181,7 +130,36 @@ impl Index {
     }
 }
 
-impl Drop for Index {
+impl MetadataStore for RedbIndex {
+    /// Runs `f` on a redb snapshot. Reads never wait for the writer.
+    fn read(&self, f: &mut dyn FnMut(&mut dyn MetadataRead) -> Result<()>) -> Result<()> {
+        let guard = self.slot.guard();
+        let db = guard.as_ref().ok_or(Error::Recovering)?;
+        let txn = db.begin_read()?;
+        f(&mut Redb(&txn))
+    }
+
+    /// Queues `job` for the next group commit; resolves once that commit is durable.
+    fn write(&self, job: Job) -> BoxFuture<'_, Result<Reply>> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            let tx = self.tx.as_ref().ok_or(Error::Closed)?;
+            tx.send(Request { job, reply }).await.map_err(|_| Error::Closed)?;
+            rx.await.map_err(|_| Error::Closed)?
+        })
+    }
+
+    /// Whether the last commit succeeded (readiness: a poisoned or full index cannot commit).
+    fn healthy(&self) -> bool {
+        self.slot.healthy.load(Ordering::Relaxed)
+    }
+
+    fn stats(&self) -> &IndexStats {
+        &self.stats
+    }
+}
+
+impl Drop for RedbIndex {
     fn drop(&mut self) {
         self.shutdown();
     }
@@ -254,7 +232,7 @@ fn commit_batch(db: &Database, mut batch: Vec<Request>, sync: bool, stats: &Inde
         let mut replies = Vec::with_capacity(batch.len());
         let mut failed = None;
         for (i, request) in batch.iter_mut().enumerate() {
-            match (request.job)(&txn) {
+            match (request.job)(&mut Redb(&txn)) {
                 Ok(reply) => replies.push(reply),
                 Err(e) => {
                     failed = Some((i, e));
@@ -277,8 +255,7 @@ fn commit_batch(db: &Database, mut batch: Vec<Request>, sync: bool, stats: &Inde
         }
         match txn.commit() {
             Ok(()) => {
-                stats.commits.fetch_add(1, Ordering::Relaxed);
-                stats.jobs.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                stats.count_commit(batch.len() as u64);
                 for (request, reply) in batch.into_iter().zip(replies) {
                     let _ = request.reply.send(Ok(reply));
                 }

@@ -1,0 +1,147 @@
+//! The facade over any pair of ports: what [`Storage`] promises with them, above all what it
+//! finishes at start-up after a crash. Run with a [`MetadataFixture`] and a [`BlobFixture`]
+//! whose stores it opens, drops and reopens together.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::blob::BlobFixture;
+use super::metadata::MetadataFixture;
+use super::payload;
+use crate::digest::Digest;
+use crate::model::{FileTransferId, Timestamp, UploadId};
+use crate::ports::{BlobStore, MetadataStore, TempKind};
+use crate::records::UploadRecord;
+use crate::{Recovery, Storage, StorageOptions};
+
+fn options() -> StorageOptions {
+    // The root only locates the free-space check, which a reserve of 0 turns off.
+    StorageOptions { min_free_bytes: 0, ..StorageOptions::new(std::env::temp_dir()) }
+}
+
+async fn open(meta: Arc<dyn MetadataStore>, blobs: Arc<dyn BlobStore>) -> Storage {
+    Storage::open_with(options(), meta, blobs).await.expect("opening the storage on the ports")
+}
+
+/// Runs a blocking call to the blob port on the blocking pool.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.expect("a blob port call panicked")
+}
+
+/// What a crash leaves is finished when the storage opens again: a temporary no upload claims
+/// is deleted, an upload whose temporary is gone is forgotten, a blob whose last reference went
+/// is deleted, a blob no record references is deleted; a claimed upload resumes at its
+/// committed offset and referenced blobs stay.
+pub async fn crash_leftovers_are_swept_at_open(
+    meta: &mut dyn MetadataFixture,
+    blobs: &mut dyn BlobFixture,
+) {
+    let (m, b) = (meta.create(), blobs.create());
+    let storage = open(m.clone(), b.clone()).await;
+    assert_eq!(storage.recovery(), Recovery::default(), "a fresh store has nothing to recover");
+    let mut kept = storage.blob_writer().await.unwrap();
+    kept.write(Bytes::from(payload(1, 70_000))).await.unwrap();
+    let kept = storage.add_blob(kept).await.unwrap();
+
+    // An upload interrupted after a checkpoint.
+    let upload_id = UploadId::from_stored("interrupted");
+    let mut upload = storage.open_upload(upload_id.clone(), Timestamp::now()).await.unwrap();
+    upload.write(Bytes::from(payload(2, 50_000))).await.unwrap();
+    let committed = upload.checkpoint(Timestamp::now()).await.unwrap();
+    upload.write(Bytes::from(payload(3, 10_000))).await.unwrap();
+    drop(upload);
+
+    // A temporary nobody claims, a blob nobody references, a deletion that did not happen,
+    // an upload whose temporary is gone: the state between a port call and the next.
+    let leftovers = {
+        let b = b.clone();
+        blocking(move || {
+            let mut unclaimed = b.create_temp(TempKind::Resumable).unwrap();
+            unclaimed.write(&Bytes::from(payload(4, 1_000))).unwrap();
+            unclaimed.sync().unwrap();
+            drop(unclaimed);
+            let promote = |seed| {
+                let mut temp = b.create_temp(TempKind::OneShot).unwrap();
+                temp.write(&Bytes::from(payload(seed, 2_000))).unwrap();
+                let done = temp.finish().unwrap();
+                b.promote(&done).unwrap();
+                b.remove_temp(&done.name).unwrap();
+                done.content.blake3
+            };
+            (promote(5), promote(6))
+        })
+        .await
+    };
+    let (orphan, collectable) = leftovers;
+    let lost = UploadRecord {
+        temp_name: "a-temporary-that-is-gone".into(),
+        committed: 10,
+        created: Timestamp::now(),
+        updated: Timestamp::now(),
+        length: None,
+    };
+    crate::ports::transact(&*m, move |txn| {
+        txn.put_upload(&UploadId::from_stored("lost"), &lost)?;
+        txn.queue_gc(&collectable)
+    })
+    .await
+    .unwrap();
+    drop((storage, m, b));
+
+    let (m, b) = (meta.reopen(), blobs.reopen());
+    let storage = open(m, b.clone()).await;
+    assert_eq!(
+        storage.recovery(),
+        Recovery {
+            temporaries_removed: 1,
+            uploads_dropped: 1,
+            blobs_collected: 1,
+            orphan_blobs_removed: 1,
+        }
+    );
+    assert_eq!(storage.upload(&UploadId::from_stored("lost")).unwrap(), None);
+    assert_eq!(storage.upload_offset(&upload_id).unwrap(), Some(committed));
+    let upload = storage.open_upload(upload_id, Timestamp::now()).await.unwrap();
+    assert_eq!(upload.offset(), committed, "a claimed upload resumes at its committed offset");
+    drop(upload);
+    let listed = blocking(move || b.list().unwrap()).await;
+    assert_eq!(listed, vec![kept.blake3], "only the referenced blob is left");
+    assert!(storage.read_blob(&orphan, 0, None).await.is_err());
+    assert!(storage.read_blob(&collectable, 0, None).await.is_err());
+    assert_eq!(storage.read_blob(&kept.blake3, 0, None).await.unwrap().blob_size(), 70_000);
+    assert_eq!(storage.check_consistency().await.unwrap(), Vec::<String>::new());
+}
+
+/// A transfer's blob reference moves with the transfer: completing the upload takes it, failing
+/// the transfer drops it and deletes the blob; the index and the blobs stay consistent.
+pub async fn blob_references_follow_the_transfer(
+    meta: &mut dyn MetadataFixture,
+    blobs: &mut dyn BlobFixture,
+) {
+    let storage = open(meta.create(), blobs.create()).await;
+    let t = super::metadata::transfer("res", 1, &[2], Timestamp::now());
+    let id: FileTransferId = t.id;
+    storage.insert_transfer(t).await.unwrap();
+    storage.update_transfer(id, |t| Ok(t.start_upload(Timestamp::now())?)).await.unwrap();
+    let data = payload(9, 300_000);
+    let mut upload =
+        storage.open_upload(UploadId::for_transfer(id), Timestamp::now()).await.unwrap();
+    upload.write(Bytes::copy_from_slice(&data)).await.unwrap();
+    let (transfer, _) = storage.complete_upload(id, upload, Timestamp::now()).await.unwrap();
+    let digest = Digest::of(&data);
+    assert_eq!(transfer.content.map(|c| c.blake3), Some(digest));
+    assert_eq!(storage.blob(&digest).unwrap().map(|b| b.refs), Some(1));
+    assert!(storage.uploads().unwrap().is_empty(), "a completed upload is forgotten");
+    let mut range = storage.read_blob(&digest, 0, None).await.unwrap();
+    let mut back = Vec::new();
+    while let Some(chunk) = range.next_chunk(64 * 1024).await.unwrap() {
+        back.extend_from_slice(&chunk);
+    }
+    assert!(back == data, "the blob reads back");
+    assert_eq!(storage.check_consistency().await.unwrap(), Vec::<String>::new());
+    storage.update_transfer(id, |t| Ok(t.fail("stopped", Timestamp::now())?)).await.unwrap();
+    assert_eq!(storage.blob(&digest).unwrap(), None, "the last reference went");
+    assert!(storage.read_blob(&digest, 0, None).await.is_err(), "and the blob with it");
+    assert_eq!(storage.check_consistency().await.unwrap(), Vec::<String>::new());
+}
