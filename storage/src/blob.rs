@@ -25,7 +25,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub use reader::Verification;
+pub use crate::ports::Verification;
 pub use writer::INLINE_MD5_LIMIT;
 use writer::LocalTemp;
 

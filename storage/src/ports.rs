@@ -19,7 +19,7 @@
 pub mod blob;
 pub mod metadata;
 
-pub use blob::{BlobReader, BlobStore, FinishedTemp, ReadAt, TempBlob, TempKind};
+pub use blob::{BlobReader, BlobStore, FinishedTemp, ReadAt, TempBlob, TempKind, Verification};
 pub use metadata::{
     BoxFuture, Counter, IndexStats, MetadataRead, MetadataStore, MetadataTxn, Reply, StoredHistory,
     WriteJob, snapshot, transact,

@@ -1,5 +1,5 @@
 //! The records the metadata port stores besides the model's own types ([`crate::model`]):
-//! blobs, uploads, scan progress, events and life-cycle jobs. Plain data; how a store lays them
+//! blobs, uploads, scan progress, events, life-cycle jobs, webhook subscriptions and deliveries. Plain data; how a store lays them
 //! out is its own business (the redb store postcard-encodes them, see `index/tables.rs`).
 
 use serde::{Deserialize, Serialize};
@@ -115,4 +115,65 @@ pub struct Job {
     pub transfer: FileTransferId,
     /// What to do.
     pub kind: JobKind,
+}
+
+/// A webhook subscription (Altinn Events' fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// Id.
+    pub id: u64,
+    /// The organisation that owns it.
+    pub consumer: Party,
+    /// Where events are POSTed.
+    pub end_point: String,
+    /// Only events of this resource.
+    pub resource_filter: ResourceId,
+    /// Only events addressed to this party (the consumer itself).
+    pub subject_filter: Party,
+    /// Only this event type, if set.
+    pub type_filter: Option<String>,
+    /// Creation time.
+    pub created: Timestamp,
+    /// The endpoint answered the validation handshake.
+    pub validated: bool,
+    /// Why deliveries stopped, if they did (410 Gone, days of failure).
+    pub disabled: Option<String>,
+    /// Signing secrets, newest first (several during a rotation).
+    pub secrets: Vec<String>,
+    /// Events up to this sequence predate the subscription.
+    pub from_seq: u64,
+    /// Since when deliveries have been failing without a success.
+    pub failing_since: Option<Timestamp>,
+}
+
+impl Subscription {
+    /// Whether an event goes to this subscription.
+    pub fn matches(&self, e: &EventRecord) -> bool {
+        self.validated
+            && self.disabled.is_none()
+            && e.seq > self.from_seq
+            && e.resource == self.resource_filter
+            && e.party == self.subject_filter
+            && self
+                .type_filter
+                .as_deref()
+                .is_none_or(|t| t.eq_ignore_ascii_case(e.kind.type_string()))
+    }
+}
+
+/// One event to deliver to one subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// Id.
+    pub id: u64,
+    /// The subscription.
+    pub subscription: u64,
+    /// The event's sequence.
+    pub seq: u64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it is due.
+    pub due: Timestamp,
+    /// The last failure.
+    pub last_error: Option<String>,
 }

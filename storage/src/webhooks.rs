@@ -6,74 +6,12 @@
 //! - A delivery stays until a 2xx is recorded (at least once), is rescheduled on failure, and
 //!   goes to the dead letters when the retry ladder runs out; dead letters can be replayed.
 
-use serde::{Deserialize, Serialize};
-
 use crate::Storage;
 use crate::error::{Error, Result};
-use crate::model::{Party, ResourceId, Timestamp};
+use crate::model::Timestamp;
 use crate::ports::{Counter, MetadataTxn};
 use crate::records::EventRecord;
-
-/// A webhook subscription (Altinn Events' fields).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Subscription {
-    /// Id.
-    pub id: u64,
-    /// The organisation that owns it.
-    pub consumer: Party,
-    /// Where events are POSTed.
-    pub end_point: String,
-    /// Only events of this resource.
-    pub resource_filter: ResourceId,
-    /// Only events addressed to this party (the consumer itself).
-    pub subject_filter: Party,
-    /// Only this event type, if set.
-    pub type_filter: Option<String>,
-    /// Creation time.
-    pub created: Timestamp,
-    /// The endpoint answered the validation handshake.
-    pub validated: bool,
-    /// Why deliveries stopped, if they did (410 Gone, days of failure).
-    pub disabled: Option<String>,
-    /// Signing secrets, newest first (several during a rotation).
-    pub secrets: Vec<String>,
-    /// Events up to this sequence predate the subscription.
-    pub from_seq: u64,
-    /// Since when deliveries have been failing without a success.
-    pub failing_since: Option<Timestamp>,
-}
-
-impl Subscription {
-    /// Whether an event goes to this subscription.
-    pub fn matches(&self, e: &EventRecord) -> bool {
-        self.validated
-            && self.disabled.is_none()
-            && e.seq > self.from_seq
-            && e.resource == self.resource_filter
-            && e.party == self.subject_filter
-            && self
-                .type_filter
-                .as_deref()
-                .is_none_or(|t| t.eq_ignore_ascii_case(e.kind.type_string()))
-    }
-}
-
-/// One event to deliver to one subscription.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Delivery {
-    /// Id.
-    pub id: u64,
-    /// The subscription.
-    pub subscription: u64,
-    /// The event's sequence.
-    pub seq: u64,
-    /// Attempts so far.
-    pub attempts: u32,
-    /// When it is due.
-    pub due: Timestamp,
-    /// The last failure.
-    pub last_error: Option<String>,
-}
+pub use crate::records::{Delivery, Subscription};
 
 /// What happened to a delivery attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::digest::Digest;
-use crate::ports::{BlobReader, ReadAt};
+use crate::ports::{BlobReader, ReadAt, Verification};
 
 /// An open file of the store, read with `pread`.
 #[derive(Debug)]
@@ -28,20 +28,6 @@ pub(super) fn open(path: &Path) -> io::Result<BlobReader> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     Ok(BlobReader { reader: Arc::new(LocalFile(file)), size })
-}
-
-/// The result of re-hashing a blob.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verification {
-    /// The bytes hash to the blob's name.
-    Intact,
-    /// They do not: the file was corrupted.
-    Corrupt {
-        /// What the bytes hash to now.
-        actual: Digest,
-    },
-    /// There is no such file.
-    Missing,
 }
 
 pub(super) fn verify(path: &Path, expected: &Digest) -> io::Result<Verification> {

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::payload;
-use crate::blob::Verification;
 use crate::digest::{Digest, Md5};
+use crate::ports::Verification;
 use crate::ports::{BlobStore, FinishedTemp, TempBlob, TempKind};
 
 /// Makes the stores a case runs against.

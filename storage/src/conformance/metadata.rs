@@ -17,7 +17,7 @@ use crate::model::{
 };
 use crate::ports::{Counter, MetadataRead, MetadataStore, MetadataTxn, StoredHistory};
 use crate::records::{BlobRecord, EventRecord, Job, JobKind, ScanProgress, UploadRecord, event_id};
-use crate::webhooks::{Delivery, Subscription};
+use crate::records::{Delivery, Subscription};
 
 /// Makes the stores a case runs against.
 pub trait MetadataFixture: Send + 'static {

@@ -19,7 +19,7 @@ use crate::model::{
 };
 use crate::ports::{Counter, MetadataRead, MetadataTxn, StoredHistory};
 use crate::records::{BlobRecord, EventRecord, Job, JobKind, ScanProgress, UploadRecord};
-use crate::webhooks::{Delivery, Subscription};
+use crate::records::{Delivery, Subscription};
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>> {
     Ok(postcard::to_allocvec(value)?)

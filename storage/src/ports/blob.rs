@@ -54,7 +54,6 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::blob::Verification;
 use crate::digest::Digest;
 use crate::model::StoredContent;
 
@@ -194,4 +193,18 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
         let _ = digest;
         None
     }
+}
+
+/// The result of re-hashing a blob.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// The bytes hash to the blob's name.
+    Intact,
+    /// They do not: the file was corrupted.
+    Corrupt {
+        /// What the bytes hash to now.
+        actual: Digest,
+    },
+    /// There is no such file.
+    Missing,
 }

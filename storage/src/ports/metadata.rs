@@ -54,7 +54,7 @@ use crate::model::{
     UploadId,
 };
 use crate::records::{BlobRecord, EventRecord, Job, ScanProgress, UploadRecord};
-use crate::webhooks::{Delivery, Subscription};
+use crate::records::{Delivery, Subscription};
 
 /// What a write job returns, type-erased (the facade downcasts it to the closure's type).
 pub type Reply = Box<dyn Any + Send>;
