@@ -278,7 +278,7 @@ fn write_zip64(path: &std::path::Path, stored_eicar_at: Option<usize>, deflated_
 /// 2.1 GiB into it — past clamd's 2 GiB − 3 stream limit, so the member itself is scanned in two
 /// overlapping segments. The member scan finds it and names the member.
 #[tokio::test(flavor = "multi_thread")]
-async fn eicar_past_2_gib_in_a_stored_member_of_a_zip64_is_found_in_that_member() {
+async fn beyond_2gib_eicar_in_a_stored_zip64_member_is_found_in_that_member() {
     if !integration_tests::large_tests_wanted("write and scan a 2.3 GiB ZIP64 member by member") {
         return;
     }
@@ -310,7 +310,7 @@ async fn eicar_past_2_gib_in_a_stored_member_of_a_zip64_is_found_in_that_member(
 /// 2 GiB − 3) whose 2.25 GiB stored member is clean and whose small deflated member, after it,
 /// holds EICAR: Failed, with the signature.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_zip64_over_2_gib_with_eicar_in_a_deflated_member_fails() {
+async fn beyond_2gib_a_zip64_with_eicar_in_a_deflated_member_fails() {
     if !integration_tests::large_tests_wanted("write, upload and scan a 2.3 GiB ZIP64") {
         return;
     }

@@ -440,7 +440,7 @@ async fn a_scanned_transfer_may_be_50_gb_and_larger_only_on_an_approved_resource
 /// clamd configuration, `StreamMaxLength 4000M`), Published and downloaded byte for byte. Two
 /// segments of 2 GiB − 3. Several minutes in a debug build: runs only with FERRY_LARGE_TESTS=1 (CI sets it).
 #[tokio::test(flavor = "multi_thread")]
-async fn a_clean_2_3_gib_file_is_published_and_downloads_identically() {
+async fn beyond_2gib_a_clean_file_is_published_and_downloads_identically() {
     if !integration_tests::large_tests_wanted("upload, scan and download 2.3 GiB") {
         return;
     }
