@@ -23,15 +23,27 @@ fn run_and_kill(dir: &std::path::Path, seed: u64, run_for: Duration, acked: &mut
         .spawn()
         .expect("spawn crash-writer");
     let stdout = child.stdout.take().unwrap();
+    let (first_tx, first_rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
-        BufReader::new(stdout).lines().map_while(Result::ok).collect::<Vec<_>>()
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.is_empty() {
+                let _ = first_tx.send(());
+            }
+            lines.push(line);
+        }
+        lines
     });
+    // The kill lands `run_for` after the first acknowledgement, wherever the writer then is: a
+    // busy machine may take longer to start it, never to make it write less.
+    let started = first_rx.recv_timeout(Duration::from_secs(20));
+    assert!(started.is_ok(), "crash-writer acknowledged nothing in 20 s");
     std::thread::sleep(run_for);
     assert!(child.try_wait().unwrap().is_none(), "crash-writer stopped by itself");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let lines = reader.join().unwrap();
-    assert!(!lines.is_empty(), "crash-writer acknowledged nothing in {run_for:?}");
+    assert!(!lines.is_empty(), "crash-writer acknowledged nothing");
     for line in lines {
         let parts: Vec<_> = line.split(' ').collect();
         match parts.as_slice() {
