@@ -8,6 +8,7 @@
 //!    confirmed: redelivered events and restarts are no-ops (confirming twice is too).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -27,12 +28,27 @@ pub struct Received {
     pub confirmed: usize,
 }
 
+/// Makes the progress callback of one download from the transfer's file name and size; the
+/// callback hears how many bytes are here and is dropped when the download ends.
+pub type ProgressFactory = Arc<dyn Fn(&str, u64) -> Box<dyn FnMut(u64) + Send> + Send + Sync>;
+
 /// The agent for one resource and output directory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Receiver {
     client: Client,
     resource: String,
     out: PathBuf,
+    progress: Option<ProgressFactory>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver")
+            .field("client", &self.client)
+            .field("resource", &self.resource)
+            .field("out", &self.out)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Receiver {
@@ -44,7 +60,16 @@ impl Receiver {
     ) -> anyhow::Result<Self> {
         let out = out.into();
         std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        Ok(Self { client, resource: resource.into(), out })
+        Ok(Self { client, resource: resource.into(), out, progress: None })
+    }
+
+    /// Reports each download's progress through a callback `progress` makes for it.
+    pub fn with_progress(
+        mut self,
+        progress: impl Fn(&str, u64) -> Box<dyn FnMut(u64) + Send> + Send + Sync + 'static,
+    ) -> Self {
+        self.progress = Some(Arc::new(progress));
+        self
     }
 
     /// Where a transfer's file goes: `{id}-{file name}`, the name stripped of path parts.
@@ -72,7 +97,11 @@ impl Receiver {
         }
         let path = self.destination(id, &overview.file_name);
         if !path.exists() {
-            self.client.download_file(id, &path).await?;
+            let mut progress = match &self.progress {
+                Some(make) => make(&overview.file_name, overview.file_transfer_size),
+                None => Box::new(|_| {}),
+            };
+            self.client.download_file_with_progress(id, &path, &mut *progress).await?;
             done.downloaded.push(path);
         }
         self.client.confirm(id).await.map_err(|s| anyhow::anyhow!(crate::describe(&s)))?;

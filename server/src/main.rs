@@ -272,11 +272,12 @@ struct Progress {
     total: u64,
     last_line: std::time::Instant,
     first: bool,
-    verb: &'static str,
+    verb: String,
 }
 
 impl Progress {
-    fn new(total: u64, verb: &'static str) -> Self {
+    fn new(total: u64, verb: impl Into<String>) -> Self {
+        let verb = verb.into();
         use std::io::IsTerminal as _;
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new(total);
@@ -287,7 +288,7 @@ impl Progress {
                 .expect("a valid template")
                 .progress_chars("=> "),
             );
-            bar.set_message(verb);
+            bar.set_message(verb.clone());
             bar
         });
         Self { bar, total, last_line: std::time::Instant::now(), first: true, verb }
@@ -325,6 +326,15 @@ impl Progress {
     fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish();
+        }
+    }
+}
+
+impl Drop for Progress {
+    /// A bar left behind (an error, or a callback dropped by its caller) stays as drawn last.
+    fn drop(&mut self) {
+        if let Some(bar) = self.bar.as_ref().filter(|bar| !bar.is_finished()) {
+            bar.abandon();
         }
     }
 }
@@ -529,7 +539,12 @@ async fn run_client(command: Command) -> anyhow::Result<()> {
             );
         }
         Command::Receive { resource, out, once, conn } => {
-            let receiver = client::receive::Receiver::new(conn.client()?, resource, out)?;
+            // One bar per file, named by it (plain lines when stderr is not a terminal).
+            let receiver = client::receive::Receiver::new(conn.client()?, resource, out)?
+                .with_progress(|file_name, total| {
+                    let mut progress = Progress::new(total, format!("receiving {file_name}"));
+                    Box::new(move |done| progress.update(done))
+                });
             let print = |path: &std::path::Path| {
                 #[allow(clippy::print_stdout)]
                 {

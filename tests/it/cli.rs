@@ -155,29 +155,42 @@ fn the_readme_quickstart_works_with_the_cli() {
     assert_eq!(code, Some(0));
     assert!(bash.contains("_ferry") && bash.contains("download"), "a bash completion script");
 
-    // On a terminal (a real pseudo-terminal from util-linux's `script`), `send` draws a progress
-    // bar that moves: several positions, with a rate and an ETA.
+    // On a terminal (a real pseudo-terminal from util-linux's `script`), `send` and `receive`
+    // draw progress bars that move: several positions, with a rate and an ETA.
+    let on_terminal = |token: &str, args: String| {
+        let command = format!("{} {args}", ferry().display());
+        let output = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("FERRY_SERVER", &cli.server)
+            .env("FERRY_TOKEN", token)
+            .env("TERM", "xterm-256color")
+            .output()
+            .expect("script (util-linux) runs the CLI under a pseudo-terminal");
+        let screen = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{screen}");
+        // Drawn positions other than the start (0 B) and the end: the bar moved in between.
+        let positions: std::collections::BTreeSet<&str> = screen
+            .split("/143.05 MiB")
+            .filter_map(|before| before.rsplit(['[', ']', ' ']).nth(1))
+            .filter(|p| *p != "0" && *p != "143.05")
+            .collect();
+        assert!(!positions.is_empty(), "the bar moved through positions in between: {screen:?}");
+        assert!(screen.contains("ETA") && screen.contains("MiB/s"), "{screen:?}");
+        screen
+    };
     let big = dir.path().join("big.bin");
     std::fs::write(&big, payload(78, 150_000_000)).unwrap();
-    let command =
-        format!("{} send {} --resource example --to 986252932", ferry().display(), big.display());
-    let output = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .env("FERRY_SERVER", &cli.server)
-        .env("FERRY_TOKEN", &sender)
-        .env("TERM", "xterm-256color")
-        .output()
-        .expect("script (util-linux) runs the CLI under a pseudo-terminal");
-    let screen = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{screen}");
-    // Drawn positions other than the start (0 B) and the end: the bar moved in between.
-    let positions: std::collections::BTreeSet<&str> = screen
-        .split("/143.05 MiB")
-        .filter_map(|before| before.rsplit(['[', ']', ' ']).nth(1))
-        .filter(|p| *p != "0" && *p != "143.05")
-        .collect();
-    assert!(!positions.is_empty(), "the bar moved through positions in between: {screen:?}");
-    assert!(screen.contains("ETA") && screen.contains("MiB/s"), "{screen:?}");
+    on_terminal(
+        &sender,
+        format!("send {} --resource example --to 986252932 --wait", big.display()),
+    );
+    let inbox = dir.path().join("inbox");
+    let screen = on_terminal(
+        &recipient,
+        format!("receive --resource example --out {} --once", inbox.display()),
+    );
+    assert!(screen.contains("receiving big.bin"), "the bar names the file: {screen:?}");
+    assert!(screen.contains("received 1 new file(s), confirmed 1"), "{screen:?}");
 
     // A partial download resumes: keep the first half as the .part file.
     let again = dir.path().join("again.out");
