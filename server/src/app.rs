@@ -396,6 +396,20 @@ impl App {
         Ok(self.with_operator_approval(resource))
     }
 
+    /// The resources the caller's organisation owns or may send or receive on: what a person
+    /// picks from (the web console); every operation on them still checks its own rights.
+    pub fn visible_resources(&self, caller: &Caller) -> Result<Vec<ResourceConfig>> {
+        require_scope(caller, &[SCOPE_SERVICE_OWNER, SCOPE_WRITE, SCOPE_READ])?;
+        let org = caller_org(caller)?;
+        Ok(self
+            .storage
+            .resources()?
+            .into_iter()
+            .filter(|r| r.service_owner == org || r.may_send(&org) || r.may_receive(&org))
+            .map(|r| self.with_operator_approval(r))
+            .collect())
+    }
+
     /// `resource` with the operator's approval for unscanned transfers applied.
     fn with_operator_approval(&self, mut resource: ResourceConfig) -> ResourceConfig {
         let id = resource.id.to_string();

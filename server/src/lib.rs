@@ -6,6 +6,7 @@
 //! - [`error`]: one mapping from failures to gRPC codes, HTTP statuses and Altinn's numbers.
 //! - [`scan`]: finishing scans, with retries while clamd is unavailable.
 //! - [`config`]: the TOML configuration.
+//! - [`console`]: the web console for people, at `/`.
 //!
 //! `run(config, listener, shutdown)` is the whole server: `main` parses flags, sets up logging
 //! and passes a signal future; tests call `run` on a port-0 listener.
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod exchange;
@@ -265,6 +267,7 @@ pub async fn run(
             .merge(events::router(app.clone()))
             .merge(webhooks::router(app.clone()))
             .merge(exchange::router(app.clone()))
+            .merge(console::router(app.clone(), &config))
             .route("/metrics", get(move || metrics(metrics_app.clone())))
             // Swagger UI, and the document itself at /broker/api/v1/openapi.json.
             .merge(

@@ -19,8 +19,8 @@ pub(crate) fn ferry() -> PathBuf {
     path
 }
 
-struct Cli {
-    server: String,
+pub(crate) struct Cli {
+    pub(crate) server: String,
     data_dir: PathBuf,
 }
 
@@ -42,7 +42,7 @@ impl Cli {
 }
 
 /// Starts `ferry serve` on a free port; returns the child and the CLI runner.
-fn serve(clamd: &TestClamd, dir: &std::path::Path) -> (std::process::Child, Cli) {
+pub(crate) fn serve(clamd: &TestClamd, dir: &std::path::Path) -> (std::process::Child, Cli) {
     let data_dir = dir.join("data");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let server = Command::new(ferry())
