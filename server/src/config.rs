@@ -50,6 +50,9 @@ pub struct Config {
     /// The data directory's storage.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// The web console.
+    #[serde(default)]
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// `[storage]`.

@@ -7,7 +7,8 @@
 // messages; a cross-site form post is refused); a sender sends 50 MB, reloads mid-upload and
 // the upload resumes from its offset, then sees Published; a recipient downloads (bytes
 // identical) and confirms, and the sender's page shows it; hostile file names are text; an
-// outsider sees nothing; EICAR ends Failed with the reason. Screenshots of every page go to
+// outsider sees nothing; EICAR ends Failed with the reason; with OIDC_PROVIDER set, a person
+// signs in through that OpenID Connect provider. Screenshots of every page go to
 // SCREENSHOTS. Exits non-zero on the first failure; never waits more than TIMEOUT in all.
 
 import { chromium } from 'playwright-core';
@@ -266,6 +267,27 @@ try {
   assert.match(headers['content-security-policy'], /script-src 'self'/);
   assert.match(headers['content-security-policy'], /frame-ancestors 'none'/);
   assert.equal(headers['x-content-type-options'], 'nosniff');
+
+  // --- production sign-in: OpenID Connect (code flow + PKCE) against a real provider ---
+  if (process.env.OIDC_PROVIDER) {
+    step('OpenID Connect sign-in');
+    const context = await browser.newContext();
+    const oidc = await context.newPage();
+    await oidc.goto(`${BASE}/console/signin`);
+    await oidc.getByRole('link', { name: 'Sign in with the test provider' }).click();
+    // The provider's own login and consent pages.
+    await oidc.waitForURL((url) => url.origin === process.env.OIDC_PROVIDER);
+    await oidc.locator('input[name="login"]').fill(SENDER);
+    await oidc.locator('input[name="password"]').fill('any');
+    await oidc.locator('button[type="submit"]').click();
+    await oidc.locator('button[type="submit"]').click();
+    await oidc.waitForURL(`${BASE}/console/send`);
+    assert.match(await oidc.locator('#who').textContent(), new RegExp(`0192:${SENDER} · Sender`));
+    // The session acts for the organisation in the provider's claims: the sender's resource.
+    assert.equal(await oidc.getByLabel('Resource').inputValue(), RESOURCE);
+    await oidc.goto(`${BASE}/console/transfers/${bigId}`);
+    assert.equal(await oidc.locator('#file-name').textContent(), 'big.bin');
+  }
 
   step('all console scenarios passed');
 } finally {

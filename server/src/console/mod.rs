@@ -22,7 +22,10 @@
 //! - **Headers**: a strict Content-Security-Policy (no inline script or style), no framing,
 //!   `nosniff`, no caching of pages.
 
+mod oidc;
 mod pages;
+
+pub use oidc::OidcConfig;
 
 use std::sync::Arc;
 
@@ -44,6 +47,14 @@ pub const SESSION_COOKIE: &str = "ferry_session";
 /// The header the page's `fetch` calls carry the CSRF token in.
 const CSRF_HEADER: &str = "x-csrf-token";
 
+/// `[console]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// OpenID Connect sign-in (`[console.oidc]`).
+    pub oidc: Option<OidcConfig>,
+}
+
 /// What the console's routes share.
 #[derive(Debug, Clone)]
 struct Console {
@@ -52,6 +63,10 @@ struct Console {
     dev: bool,
     /// The cookie gets `Secure` (the public URL is https).
     secure: bool,
+    /// OpenID Connect sign-in, when configured.
+    oidc: Option<OidcConfig>,
+    /// The provider's endpoints, fetched once.
+    discovery: Arc<tokio::sync::OnceCell<oidc::Discovery>>,
 }
 
 /// The roles a person signs in as, with the scopes the token gets (Altinn's).
@@ -64,12 +79,20 @@ pub const ROLES: [(&str, &str, &[&str]); 3] = [
 /// The console's routes: `/`, `/console/…`.
 pub fn router(app: Arc<App>, config: &crate::Config) -> Router {
     let secure = config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
-    let console = Console { app, dev: config.dev, secure };
+    let console = Console {
+        app,
+        dev: config.dev,
+        secure,
+        oidc: config.console.oidc.clone(),
+        discovery: Arc::default(),
+    };
     Router::new()
         .route("/", get(home))
         .route("/console", get(home))
         .route("/console/signin", get(signin_page).post(signin))
         .route("/console/signout", post(signout))
+        .route("/console/oidc/login", get(oidc::login))
+        .route("/console/oidc/callback", get(oidc::callback))
         .route("/console/send", get(send_page))
         .route("/console/inbox", get(inbox))
         .route("/console/transfers/{id}", get(transfer_page))
@@ -180,23 +203,28 @@ async fn same_origin_writes(request: Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
-    let headers = request.headers();
-    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let same =
-        match (headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()), text(header::ORIGIN)) {
-            (Some(site), _) => site == "same-origin",
-            (None, Some(origin)) => {
-                let host = text(header::HOST).unwrap_or_default();
-                origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"))
-                    == Some(host)
-            }
-            // Neither: not a browser's cross-site request (browsers send Origin on every POST).
-            (None, None) => true,
-        };
-    if !same {
+    let authority = request.uri().authority().map(|a| a.as_str().to_owned());
+    if !from_this_origin(request.headers(), authority.as_deref()) {
         return forbidden("cross-site requests are refused; use the console's own pages");
     }
     next.run(request).await
+}
+
+/// Whether a request comes from a page of this origin: `Sec-Fetch-Site: same-origin` where the
+/// browser sends it, else an `Origin` naming this host (`Host`, or HTTP/2's authority).
+fn from_this_origin(headers: &HeaderMap, authority: Option<&str>) -> bool {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    match (text("sec-fetch-site"), text("origin")) {
+        (Some(site), _) => site == "same-origin",
+        (None, Some(origin)) => {
+            let host = text("host").or(authority);
+            host.is_some()
+                && origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"))
+                    == host
+        }
+        // Neither: not a browser's cross-site request (browsers send Origin on every POST).
+        (None, None) => true,
+    }
 }
 
 /// The console's response headers.
@@ -286,7 +314,8 @@ async fn home(State(console): State<Console>, headers: HeaderMap) -> Response {
 }
 
 async fn signin_page(State(console): State<Console>) -> Response {
-    html(StatusCode::OK, pages::signin(console.dev, console.app.token_issuer.is_some(), None))
+    let can_issue = console.app.token_issuer.is_some();
+    html(StatusCode::OK, pages::signin(console.dev, can_issue, console.oidc_name(), None))
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,39 +324,44 @@ struct SignIn {
     role: String,
 }
 
-/// Development sign-in: the token the development issuer's token for this organisation and
-/// role would be exchanged for (the exchange's own checks apply).
-async fn signin(State(console): State<Console>, Form(form): Form<SignIn>) -> Response {
-    let refuse = |message: &str| {
-        html(StatusCode::BAD_REQUEST, pages::signin(console.dev, true, Some(message)))
-    };
-    let Some(issuer) = console.app.token_issuer.as_ref().filter(|_| console.dev) else {
-        return forbidden(
-            "development sign-in is off: the server does not run in development mode",
+/// Development sign-in: the session is the token the development issuer's token for this
+/// organisation and role is exchanged for (the exchange's own checks apply).
+async fn signin(State(console): State<Console>, Form(form): Form<SignIn>) -> Page {
+    if !console.dev {
+        return Err(
+            forbidden("development sign-in is off: the server runs in production mode").into()
         );
-    };
-    let org = match Party::parse_lenient(form.org.trim()) {
-        Ok(org) => org,
-        Err(e) => return refuse(&format!("Organisation: {e}")),
-    };
+    }
+    let org = Party::parse_lenient(form.org.trim())
+        .map_err(|e| console.refused(&format!("Organisation: {e}")))?;
     let Some((_, _, scopes)) = ROLES.iter().find(|(id, _, _)| *id == form.role) else {
-        return refuse("Role: choose sender, recipient or service owner");
+        return Err(console.refused("Role: choose sender, recipient or service owner"));
     };
-    let ttl = 8 * 3600;
     let incoming = crate::auth::VerifiedToken {
         caller: Caller { org: Some(org), scopes: scopes.iter().map(|s| (*s).to_owned()).collect() },
         issuer: crate::auth::DEV_ISSUER.to_owned(),
-        exp: jsonwebtoken::get_current_timestamp() as i64 + ttl,
+        exp: jsonwebtoken::get_current_timestamp() as i64 + 8 * 3600,
         claims: serde_json::json!({}),
     };
-    match issuer.exchange(&incoming) {
-        Ok(token) => {
-            let mut response = Redirect::to("/console").into_response();
-            response.headers_mut().insert(header::SET_COOKIE, set_cookie(&console, &token, ttl));
-            response
-        }
-        Err(reason) => refuse(&reason),
-    }
+    start_session(&console, &incoming).map_err(|reason| console.refused(&reason))
+}
+
+/// Signs in with Ferry's exchanged token for `incoming`: the session cookie, lasting as long
+/// as the token, and off to the person's first page.
+fn start_session(
+    console: &Console,
+    incoming: &crate::auth::VerifiedToken,
+) -> Result<Response, String> {
+    let issuer =
+        console.app.token_issuer.as_ref().ok_or(
+            "sign-in needs the token exchange: set [auth.exchange] (development mode has it)",
+        )?;
+    let token = issuer.exchange(incoming)?;
+    let exp = console.app.auth.verify(&token).map_err(|e| e.to_string())?.exp;
+    let max_age = exp - jsonwebtoken::get_current_timestamp() as i64;
+    let mut response = Redirect::to("/console").into_response();
+    response.headers_mut().insert(header::SET_COOKIE, set_cookie(console, &token, max_age));
+    Ok(response)
 }
 
 #[derive(Debug, Deserialize)]
@@ -616,5 +650,56 @@ pub(crate) fn recipient_label(status: RecipientFileTransferStatus) -> &'static s
         RecipientFileTransferStatus::Initialized => "Not downloaded",
         RecipientFileTransferStatus::DownloadStarted => "Downloading",
         RecipientFileTransferStatus::DownloadConfirmed => "Confirmed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| (header::HeaderName::from_static(k), HeaderValue::from_static(v)))
+            .collect()
+    }
+
+    #[test]
+    fn only_this_origins_pages_may_write() {
+        let this = |pairs| from_this_origin(&headers(pairs), None);
+        assert!(this(&[("sec-fetch-site", "same-origin"), ("origin", "http://other")]));
+        // Another port of the same host is same-site, not same-origin: refused.
+        assert!(!this(&[("sec-fetch-site", "same-site")]));
+        assert!(!this(&[("sec-fetch-site", "cross-site")]));
+        assert!(!this(&[("sec-fetch-site", "none")]));
+        // Without Sec-Fetch-Site, Origin must name the host.
+        assert!(this(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")]));
+        assert!(!this(&[("origin", "http://127.0.0.1:9999"), ("host", "127.0.0.1:8080")]));
+        assert!(!this(&[("origin", "null"), ("host", "127.0.0.1:8080")]));
+        assert!(!this(&[("origin", "http://evil.example")]));
+        assert!(from_this_origin(
+            &headers(&[("origin", "https://ferry.example")]),
+            Some("ferry.example")
+        ));
+    }
+
+    #[test]
+    fn the_csrf_token_belongs_to_its_session_and_reveals_nothing_of_it() {
+        let caller = Caller { org: None, scopes: Default::default() };
+        let a = Session { token: "token-a".into(), caller: caller.clone() };
+        let b = Session { token: "token-b".into(), caller };
+        assert_eq!(a.csrf(), a.csrf());
+        assert_ne!(a.csrf(), b.csrf());
+        assert!(!a.csrf().contains("token"));
+        assert!(a.check_csrf(Some(&a.csrf())).is_ok());
+        assert!(a.check_csrf(Some(&b.csrf())).is_err());
+        assert!(a.check_csrf(None).is_err());
+    }
+
+    #[test]
+    fn the_session_cookie_is_read_among_others() {
+        let h = headers(&[("cookie", "a=1; ferry_session=abc.def; b=2")]);
+        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc.def"));
+        assert_eq!(cookie(&headers(&[("cookie", "ferry_session=")]), SESSION_COOKIE), None);
     }
 }

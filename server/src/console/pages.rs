@@ -69,9 +69,17 @@ pub(super) fn error_page(session: Option<&Session>, title: &str, message: &str) 
     layout(session, title, "", html! { p.error role="alert" { (message) } })
 }
 
-pub(super) fn signin(dev: bool, can_issue: bool, error: Option<&str>) -> Markup {
+pub(super) fn signin(
+    dev: bool,
+    can_issue: bool,
+    oidc: Option<&str>,
+    error: Option<&str>,
+) -> Markup {
     let body = html! {
         @if let Some(e) = error { p.error role="alert" { (e) } }
+        @if let Some(name) = oidc.filter(|_| can_issue) {
+            p { a.button #oidc href="/console/oidc/login" { "Sign in with " (name) } }
+        }
         @if dev && can_issue {
             p { "Development mode: choose the organisation you act for and your role. "
                 "The console signs you in with a token from the development issuer, exactly as "
@@ -91,9 +99,10 @@ pub(super) fn signin(dev: bool, can_issue: bool, error: Option<&str>) -> Markup 
                 }
                 button type="submit" { "Sign in" }
             }
-        } @else {
-            p { "Sign-in is not configured on this server: it runs in production mode without an "
-                "OpenID Connect provider. Use the APIs with a bearer token." }
+        } @else if oidc.is_none() || !can_issue {
+            p { "Sign-in is not configured on this server: set " code { "[console.oidc]" }
+                " and " code { "[auth.exchange]" } " (see config.example.toml), or use the APIs "
+                "with a bearer token." }
         }
     };
     layout(None, "Sign in", "", body)
@@ -169,22 +178,13 @@ pub(super) fn inbox(
             @if rows.is_empty() {
                 p.note #empty { "Nothing here." }
             } @else {
-                div.scroll {
-                    table #transfers {
-                        thead { tr { th { "File" } th { "Size" } th { "Status" } th { "From" } th { "Created (UTC)" } } }
-                        tbody {
-                            @for t in rows {
-                                tr {
-                                    td { a href={ "/console/transfers/" (t.id) } { (t.file_name) } }
-                                    td { (size(t.content.map_or(0, |c| c.size))) }
-                                    td { (t.status().name()) }
-                                    td { (t.sender) }
-                                    td { (t.created.when()) }
-                                }
-                            }
-                        }
-                    }
-                }
+                (table("transfers", &["File", "Size", "Status", "From", "Created (UTC)"], rows.iter().map(|t| html! {
+                    td { a href={ "/console/transfers/" (t.id) } { (t.file_name) } }
+                    td { (size(t.content.map_or(0, |c| c.size))) }
+                    td { (t.status().name()) }
+                    td { (t.sender) }
+                    td { (t.created.when()) }
+                })))
             }
             @if let Some(token) = next {
                 a.button #next-page href={ "/console/inbox?resource=" (resource.unwrap_or_default())
@@ -199,6 +199,16 @@ pub(super) fn transfer(s: &Session, t: &FileTransfer) -> Markup {
     let me = s.caller.org.as_ref();
     let recipient = me.is_some_and(|o| t.recipients.contains(o));
     let mine = me.and_then(|o| t.recipient_status(o));
+    // The transfer's and its recipients' histories as one timeline.
+    let mut timeline: Vec<(storage::model::Timestamp, Markup)> =
+        t.status_history
+            .iter()
+            .map(|e| (e.at, html! { strong { (e.status.name()) } " " (e.display_text()) }))
+            .chain(t.recipient_history.iter().map(|e| {
+                (e.at, html! { (e.recipient) " " strong { (recipient_label(e.status)) } })
+            }))
+            .collect();
+    timeline.sort_by_key(|(at, _)| *at);
     let body = html! {
         dl.facts {
             dt { "File" } dd #file-name { (t.file_name) }
@@ -214,9 +224,11 @@ pub(super) fn transfer(s: &Session, t: &FileTransfer) -> Markup {
         @if recipient && downloadable(t.status()) {
             div.buttons {
                 a.button #download href={ "/console/transfers/" (t.id) "/download" } download { "Download" }
-                form method="post" action={ "/console/transfers/" (t.id) "/confirm" } {
-                    input type="hidden" name="csrf" value=(s.csrf());
-                    button #confirm type="submit" { "Confirm download" }
+                @if mine != Some(storage::model::RecipientFileTransferStatus::DownloadConfirmed) {
+                    form method="post" action={ "/console/transfers/" (t.id) "/confirm" } {
+                        input type="hidden" name="csrf" value=(s.csrf());
+                        button #confirm type="submit" { "Confirm download" }
+                    }
                 }
             }
         }
@@ -229,11 +241,8 @@ pub(super) fn transfer(s: &Session, t: &FileTransfer) -> Markup {
         }
         h2 { "History" }
         ol.timeline {
-            @for e in &t.status_history {
-                li { time { (e.at.when()) } " " strong { (e.status.name()) } " " (e.display_text()) }
-            }
-            @for e in &t.recipient_history {
-                li { time { (e.at.when()) } " " (e.recipient) " " strong { (recipient_label(e.status)) } }
+            @for (at, entry) in &timeline {
+                li { time { (at.when()) } " " (entry) }
             }
         }
     };
@@ -262,22 +271,13 @@ pub(super) fn resources(
                 @if owned.is_empty() {
                     p.note { "No resources yet." }
                 } @else {
-                    div.scroll {
-                        table #resources {
-                            thead { tr { th { "Resource" } th { "Max size" } th { "Time to live" } th { "Senders" } th { "Recipients" } } }
-                            tbody {
-                                @for r in owned {
-                                    tr {
-                                        td { a href={ "/console/resources/edit?id=" (r.id) } { (r.id) } }
-                                        td { (r.max_file_transfer_size.map_or("global limit".to_owned(), size)) }
-                                        td { (iso_duration(r.file_transfer_time_to_live.unwrap_or(ResourceConfig::DEFAULT_TIME_TO_LIVE))) }
-                                        td { (parties(&r.access.senders)) }
-                                        td { (parties(&r.access.recipients)) }
-                                    }
-                                }
-                            }
-                        }
-                    }
+                    (table("resources", &["Resource", "Max size", "Time to live", "Senders", "Recipients"], owned.iter().map(|r| html! {
+                        td { a href={ "/console/resources/edit?id=" (r.id) } { (r.id) } }
+                        td { (r.max_file_transfer_size.map_or("global limit".to_owned(), size)) }
+                        td { (iso_duration(r.file_transfer_time_to_live.unwrap_or(ResourceConfig::DEFAULT_TIME_TO_LIVE))) }
+                        td { (parties(&r.access.senders)) }
+                        td { (parties(&r.access.recipients)) }
+                    })))
                 }
                 p.note { "Webhook subscriptions are managed through the subscription API "
                     "(" code { "/events/api/v1/subscriptions" } ")." }
@@ -395,7 +395,15 @@ pub(super) fn resource_form(s: &Session, f: &ResourceForm, error: Option<&ApiErr
             }
         }
     };
-    let invalid = |field: &str| at == Some(field);
+    // A labelled text input with the API's message beneath it when it is the one at fault.
+    let field = |name: &str, label: &str, value: &str, placeholder: &str| -> Markup {
+        html! {
+            label for=(name) { (label) }
+            input id=(name) name=(name) type="text" value=(value) placeholder=(placeholder)
+                aria-invalid=(at == Some(name)) aria-describedby={ (name) "-error" };
+            (message(name))
+        }
+    };
     let editing = f.existing.is_some();
     let body = html! {
         (message("form"))
@@ -405,34 +413,16 @@ pub(super) fn resource_form(s: &Session, f: &ResourceForm, error: Option<&ApiErr
             label for="id" { "Resource id" }
             input #id name="id" type="text" required value=(f.id) readonly[editing]
                 pattern="[A-Za-z0-9_.\\-]+";
-            label for="max_size" { "Largest file (bytes; empty: the server's limit)" }
-            input #max_size name="max_size" type="text" inputmode="numeric" value=(f.max_size)
-                aria-invalid=(invalid("max_size")) aria-describedby="max_size-error";
-            (message("max_size"))
-            label for="ttl" { "Time to live (ISO 8601, e.g. P30D)" }
-            input #ttl name="ttl" type="text" value=(f.ttl) placeholder="P30D"
-                aria-invalid=(invalid("ttl")) aria-describedby="ttl-error";
-            (message("ttl"))
+            (field("max_size", "Largest file (bytes; empty: the server's limit)", &f.max_size, ""))
+            (field("ttl", "Time to live (ISO 8601, e.g. P30D)", &f.ttl, "P30D"))
             label.choice {
                 input #purge name="purge" type="checkbox" checked[f.purge.is_some()];
                 "Purge once every recipient has confirmed"
             }
-            label for="grace" { "Grace period before that purge (ISO 8601, e.g. PT2H)" }
-            input #grace name="grace" type="text" value=(f.grace) placeholder="PT2H"
-                aria-invalid=(invalid("grace")) aria-describedby="grace-error";
-            (message("grace"))
-            label for="required_party" { "Required party (optional)" }
-            input #required_party name="required_party" type="text" value=(f.required_party)
-                aria-invalid=(invalid("required_party")) aria-describedby="required_party-error";
-            (message("required_party"))
-            label for="senders" { "Who may send (organisation numbers)" }
-            input #senders name="senders" type="text" value=(f.senders)
-                aria-invalid=(invalid("senders")) aria-describedby="senders-error";
-            (message("senders"))
-            label for="recipients" { "Who may receive (organisation numbers)" }
-            input #recipients name="recipients" type="text" value=(f.recipients)
-                aria-invalid=(invalid("recipients")) aria-describedby="recipients-error";
-            (message("recipients"))
+            (field("grace", "Grace period before that purge (ISO 8601, e.g. PT2H)", &f.grace, "PT2H"))
+            (field("required_party", "Required party (optional)", &f.required_party, ""))
+            (field("senders", "Who may send (organisation numbers)", &f.senders, ""))
+            (field("recipients", "Who may receive (organisation numbers)", &f.recipients, ""))
             button #save type="submit" { "Save" }
         }
     };
@@ -487,6 +477,18 @@ impl When for storage::model::Timestamp {
         let text = self.to_rfc3339();
         let seconds = text.split(['.', '+', 'Z']).next().unwrap_or(&text);
         seconds.replacen('T', " ", 1)
+    }
+}
+
+/// A table: its id, column heads, and each row's cells.
+fn table(id: &str, heads: &[&str], rows: impl Iterator<Item = Markup>) -> Markup {
+    html! {
+        div.scroll {
+            table id=(id) {
+                thead { tr { @for head in heads { th { (head) } } } }
+                tbody { @for row in rows { tr { (row) } } }
+            }
+        }
     }
 }
 
