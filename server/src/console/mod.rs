@@ -512,6 +512,12 @@ async fn download(
     Path(id): Path<String>,
 ) -> Page {
     let s = session(&console, &headers)?;
+    // A download records DownloadStarted: another site may not make a browser start one (a
+    // link from elsewhere carries the Lax cookie on a top-level navigation).
+    let site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(site, Some("cross-site" | "same-site")) {
+        return Err(forbidden("open the download from the console's own transfer page").into());
+    }
     page(&s, console.app.transfer(&s.caller, parse_id(&s, &id)?))?;
     let mut headers = headers;
     let bearer = HeaderValue::from_str(&format!("Bearer {}", s.token)).expect("ASCII token");
