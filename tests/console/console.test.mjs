@@ -104,6 +104,33 @@ try {
   await page.waitForURL(/\/console\/resources$/);
   assert.match(await page.locator('#resources').textContent(), /95\.4 MiB/);
 
+  step('webhook subscriptions on the resource');
+  const hooks = createServer((req, res) => { res.statusCode = 200; res.end(); });
+  await new Promise((resolve) => hooks.listen(0, '127.0.0.1', resolve));
+  const endPoint = `http://127.0.0.1:${hooks.address().port}/hook`;
+  // The subscription API with the session's own token, as the Send page gets it.
+  const ownerToken = await page.evaluate(async () => {
+    const csrf = document.querySelector('meta[name="csrf-token"]').content;
+    const r = await fetch('/console/api/token', { method: 'POST', headers: { 'X-CSRF-Token': csrf } });
+    return (await r.json()).token;
+  });
+  const created = await page.request.post(`${BASE}/events/api/v1/subscriptions`, {
+    headers: { Authorization: `Bearer ${ownerToken}` },
+    data: { endPoint, resourceFilter: `urn:altinn:resource:${RESOURCE}` },
+  });
+  assert.equal(created.status(), 201, await created.text());
+  for (let i = 0; ; i += 1) {
+    await page.goto(`${BASE}/console/resources/edit?id=${RESOURCE}`);
+    const row = page.locator('#subscription-list tr', { hasText: endPoint });
+    if ((await row.textContent()).includes('Delivering')) break;
+    assert.ok(i < 40, 'the endpoint was validated');
+    await page.waitForTimeout(250);
+  }
+  await page.getByRole('button', { name: 'Replay dead letters' }).click();
+  assert.match(await page.locator('#replayed').textContent(), /^0 dead letter/);
+  await shot(page, 'resource-edit');
+  hooks.close();
+
   step('a cross-site form post is refused');
   // Another origin (same host, another port: same-site, so the Lax cookie goes along and only
   // the origin check stands between it and the change).

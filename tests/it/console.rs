@@ -59,6 +59,9 @@ audience = "ferry-console"
 [auth.exchange]
 issuers = ["{issuer}"]
 
+[webhooks]
+allow_loopback = true
+
 [console.oidc]
 issuer = "{issuer}"
 client_id = "ferry-console"

@@ -39,7 +39,7 @@ use serde::Deserialize;
 use storage::model::{FileTransferId, FileTransferStatus, Party, RecipientFileTransferStatus};
 
 use crate::app::{App, InitializeRequest, SearchQuery};
-use crate::auth::{Caller, SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
+use crate::auth::{Caller, SCOPE_EVENTS_SUBSCRIBE, SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
 use crate::error::ApiError;
 
 /// The session cookie's name.
@@ -73,7 +73,8 @@ struct Console {
 pub const ROLES: [(&str, &str, &[&str]); 3] = [
     ("sender", "Sender", &[SCOPE_WRITE, SCOPE_READ]),
     ("recipient", "Recipient", &[SCOPE_READ]),
-    ("owner", "Service owner", &[SCOPE_SERVICE_OWNER]),
+    // Service owners also read their own events (webhook subscriptions on their resources).
+    ("owner", "Service owner", &[SCOPE_SERVICE_OWNER, SCOPE_EVENTS_SUBSCRIBE]),
 ];
 
 /// The console's routes: `/`, `/console/…`.
@@ -100,6 +101,7 @@ pub fn router(app: Arc<App>, config: &crate::Config) -> Router {
         .route("/console/transfers/{id}/confirm", post(confirm))
         .route("/console/resources", get(resources).post(register_owner))
         .route("/console/resources/edit", get(resource_form).post(save_resource))
+        .route("/console/subscriptions/{id}/replay", post(replay))
         .route("/console/operations", get(operations))
         .route("/console/api/initialize", post(initialize))
         .route("/console/api/token", post(token))
@@ -142,6 +144,15 @@ impl Session {
                     .into())
             }
         }
+    }
+
+    /// `headers` with this session's token as the bearer: for the API handlers the console
+    /// runs as they are (download, webhook subscriptions).
+    fn as_bearer(&self, headers: HeaderMap) -> HeaderMap {
+        let mut headers = headers;
+        let bearer = HeaderValue::from_str(&format!("Bearer {}", self.token)).expect("ASCII token");
+        headers.insert(header::AUTHORIZATION, bearer);
+        headers
     }
 
     fn org(&self) -> String {
@@ -519,9 +530,7 @@ async fn download(
         return Err(forbidden("open the download from the console's own transfer page").into());
     }
     page(&s, console.app.transfer(&s.caller, parse_id(&s, &id)?))?;
-    let mut headers = headers;
-    let bearer = HeaderValue::from_str(&format!("Bearer {}", s.token)).expect("ASCII token");
-    headers.insert(header::AUTHORIZATION, bearer);
+    let headers = s.as_bearer(headers);
     page(&s, crate::rest::download(State(console.app.clone()), Path(id), headers).await)
 }
 
@@ -573,6 +582,8 @@ async fn register_owner(
 #[derive(Debug, Deserialize, Default)]
 struct ResourceQuery {
     id: Option<String>,
+    /// After a replay: how many dead letters went out again.
+    replayed: Option<u64>,
 }
 
 async fn resource_form(
@@ -581,13 +592,58 @@ async fn resource_form(
     Query(q): Query<ResourceQuery>,
 ) -> Page {
     let s = session(&console, &headers)?;
-    let form = match q.id.as_deref().filter(|id| !id.is_empty()) {
-        Some(id) => {
-            pages::ResourceForm::from_resource(&page(&s, console.app.resource(&s.caller, id))?)
-        }
-        None => pages::ResourceForm::default(),
+    let Some(id) = q.id.as_deref().filter(|id| !id.is_empty()) else {
+        let form = pages::ResourceForm::default();
+        return Ok(html(StatusCode::OK, pages::resource_form(&s, &form, None, None)));
     };
-    Ok(html(StatusCode::OK, pages::resource_form(&s, &form, None)))
+    let resource = page(&s, console.app.resource(&s.caller, id))?;
+    let form = pages::ResourceForm::from_resource(&resource);
+    // The organisation's webhook subscriptions on this resource, as the subscription API lists
+    // them to this session's token (its message instead, if it lists none to it).
+    let listed = crate::webhooks::list(State(console.app.clone()), s.as_bearer(headers)).await;
+    let subscriptions = match listed {
+        Ok(response) => {
+            let body = axum::body::to_bytes(response.into_body(), 1 << 22).await;
+            let all: serde_json::Value =
+                body.ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+            let urn = resource.id.to_urn();
+            let mine = all["subscriptions"].as_array().cloned().unwrap_or_default();
+            Ok(mine.into_iter().filter(|sub| sub["resourceFilter"] == urn.as_str()).collect())
+        }
+        Err(e) => Err(e.message),
+    };
+    let view = pages::Subscriptions { list: subscriptions, replayed: q.replayed };
+    Ok(html(StatusCode::OK, pages::resource_form(&s, &form, None, Some(&view))))
+}
+
+#[derive(Debug, Deserialize)]
+struct Replay {
+    csrf: Option<String>,
+    resource: String,
+}
+
+/// Re-sends a subscription's dead letters (the subscription API's replay).
+async fn replay(
+    State(console): State<Console>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(form): Form<Replay>,
+) -> Page {
+    let s = session(&console, &headers)?;
+    s.check_csrf(form.csrf.as_deref())?;
+    let answer =
+        crate::webhooks::replay(State(console.app.clone()), Path(id), s.as_bearer(headers));
+    let response = page(&s, answer.await)?;
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap_or_default();
+    let replayed = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["replayed"].as_u64())
+        .unwrap_or(0);
+    let back = format!(
+        "/console/resources/edit?{}",
+        pages::query(&[("id", &form.resource), ("replayed", &replayed.to_string()),])
+    );
+    Ok(Redirect::to(&back).into_response())
 }
 
 async fn save_resource(
@@ -605,7 +661,7 @@ async fn save_resource(
         Ok(()) => Ok(Redirect::to("/console/resources").into_response()),
         // The API's validation message, beside the field it concerns.
         Err(e) if e.http_status == 400 => {
-            Ok(html(StatusCode::BAD_REQUEST, pages::resource_form(&s, &form, Some(&e))))
+            Ok(html(StatusCode::BAD_REQUEST, pages::resource_form(&s, &form, Some(&e), None)))
         }
         Err(e) => Err(error_response(&s, &e)),
     }

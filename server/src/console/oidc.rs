@@ -16,7 +16,8 @@ use axum::response::{IntoResponse, Redirect};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use super::{Console, Early, Page, cookie, html, pages};
+use super::pages::{self, query as form};
+use super::{Console, Early, Page, cookie, html};
 
 /// The cookie that carries `state`, `nonce` and the PKCE verifier through the redirect.
 const FLOW_COOKIE: &str = "ferry_oidc";
@@ -56,22 +57,6 @@ fn random() -> String {
     let mut bytes = [0u8; 32];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// `application/x-www-form-urlencoded` (also a URL's query).
-fn form(pairs: &[(&str, &str)]) -> String {
-    let encode = |text: &str| -> String {
-        text.bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect()
-    };
-    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// The S256 code challenge of `verifier`.

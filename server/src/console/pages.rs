@@ -187,8 +187,11 @@ pub(super) fn inbox(
                 })))
             }
             @if let Some(token) = next {
-                a.button #next-page href={ "/console/inbox?resource=" (resource.unwrap_or_default())
-                    "&status=" (status.map_or("", |s| s.name())) "&page=" (token) } { "Next page" }
+                a.button #next-page href={ "/console/inbox?" (query(&[
+                    ("resource", resource.unwrap_or_default()),
+                    ("status", status.map_or("", |s| s.name())),
+                    ("page", token),
+                ])) } { "Next page" }
             }
         }
     };
@@ -279,8 +282,7 @@ pub(super) fn resources(
                         td { (parties(&r.access.recipients)) }
                     })))
                 }
-                p.note { "Webhook subscriptions are managed through the subscription API "
-                    "(" code { "/events/api/v1/subscriptions" } ")." }
+                p.note { "A resource's page also lists your organisation's webhook subscriptions on it." }
             }
         }
     };
@@ -384,7 +386,52 @@ fn field_of(e: &ApiError) -> &'static str {
     }
 }
 
-pub(super) fn resource_form(s: &Session, f: &ResourceForm, error: Option<&ApiError>) -> Markup {
+/// A resource's webhook subscriptions, as the subscription API lists them to the session.
+#[derive(Debug)]
+pub(super) struct Subscriptions {
+    /// The subscriptions (the API's JSON), or why none can be listed.
+    pub(super) list: Result<Vec<serde_json::Value>, String>,
+    /// After a replay: how many dead letters went out again.
+    pub(super) replayed: Option<u64>,
+}
+
+fn subscriptions(s: &Session, resource: &str, subs: &Subscriptions) -> Markup {
+    let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_default();
+    html! {
+        section #subscriptions aria-label="Webhook subscriptions" {
+            h2 { "Webhook subscriptions" }
+            @if let Some(n) = subs.replayed { p #replayed role="status" { (n) " dead letter(s) sent again." } }
+            @match &subs.list {
+                Err(message) => p.note { (message) },
+                Ok(list) if list.is_empty() => p.note { "Your organisation has no webhook subscriptions on this resource "
+                    "(create them with " code { "POST /events/api/v1/subscriptions" } ")." },
+                Ok(list) => (table("subscription-list", &["Endpoint", "Events", "State", ""], list.iter().map(|sub| html! {
+                    td { (text(&sub["endPoint"])) }
+                    td { (sub["typeFilter"].as_str().unwrap_or("all")) }
+                    td {
+                        @if let Some(reason) = sub["disabled"].as_str() { "Disabled: " (reason) }
+                        @else if sub["validated"] == true { "Delivering" }
+                        @else { "Waiting for the endpoint's validation" }
+                    }
+                    td {
+                        form method="post" action={ "/console/subscriptions/" (sub["id"]) "/replay" } {
+                            input type="hidden" name="csrf" value=(s.csrf());
+                            input type="hidden" name="resource" value=(resource);
+                            button type="submit" { "Replay dead letters" }
+                        }
+                    }
+                }))),
+            }
+        }
+    }
+}
+
+pub(super) fn resource_form(
+    s: &Session,
+    f: &ResourceForm,
+    error: Option<&ApiError>,
+    subs: Option<&Subscriptions>,
+) -> Markup {
     let at = error.map(field_of);
     let message = |field: &str| -> Markup {
         html! {
@@ -425,6 +472,7 @@ pub(super) fn resource_form(s: &Session, f: &ResourceForm, error: Option<&ApiErr
             (field("recipients", "Who may receive (organisation numbers)", &f.recipients, ""))
             button #save type="submit" { "Save" }
         }
+        @if let Some(subs) = subs { (subscriptions(s, &f.id, subs)) }
     };
     let title = if editing { "Edit resource" } else { "New resource" };
     layout(Some(s), title, "/console/resources", body)
@@ -478,6 +526,22 @@ impl When for storage::model::Timestamp {
         let seconds = text.split(['.', '+', 'Z']).next().unwrap_or(&text);
         seconds.replacen('T', " ", 1)
     }
+}
+
+/// `application/x-www-form-urlencoded`, also a URL's query.
+pub(super) fn query(pairs: &[(&str, &str)]) -> String {
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    };
+    pairs.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
 }
 
 /// A table: its id, column heads, and each row's cells.
