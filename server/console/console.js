@@ -131,6 +131,12 @@
           if (response.getStatus() === 401) return bearer(true);
           return undefined;
         },
+        // tus-js-client's own rule (server errors, 409, 423, no answer), plus 401: the session
+        // token expired mid-upload and onAfterResponse fetched a fresh one.
+        onShouldRetry: (error) => {
+          const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
+          return !status || status >= 500 || [401, 409, 423].includes(status);
+        },
         onProgress: (sent, total) => progress(sent, total),
         onSuccess: () => {
           localStorage.removeItem(key);
