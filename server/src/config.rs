@@ -50,6 +50,9 @@ pub struct Config {
     /// The data directory's storage.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// The web console.
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 /// `[storage]`.
@@ -371,6 +374,36 @@ impl Config {
     pub fn leeway(&self) -> Duration {
         Duration::from_secs(self.auth.leeway_secs)
     }
+}
+
+/// `[console]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// OpenID Connect sign-in (`[console.oidc]`).
+    pub oidc: Option<OidcConfig>,
+}
+
+/// `[console.oidc]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL; its discovery document is
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// This client's id at the provider (the ID token's audience).
+    pub client_id: String,
+    /// The client secret (HTTP Basic at the token endpoint); none for a public client.
+    pub client_secret: Option<String>,
+    /// Scopes to request.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The provider's name on the sign-in button.
+    pub name: Option<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into()]
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! Arrows run one way, `api → app → storage/scanner` (checked by `scripts/check-modules`):
 //! - [`app`]: the use cases, one file per area, independent of transport.
 //! - [`api`]: the front-ends (gRPC, the Altinn REST facade, TUS, events, Watch, webhooks, the
-//!   token exchange, OpenAPI), thin over the use cases.
+//!   token exchange, OpenAPI, the web console for people at `/`), thin over the use cases.
 //! - beside them: [`auth`] (bearer tokens, scopes, the caller's organisation, development keys),
 //!   [`tokens`] (Ferry's own signing keys), [`error`] (one classification of failures),
 //!   [`metrics`], [`config`] (the TOML configuration), [`cli`] (what the `ferry` client prints).
@@ -259,6 +259,7 @@ pub async fn run(
             .merge(events::router(app.clone()))
             .merge(webhooks::router(app.clone()))
             .merge(exchange::router(app.clone()))
+            .merge(api::console::router(app.clone(), &config))
             .route("/metrics", get(move || metrics(metrics_app.clone())))
             // Swagger UI, and the document itself at /broker/api/v1/openapi.json.
             .merge(

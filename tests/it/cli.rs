@@ -19,8 +19,8 @@ pub(crate) fn ferry() -> PathBuf {
     path
 }
 
-struct Cli {
-    server: String,
+pub(crate) struct Cli {
+    pub(crate) server: String,
     data_dir: PathBuf,
 }
 
@@ -42,11 +42,22 @@ impl Cli {
 }
 
 /// Starts `ferry serve` on a free port; returns the child and the CLI runner.
-fn serve(clamd: &TestClamd, dir: &std::path::Path) -> (std::process::Child, Cli) {
-    let data_dir = dir.join("data");
+pub(crate) fn serve(clamd: &TestClamd, dir: &std::path::Path) -> (std::process::Child, Cli) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    serve_on(clamd, dir, port, &[])
+}
+
+/// [`serve`] on `port`, with `extra` arguments (e.g. `--config FILE`).
+pub(crate) fn serve_on(
+    clamd: &TestClamd,
+    dir: &std::path::Path,
+    port: u16,
+    extra: &[&std::ffi::OsStr],
+) -> (std::process::Child, Cli) {
+    let data_dir = dir.join("data");
     let server = Command::new(ferry())
         .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .arg("--data-dir")
         .arg(&data_dir)
         .arg("--clamd")

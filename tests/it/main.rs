@@ -9,12 +9,14 @@
 //! - `pipeline`: scanning an upload while it arrives.
 //! - `segments`: files longer than clamd's stream limit, scanned as overlapping segments.
 //! - `server`: the binary's server on a real port: liveness and readiness.
+//! - `console`: the web console end to end in headless Chromium (tests/console/*.mjs).
 //! - `torture`: a real `ferry serve` killed with SIGKILL during uploads, scans and bursts, and
 //!   clamd killed mid-scan: nothing acknowledged is lost, everything resumes, nothing is left.
 
 mod archives;
 mod blob_store;
 mod cli;
+mod console;
 mod crash;
 mod disk_full;
 mod events;

@@ -126,11 +126,13 @@ async fn unknown_paths_are_404() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_in(dir.path(), &clamd.address(), 0, |_| {}).await;
     let http = reqwest::Client::new();
-    for path in ["/", "/nothing/here"] {
-        let r = http.get(format!("{}{path}", server.url())).send().await.unwrap();
-        assert_eq!(r.status(), 404, "{path}");
-        assert_eq!(r.text().await.unwrap().trim(), "not found", "{path}");
-    }
+    let r = http.get(format!("{}/nothing/here", server.url())).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.text().await.unwrap().trim(), "not found");
+    // `/` is the web console: its sign-in page for someone not signed in.
+    let r = http.get(server.url()).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.url().path().ends_with("/console/signin"), "{}", r.url());
     for path in ["/broker/api/v1/nothing", "/broker/api/v2/filetransfer"] {
         let r = http.get(format!("{}{path}", server.url())).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");

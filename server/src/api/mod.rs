@@ -8,10 +8,12 @@
 //! - [`webhooks`]: the webhook subscription API.
 //! - [`exchange`]: Altinn's Maskinporten token exchange and Ferry's OpenID configuration.
 //! - [`openapi`]: the OpenAPI document and Swagger UI.
+//! - [`console`]: the web console for people, at `/` (HTML pages over the same use cases).
 //! - [`http`]: what the HTTP front-ends share (query parsing, ProblemDetails, timeouts);
 //!   [`body`]: request bodies with idle timeouts.
 
 pub mod body;
+pub mod console;
 pub mod events;
 pub mod exchange;
 pub mod grpc;

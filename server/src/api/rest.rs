@@ -523,7 +523,8 @@ pub(crate) fn resolve_range(header: Option<&str>, size: u64) -> Result<Option<(u
     Ok(Some((start, end - start + 1)))
 }
 
-async fn download(
+/// Also the web console's download (its session token passed as the bearer).
+pub(crate) async fn download(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: HeaderMap,

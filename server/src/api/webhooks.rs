@@ -135,7 +135,11 @@ fn own(app: &App, org: &Party, id: &str) -> Result<Subscription, ApiError> {
     }
 }
 
-async fn list(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// Also the web console's (its session token passed as the bearer).
+pub(crate) async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let org = caller(&app, &headers)?;
     let subs: Vec<Value> = app
         .storage
@@ -167,7 +171,8 @@ async fn delete(
     Ok(StatusCode::OK.into_response())
 }
 
-async fn replay(
+/// Also the web console's (its session token passed as the bearer).
+pub(crate) async fn replay(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: HeaderMap,

@@ -3,7 +3,7 @@
 use storage::model::*;
 
 use super::context::*;
-use crate::auth::{Caller, SCOPE_SERVICE_OWNER};
+use crate::auth::{Caller, SCOPE_READ, SCOPE_SERVICE_OWNER, SCOPE_WRITE};
 use crate::error::ApiError;
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
@@ -82,6 +82,20 @@ impl App {
             return Err(ApiError::altinn(6));
         }
         Ok(self.with_operator_approval(resource))
+    }
+
+    /// The resources the caller's organisation owns or may send or receive on: what a person
+    /// picks from (the web console); every operation on them still checks its own rights.
+    pub fn visible_resources(&self, caller: &Caller) -> Result<Vec<ResourceConfig>> {
+        require_scope(caller, &[SCOPE_SERVICE_OWNER, SCOPE_WRITE, SCOPE_READ])?;
+        let org = caller_org(caller)?;
+        Ok(self
+            .storage
+            .resources()?
+            .into_iter()
+            .filter(|r| r.service_owner == org || r.may_send(&org) || r.may_receive(&org))
+            .map(|r| self.with_operator_approval(r))
+            .collect())
     }
 
     /// `resource` with the operator's approval for unscanned transfers applied.
