@@ -76,8 +76,7 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
     let token_issuer = token_issuer(config, dev_key.as_ref(), &public_url)?;
     let mut app = App::new(storage, Clamd::new(clamd_options), authenticator, options)
         .with_lifecycle(lifecycle, public_url)
-        .with_webhooks(config.webhooks.clone())
-        .with_watch_stall(Duration::from_secs(config.limits.watch_stall_secs));
+        .with_webhooks(config.webhooks.clone());
     if let Some(issuer) = token_issuer {
         app = app.with_token_issuer(issuer)?;
     }
@@ -183,7 +182,8 @@ pub async fn run(
         // Issuers' JWKS URLs: fetched before serving, then refreshed (key rotations): every
         // `jwks_refresh_secs`, after a failure with backoff from 5 s, and at most every 30 s
         // when a token names a key id its issuer did not have.
-        let mut fetched = refresh_jwks(&app).await;
+        let client = app::webhooks::http_client(Duration::from_secs(30));
+        let mut fetched = refresh_jwks(&app, &client).await;
         let refresher = app.clone();
         let every = Duration::from_secs(config.auth.jwks_refresh_secs.max(10));
         app.spawn(async move {
@@ -197,7 +197,7 @@ pub async fn run(
                         refresher.auth.refresh_wanted().await;
                     } => {}
                 }
-                fetched = refresh_jwks(&refresher).await;
+                fetched = refresh_jwks(&refresher, &client).await;
                 retry = if fetched { Duration::from_secs(5) } else { (retry * 2).min(every) };
             }
         });
@@ -237,9 +237,12 @@ pub async fn run(
             .max_encoding_message_size(MAX_MESSAGE),
     )
     .add_service(
-        proto::v1::event_service_server::EventServiceServer::new(watch::EventApi::new(app.clone()))
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE),
+        proto::v1::event_service_server::EventServiceServer::new(watch::EventApi::new(
+            app.clone(),
+            Duration::from_secs(config.limits.watch_stall_secs),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE),
     )
     .add_service(health_service)
     .add_service(reflection_v1)
@@ -313,8 +316,8 @@ pub async fn run(
 
 /// Fetches the issuers' JWKS URLs; a failure keeps the keys fetched before and is logged.
 /// Whether every fetch succeeded.
-async fn refresh_jwks(app: &App) -> bool {
-    let failures = app.auth.refresh_jwks(&app.http).await;
+async fn refresh_jwks(app: &App, client: &reqwest::Client) -> bool {
+    let failures = app.auth.refresh_jwks(client).await;
     for (url, error) in &failures {
         tracing::warn!(%url, error = %format!("{error:#}"), "could not fetch a JWKS");
     }

@@ -215,17 +215,17 @@ async fn create_inner(app: Arc<App>, id: String, headers: HeaderMap) -> Result<R
             .await
             .map_err(api)?;
         start(&app, id).await?;
-        app.parked.hold(upload_id, Parked::Partial(upload));
+        app.held.hold(upload_id, Parked::Partial(upload));
         location = format!("{BASE}/filetransfer/upload/tus/{id}/partial/{partial}");
     } else {
         let upload_id = UploadId::for_transfer(id);
-        app.parked.release(&upload_id);
+        app.held.release(&upload_id);
         let mut session = app.begin_upload(&caller, id, None, Some(length)).await.map_err(api)?;
         session.mark_started().await.map_err(api)?;
         if length == 0 {
             session.finish().await.map_err(api)?;
         } else {
-            app.parked.hold(upload_id, Parked::Transfer(session));
+            app.held.hold(upload_id, Parked::Transfer(session));
         }
         location = format!("{BASE}/filetransfer/upload/tus/{id}");
     }
@@ -474,7 +474,7 @@ async fn patch_checks(
         };
     };
     if app.now().saturating_duration_since(record.updated) > EXPIRATION {
-        app.parked.release(&upload_id);
+        app.held.release(&upload_id);
         let _ = app.storage.abort_upload(&upload_id).await;
         return Err(tus_error(StatusCode::GONE, "the upload expired"));
     }
@@ -509,7 +509,7 @@ async fn patch_checks(
         return Err(conflict);
     }
     let checksum = Checksum::parse(headers)?;
-    let parked = app.parked.take::<Parked>(&upload_id);
+    let parked = app.held.take::<Parked>(&upload_id);
     let mut target = match parked {
         Some(parked) => parked,
         None if partial.is_some() => Parked::Partial(
@@ -562,7 +562,7 @@ async fn patch_body(
                     None
                 };
                 if committed.is_some() {
-                    app.parked.hold(upload_id, target);
+                    app.held.hold(upload_id, target);
                 }
                 if idle.fired() {
                     let mut response = crate::api::http::timed_out(&app, id, committed);
@@ -623,7 +623,7 @@ async fn patch_body(
         target = Parked::Transfer(session);
     }
     let committed = checkpoint(&app, &mut target).await?;
-    app.parked.hold(upload_id, target);
+    app.held.hold(upload_id, target);
     let expires = app.now().saturating_add(EXPIRATION).to_http_date();
     Ok(respond(
         StatusCode::NO_CONTENT,
@@ -682,7 +682,7 @@ async fn concatenate(
     // The final size is checked too (Altinn checks only the partials).
     let mut session = app.begin_upload(caller, id, None, Some(total)).await.map_err(api)?;
     for (upload_id, _) in &partials {
-        app.parked.release(upload_id);
+        app.held.release(upload_id);
         let mut range = app.storage.read_upload(upload_id).await.map_err(api)?;
         while let Some(chunk) =
             range.next_chunk(BUFFER).await.map_err(|e| api(ApiError::internal(e)))?
@@ -732,7 +732,7 @@ async fn terminate_of(
     own_transfer(app, &caller, id)?;
     let upload_id =
         partial.map_or_else(|| UploadId::for_transfer(id), |p| UploadId::partial(id, p));
-    app.parked.release(&upload_id);
+    app.held.release(&upload_id);
     app.storage.abort_upload(&upload_id).await.map_err(api)?;
     Ok(respond(StatusCode::NO_CONTENT, &[]))
 }

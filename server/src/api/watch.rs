@@ -24,12 +24,14 @@ pub const WATCH_BUFFER: usize = 256;
 #[derive(Debug, Clone)]
 pub struct EventApi {
     app: Arc<App>,
+    /// How long a reader may take no message before it is closed.
+    stall: Duration,
 }
 
 impl EventApi {
-    /// Serves `app`.
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+    /// Serves `app`; a reader that takes nothing for `stall` is closed with its resume cursor.
+    pub fn new(app: Arc<App>, stall: Duration) -> Self {
+        Self { app, stall }
     }
 }
 
@@ -65,9 +67,9 @@ impl EventService for EventApi {
         // The closing status comes after every event already queued, so the cursor it names
         // is exactly the last event the reader gets: nothing lost, nothing twice.
         let (close, closed) = mpsc::channel(1);
-        let app = self.app.clone();
+        let (app, stall) = (self.app.clone(), self.stall);
         self.app.spawn(async move {
-            let status = follow(&app, &filter, heartbeat, &mut after, &tx).await;
+            let status = follow(&app, &filter, heartbeat, stall, &mut after, &tx).await;
             drop(tx);
             if let Some(status) = status {
                 let _ = close.send(status).await;
@@ -92,13 +94,13 @@ async fn follow(
     app: &App,
     filter: &EventFilter,
     heartbeat: Duration,
+    stall: Duration,
     after: &mut u64,
     tx: &mpsc::Sender<Result<pb::WatchResponse, Status>>,
 ) -> Option<Status> {
     use pb::watch_response::Message;
     // Replay and live events are both read from the log, so a slow reader costs no memory;
     // one that takes nothing for `watch_stall` is closed so it does not pin a stream forever.
-    let stall = app.watch_stall;
     let send = |message: Message| async move {
         match tokio::time::timeout(stall, tx.reserve()).await {
             Ok(Ok(permit)) => {

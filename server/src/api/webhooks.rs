@@ -97,7 +97,7 @@ async fn create(
     if !(config.may_send(&org) || config.may_receive(&org)) {
         return Err(ApiError::altinn(6));
     }
-    check_endpoint(&end_point, app.webhooks.allow_loopback)
+    check_endpoint(&end_point, app.webhooks.config.allow_loopback)
         .await
         .map_err(|e| ApiError::invalid_field("endPoint", e))?;
     let secret = new_secret();

@@ -1,9 +1,8 @@
 //! What every use case shares: the [`App`] (storage, scanner, identity, clock, background
 //! tasks), its options, readiness, and the access checks all areas use.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use scanner::Clamd;
 use storage::model::*;
@@ -43,7 +42,9 @@ impl Default for AppOptions {
 /// How long readiness waits for clamd's VERSION.
 pub(super) const READINESS_SCANNER: Duration = Duration::from_secs(2);
 
-/// The application: storage, scanner, identity, and the rules between them.
+/// The application: storage, scanner, identity, and the rules between them. The first fields
+/// are what every area uses; the last three are one area's state each, defined in that area's
+/// file. Front-end settings (the Watch stall, the console's sessions) live in the front-ends.
 pub struct App {
     /// The storage engine.
     pub storage: Storage,
@@ -51,31 +52,27 @@ pub struct App {
     pub scanner: Clamd,
     /// Token validation.
     pub auth: Authenticator,
+    /// Issues exchanged tokens (and console sessions), when the token exchange is on; its keys
+    /// are trusted by `auth`.
+    pub(crate) token_issuer: Option<Arc<crate::tokens::TokenIssuer>>,
     pub(crate) options: AppOptions,
+    /// Life-cycle timing (the storage schedules with the same values).
+    pub lifecycle: storage::Lifecycle,
+    /// The public base URL (CloudEvent `source`, links).
+    pub public_url: String,
     pub(super) clock: Box<dyn Fn() -> Timestamp + Send + Sync>,
-    pub(super) download_debounce: Mutex<HashMap<(FileTransferId, Party), Instant>>,
+    /// Prometheus metrics.
+    pub metrics: crate::metrics::Metrics,
     /// Cancelled when the server shuts down: background work stops at a resumable point.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Every background task (uploads, downloads, scans), awaited at shutdown.
     pub tasks: tokio_util::task::TaskTracker,
-    /// Upload sessions a front-end holds between two of its requests.
-    pub parked: super::held::HeldSessions,
-    /// Prometheus metrics.
-    pub metrics: crate::metrics::Metrics,
-    /// Life-cycle timing (the storage schedules with the same values).
-    pub lifecycle: storage::Lifecycle,
-    /// The public base URL (CloudEvent `source`).
-    pub public_url: String,
-    /// Issues exchanged tokens, when the token exchange is on.
-    pub(crate) token_issuer: Option<Arc<crate::tokens::TokenIssuer>>,
-    /// Webhook delivery settings.
-    pub webhooks: super::webhooks::WebhookConfig,
-    /// The HTTP client webhooks go out with.
-    pub http: reqwest::Client,
-    /// Webhook deliveries being attempted.
-    pub in_flight: super::webhooks::InFlight,
-    /// How long a Watch reader may take no message before it is closed.
-    pub watch_stall: Duration,
+    /// Uploads: the sessions a front-end holds between two of its requests (`held.rs`).
+    pub held: super::held::HeldSessions,
+    /// Downloads: the `DownloadStarted` debounce (`debounce.rs`).
+    pub(super) downloads: super::debounce::DownloadDebounce,
+    /// Webhook delivery: settings, client, attempts in flight (`webhooks/config.rs`).
+    pub webhooks: super::webhooks::Dispatch,
 }
 
 impl std::fmt::Debug for App {
@@ -118,19 +115,16 @@ impl App {
             scanner,
             auth,
             options,
-            clock: Box::new(Timestamp::now),
-            download_debounce: Mutex::default(),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-            tasks: tokio_util::task::TaskTracker::new(),
-            parked: Default::default(),
-            metrics: crate::metrics::Metrics::default(),
+            token_issuer: None,
             lifecycle: storage::Lifecycle::default(),
             public_url: "http://127.0.0.1:8080".into(),
-            token_issuer: None,
-            webhooks: super::webhooks::WebhookConfig::default(),
-            http: webhook_client(Duration::from_secs(30)),
-            in_flight: super::webhooks::InFlight::default(),
-            watch_stall: Duration::from_secs(30),
+            clock: Box::new(Timestamp::now),
+            metrics: crate::metrics::Metrics::default(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+            tasks: tokio_util::task::TaskTracker::new(),
+            held: Default::default(),
+            downloads: Default::default(),
+            webhooks: Default::default(),
         }
     }
 
@@ -142,22 +136,14 @@ impl App {
     }
 
     /// Sets the webhook delivery settings.
-    pub fn with_webhooks(mut self, webhooks: super::webhooks::WebhookConfig) -> Self {
-        self.http = webhook_client(Duration::from_secs(webhooks.timeout_secs));
-        self.webhooks = webhooks;
-        self
+    pub fn with_webhooks(self, webhooks: super::webhooks::WebhookConfig) -> Self {
+        Self { webhooks: super::webhooks::Dispatch::new(webhooks), ..self }
     }
 
     /// Turns the token exchange on: `issuer` signs exchanged tokens, and they are trusted.
     pub fn with_token_issuer(self, issuer: crate::tokens::TokenIssuer) -> anyhow::Result<Self> {
         self.auth.trust(&issuer.issuer, issuer.verifying_keys()?);
         Ok(Self { token_issuer: Some(Arc::new(issuer)), ..self })
-    }
-
-    /// Sets how long a Watch reader may stall.
-    pub fn with_watch_stall(mut self, stall: Duration) -> Self {
-        self.watch_stall = stall;
-        self
     }
 
     /// Replaces the clock (tests).
@@ -180,7 +166,7 @@ impl App {
         self.shutdown.cancel();
         // Held sessions hold the app and tails waiting for bytes: let them go. Their uploads
         // stay resumable (a held session is always at a checkpoint).
-        self.parked.clear();
+        self.held.clear();
         self.tasks.close();
         if tokio::time::timeout(deadline, self.tasks.wait()).await.is_err() {
             tracing::warn!(
@@ -252,15 +238,4 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.storage.is_ok() && self.scanner.is_ok()
     }
-}
-
-/// The client webhooks go out with: rustls on ring, no redirects (a redirect could lead past the
-/// SSRF check), a timeout per attempt.
-pub(super) fn webhook_client(timeout: Duration) -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
-        .build()
-        .expect("an HTTP client builds")
 }

@@ -1,7 +1,5 @@
 //! Downloads and their confirmation.
 
-use std::time::{Duration, Instant};
-
 use storage::BlobRange;
 use storage::model::*;
 
@@ -11,8 +9,7 @@ use crate::error::ApiError;
 
 type Result<T, E = ApiError> = std::result::Result<T, E>;
 
-/// Ranged downloads by the same recipient within this window record one `DownloadStarted`.
-pub const DOWNLOAD_DEBOUNCE: Duration = Duration::from_secs(300);
+pub use super::debounce::DOWNLOAD_DEBOUNCE;
 
 /// A download about to stream.
 #[derive(Debug)]
@@ -54,27 +51,13 @@ impl App {
             return Err(ApiError::altinn(29));
         }
         let ranged = offset > 0 || length.is_some_and(|l| l < content.size);
-        if !ranged || self.debounce_download(id, &org) {
+        if !ranged || self.downloads.first_in_window(id, &org) {
             let at = self.now();
             let who = org.clone();
             self.storage.update_transfer(id, move |t| Ok(t.record_download(&who, at)?)).await?;
         }
         let range = self.storage.read_blob(&content.blake3, offset, length).await?;
         Ok(Download { file_name: transfer.file_name, content, offset, range })
-    }
-
-    /// Whether this ranged download should record `DownloadStarted` (once per window).
-    fn debounce_download(&self, id: FileTransferId, org: &Party) -> bool {
-        let mut seen = self.download_debounce.lock().expect("debounce map poisoned");
-        let now = Instant::now();
-        seen.retain(|_, at| now.duration_since(*at) < DOWNLOAD_DEBOUNCE);
-        match seen.entry((id, org.clone())) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(now);
-                true
-            }
-        }
     }
 
     /// Confirms the caller's download.

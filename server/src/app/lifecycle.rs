@@ -109,7 +109,7 @@ async fn run(app: &Arc<App>, job: Job, now: Timestamp) -> anyhow::Result<()> {
 /// Drops what is left of an upload (its temporary, a parked TUS session).
 async fn forget_upload(app: &Arc<App>, id: FileTransferId) {
     let upload_id = UploadId::for_transfer(id);
-    app.parked.release(&upload_id);
+    app.held.release(&upload_id);
     if let Err(e) = app.storage.abort_upload(&upload_id).await {
         tracing::warn!(transfer = %id, error = %e, "removing an upload's temporary failed");
     }

@@ -2,11 +2,13 @@
 //! request, call one of these, and map the result. No business rule lives anywhere else.
 //!
 //! One file per area, each an `impl App` block over the shared [`App`] (`context`): [`resources`],
-//! [`transfers`], [`uploads`], [`downloads`], [`scanning`], [`lifecycle`], [`webhooks`]. They
+//! [`transfers`], [`uploads`] (and `held`), [`downloads`] (and `debounce`), [`scanning`], [`lifecycle`],
+//! [`events`], [`webhooks`]. They
 //! know `storage`, `scanner`, `auth::Caller` and the model — never a front-end or a transport
 //! (`scripts/check-modules` fails the build's tests if one does).
 
 mod context;
+mod debounce;
 pub mod downloads;
 pub mod events;
 mod held;

@@ -85,7 +85,7 @@ impl App {
         self.storage.check_space(remaining)?;
         let upload_id = UploadId::for_transfer(id);
         // A session a front-end holds between two requests gives way: any protocol may resume.
-        self.parked.release(&upload_id);
+        self.held.release(&upload_id);
         // The declared length is recorded with the upload, so whichever protocol resumes it
         // after an interruption (TUS needs `Upload-Length`) knows the total.
         let mut upload = self

@@ -47,6 +47,9 @@ pub const SESSION_COOKIE: &str = "ferry_session";
 /// The header the page's `fetch` calls carry the CSRF token in.
 const CSRF_HEADER: &str = "x-csrf-token";
 
+/// Longest wait for the OpenID provider's answer.
+const OIDC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the console's routes share.
 #[derive(Debug, Clone)]
 struct Console {
@@ -59,6 +62,8 @@ struct Console {
     oidc: Option<OidcConfig>,
     /// The provider's endpoints, fetched once.
     discovery: Arc<tokio::sync::OnceCell<oidc::Discovery>>,
+    /// The client the OpenID Connect calls go out with (no redirects).
+    http: reqwest::Client,
 }
 
 /// The roles a person signs in as, with the scopes the token gets (Altinn's).
@@ -78,6 +83,7 @@ pub fn router(app: Arc<App>, config: &crate::Config) -> Router {
         secure,
         oidc: config.console.oidc.clone(),
         discovery: Arc::default(),
+        http: crate::app::webhooks::http_client(OIDC_TIMEOUT),
     };
     Router::new()
         .route("/", get(home))

@@ -57,7 +57,7 @@ impl Console {
                     "{}/.well-known/openid-configuration",
                     oidc.issuer.trim_end_matches('/')
                 );
-                let response = self.app.http.get(&url).send().await.map_err(|e| e.to_string())?;
+                let response = self.http.get(&url).send().await.map_err(|e| e.to_string())?;
                 let response = response.error_for_status().map_err(|e| e.to_string())?;
                 response.json::<Discovery>().await.map_err(|e| e.to_string())
             })
@@ -160,7 +160,6 @@ pub(super) async fn callback(
         ("code_verifier", verifier),
     ]);
     let mut request = console
-        .app
         .http
         .post(&discovery.token_endpoint)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")

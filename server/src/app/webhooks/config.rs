@@ -1,4 +1,7 @@
-//! What webhook delivery is configured with (`[webhooks]`) and the deliveries in flight.
+//! What webhook delivery is configured with (`[webhooks]`), the client it goes out with and the
+//! deliveries in flight: the webhook area's state, [`Dispatch`].
+
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -50,3 +53,40 @@ pub const IN_FLIGHT: usize = 64;
 /// Deliveries being attempted: delivery id → subscription id.
 #[derive(Debug, Default)]
 pub struct InFlight(pub(super) std::sync::Mutex<std::collections::HashMap<u64, u64>>);
+
+/// The webhook area's state in [`crate::App`]: its settings, its HTTP client, what is in flight.
+#[derive(Debug)]
+pub struct Dispatch {
+    /// `[webhooks]`.
+    pub config: WebhookConfig,
+    /// The client deliveries go out with ([`http_client`] with the configured timeout).
+    pub(super) http: reqwest::Client,
+    /// Deliveries being attempted.
+    pub(super) in_flight: InFlight,
+}
+
+impl Dispatch {
+    /// Delivery with `config`.
+    pub fn new(config: WebhookConfig) -> Self {
+        let http = http_client(Duration::from_secs(config.timeout_secs));
+        Self { config, http, in_flight: InFlight::default() }
+    }
+}
+
+impl Default for Dispatch {
+    fn default() -> Self {
+        Self::new(WebhookConfig::default())
+    }
+}
+
+/// A client for calls to other parties' servers: rustls on ring, no redirects (a redirect could
+/// lead past the SSRF check), `timeout` per request. Webhooks go out with it, and the console's
+/// OpenID Connect calls.
+pub fn http_client(timeout: Duration) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .build()
+        .expect("an HTTP client builds")
+}

@@ -17,7 +17,9 @@ use super::App;
 
 mod config;
 
-pub use config::{IN_FLIGHT, InFlight, PER_SUBSCRIPTION_IN_FLIGHT, WebhookConfig};
+pub use config::{
+    Dispatch, IN_FLIGHT, InFlight, PER_SUBSCRIPTION_IN_FLIGHT, WebhookConfig, http_client,
+};
 
 /// Whether an address may receive webhooks.
 pub fn is_public(ip: IpAddr, allow_loopback: bool) -> bool {
@@ -133,10 +135,11 @@ async fn send_event(
     id: &str,
     event: &Value,
 ) -> Result<reqwest::Response, String> {
-    check_endpoint(&sub.end_point, app.webhooks.allow_loopback).await?;
+    check_endpoint(&sub.end_point, app.webhooks.config.allow_loopback).await?;
     let body = serde_json::to_vec(event).map_err(|e| e.to_string())?;
     let timestamp = app.now().as_unix_micros() / 1_000_000;
-    app.http
+    app.webhooks
+        .http
         .post(&sub.end_point)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
         .header("webhook-id", id)
@@ -150,7 +153,7 @@ async fn send_event(
 
 /// Fans out new events and delivers what is due, until shutdown.
 pub async fn run_forever(app: Arc<App>) {
-    let poll = Duration::from_millis(app.webhooks.poll_ms.max(10));
+    let poll = Duration::from_millis(app.webhooks.config.poll_ms.max(10));
     // New events wake the dispatcher at once; the poll catches retries coming due.
     let mut events = app.storage.watch_events();
     loop {
@@ -173,7 +176,7 @@ async fn deliver_due(app: &Arc<App>) -> anyhow::Result<()> {
     // subscription holds at most PER_SUBSCRIPTION_IN_FLIGHT slots.
     for (delivery, sub, event) in app.storage.due_deliveries(now, 1024)? {
         {
-            let mut in_flight = app.in_flight.0.lock().expect("in-flight lock");
+            let mut in_flight = app.webhooks.in_flight.0.lock().expect("in-flight lock");
             if in_flight.len() >= IN_FLIGHT {
                 break;
             }
@@ -190,7 +193,7 @@ async fn deliver_due(app: &Arc<App>) -> anyhow::Result<()> {
             if let Err(e) = app.storage.record_delivery(delivery.id, outcome, app.now()).await {
                 tracing::error!(delivery = delivery.id, error = %e, "recording a delivery failed");
             }
-            app.in_flight.0.lock().expect("in-flight lock").remove(&delivery.id);
+            app.webhooks.in_flight.0.lock().expect("in-flight lock").remove(&delivery.id);
         });
     }
     Ok(())
@@ -237,16 +240,16 @@ async fn attempt(
         }
         Err(e) => e,
     };
-    let disable_after = Duration::from_secs(app.webhooks.disable_after_secs);
+    let disable_after = Duration::from_secs(app.webhooks.config.disable_after_secs);
     if sub.failing_since.is_some_and(|since| now.saturating_duration_since(since) > disable_after) {
         return Outcome::Disable {
             reason: format!(
                 "failing without a success for more than {} ({error})",
-                humantime_secs(app.webhooks.disable_after_secs)
+                humantime_secs(app.webhooks.config.disable_after_secs)
             ),
         };
     }
-    let Some(secs) = app.webhooks.retry_ladder_secs.get(attempts as usize) else {
+    let Some(secs) = app.webhooks.config.retry_ladder_secs.get(attempts as usize) else {
         return Outcome::GiveUp { error };
     };
     let delay = retry_after.unwrap_or_else(|| {
