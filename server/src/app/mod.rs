@@ -1,11 +1,11 @@
 //! The use cases, independent of transport: gRPC handlers (and the REST facade) unpack a
 //! request, call one of these, and map the result. No business rule lives anywhere else.
 //!
-//! One file per area, each an `impl App` block over the shared [`App`] (`context`): [`resources`],
-//! [`transfers`], [`uploads`] (and `held`), [`downloads`] (and `debounce`), [`scanning`], [`lifecycle`],
-//! [`events`], [`webhooks`]. They
-//! know `storage`, `scanner`, `auth::Caller` and the model — never a front-end or a transport
-//! (`scripts/check-modules` fails the build's tests if one does).
+//! One file per area, each an `impl App` block over the shared [`App`] (`context`):
+//! [`resources`], [`transfers`], [`uploads`] (and `held`), [`downloads`] (and `debounce`),
+//! [`scanning`], [`lifecycle`], [`events`], [`webhooks`]. They know `storage`, `scanner`,
+//! `auth::Caller` and the model — never a front-end or a transport (`scripts/check-modules`
+//! fails the build's tests if one does).
 
 mod context;
 mod debounce;
