@@ -59,31 +59,7 @@ async fn run(app: &Arc<App>, job: Job, now: Timestamp) -> anyhow::Result<()> {
                 })
                 .await?;
         }
-        JobKind::StuckUpload => {
-            let stuck_after = app.lifecycle.stuck_upload_after;
-            // The last sign of life: the upload's last checkpoint, else when the upload started.
-            let last_activity = app.storage.upload(&UploadId::for_transfer(id))?.map(|u| u.updated);
-            let mut failed = false;
-            app.storage
-                .run_job(job, move |t, _| {
-                    if t.status() != FileTransferStatus::UploadStarted {
-                        return Ok(None);
-                    }
-                    let since = last_activity.unwrap_or(job.due);
-                    if now.saturating_duration_since(since) < stuck_after {
-                        return Ok(Some(since.saturating_add(stuck_after)));
-                    }
-                    t.fail(STUCK_TEXT, now)?;
-                    Ok(None)
-                })
-                .await?;
-            if let Some(t) = app.storage.transfer(id)? {
-                failed = t.status() == FileTransferStatus::Failed;
-            }
-            if failed {
-                forget_upload(app, id).await;
-            }
-        }
+        JobKind::StuckUpload => stuck_upload(app, job, now).await?,
         JobKind::ScanTimeout => {
             let timeout = app.lifecycle.scan_timeout;
             app.storage
@@ -102,6 +78,32 @@ async fn run(app: &Arc<App>, job: Job, now: Timestamp) -> anyhow::Result<()> {
                 })
                 .await?;
         }
+    }
+    Ok(())
+}
+
+/// Fails an upload that brought nothing for `stuck_upload_after`, or moves its job to that time
+/// after its last sign of life.
+async fn stuck_upload(app: &Arc<App>, job: Job, now: Timestamp) -> anyhow::Result<()> {
+    let id = job.transfer;
+    let stuck_after = app.lifecycle.stuck_upload_after;
+    // The last sign of life: the upload's last checkpoint, else when the upload started.
+    let last_activity = app.storage.upload(&UploadId::for_transfer(id))?.map(|u| u.updated);
+    app.storage
+        .run_job(job, move |t, _| {
+            if t.status() != FileTransferStatus::UploadStarted {
+                return Ok(None);
+            }
+            let since = last_activity.unwrap_or(job.due);
+            if now.saturating_duration_since(since) < stuck_after {
+                return Ok(Some(since.saturating_add(stuck_after)));
+            }
+            t.fail(STUCK_TEXT, now)?;
+            Ok(None)
+        })
+        .await?;
+    if app.storage.transfer(id)?.is_some_and(|t| t.status() == FileTransferStatus::Failed) {
+        forget_upload(app, id).await;
     }
     Ok(())
 }

@@ -242,50 +242,15 @@ async fn finish_scan_inner(app: &Arc<App>, id: FileTransferId, first: Option<Seg
             },
         };
         clean.extend(outcome.clean.iter().copied());
-        let mut note = None;
-        let verdict = match outcome.verdict {
-            // Every segment is clean: a file too long for one stream must also pass the
-            // whole-file hash signatures, which no segment can match, and an archive's members
-            // are scanned one by one.
+        let (verdict, note) = match outcome.verdict {
             Verdict::Clean => tokio::select! {
                 () = app.shutdown.cancelled() => return,
-                verdict = async {
-                    match check_hash_signatures(app, id).await {
-                        Verdict::Clean => {
-                            let (verdict, said) = check_members(app, id, outcome.segments).await;
-                            note = said;
-                            verdict
-                        }
-                        verdict => verdict,
-                    }
-                } => verdict,
+                checked = whole_file_checks(app, id, outcome.segments) => checked,
             },
-            verdict => verdict,
+            verdict => (verdict, None),
         };
         if settles(&verdict) {
-            let outcome = match verdict {
-                Verdict::Clean => match note.take() {
-                    Some(note) => ScanOutcome::CleanNoted { note },
-                    None => ScanOutcome::Clean,
-                },
-                Verdict::Infected { signature } => ScanOutcome::Infected { signature },
-                Verdict::NotScanned { reason } => {
-                    ScanOutcome::Unscannable { reason: reason.to_string() }
-                }
-            };
-            tracing::info!(transfer = %id, ?outcome, "scan finished");
-            let at = app.now();
-            let recorded = app
-                .storage
-                .update_transfer(id, move |t| {
-                    t.processing_note = None;
-                    Ok(t.record_scan(&outcome, at)?)
-                })
-                .await;
-            if let Err(e) = recorded {
-                tracing::warn!(transfer = %id, error = %e, "recording the scan failed");
-            }
-            return;
+            return record_verdict(app, id, verdict, note).await;
         }
         let Verdict::NotScanned { reason } = verdict else { unreachable!("settled above") };
         if !reason.is_transient() {
@@ -304,23 +269,75 @@ async fn finish_scan_inner(app: &Arc<App>, id: FileTransferId, first: Option<Seg
         }
         let delay = app.scan_retry_delay(attempt);
         attempt = attempt.saturating_add(1);
-        tracing::warn!(transfer = %id, %reason, ?delay, "scan not possible; retrying");
-        let note = format!(
-            "Waiting for the malware scanner: {reason}. Retrying in {}s.",
-            delay.as_secs().max(1)
-        );
-        let still_processing = app
-            .storage
-            .update_transfer(id, move |t| Ok(t.note_processing(Some(note.clone()))?))
-            .await
-            .is_ok_and(|(t, ())| t.status() == FileTransferStatus::UploadProcessing);
-        if !still_processing {
+        if !wait_for_scanner(app, id, &reason, delay).await {
             return;
         }
-        tokio::select! {
-            () = app.shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
-        }
+    }
+}
+
+/// Every segment is clean: a file too long for one stream must also pass the whole-file hash
+/// signatures, which no segment can match, and an archive's members are scanned one by one. The
+/// verdict, and a note for the transfer's history (members that could not be scanned).
+async fn whole_file_checks(
+    app: &Arc<App>,
+    id: FileTransferId,
+    segments: Option<u64>,
+) -> (Verdict, Option<String>) {
+    match check_hash_signatures(app, id).await {
+        Verdict::Clean => check_members(app, id, segments).await,
+        verdict => (verdict, None),
+    }
+}
+
+/// Records a settled verdict: `UploadProcessing → Published` (or `Failed`).
+async fn record_verdict(app: &App, id: FileTransferId, verdict: Verdict, note: Option<String>) {
+    let outcome = match verdict {
+        Verdict::Clean => match note {
+            Some(note) => ScanOutcome::CleanNoted { note },
+            None => ScanOutcome::Clean,
+        },
+        Verdict::Infected { signature } => ScanOutcome::Infected { signature },
+        Verdict::NotScanned { reason } => ScanOutcome::Unscannable { reason: reason.to_string() },
+    };
+    tracing::info!(transfer = %id, ?outcome, "scan finished");
+    let at = app.now();
+    let recorded = app
+        .storage
+        .update_transfer(id, move |t| {
+            t.processing_note = None;
+            Ok(t.record_scan(&outcome, at)?)
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::warn!(transfer = %id, error = %e, "recording the scan failed");
+    }
+}
+
+/// The scanner could not scan now: notes why on the transfer (its status text says what it
+/// waits for) and sleeps `delay`. Whether to try again (not if the transfer left
+/// `UploadProcessing` meanwhile, or the server is shutting down).
+async fn wait_for_scanner(
+    app: &App,
+    id: FileTransferId,
+    reason: &scanner::NotScannedReason,
+    delay: std::time::Duration,
+) -> bool {
+    tracing::warn!(transfer = %id, %reason, ?delay, "scan not possible; retrying");
+    let note = format!(
+        "Waiting for the malware scanner: {reason}. Retrying in {}s.",
+        delay.as_secs().max(1)
+    );
+    let still_processing = app
+        .storage
+        .update_transfer(id, move |t| Ok(t.note_processing(Some(note.clone()))?))
+        .await
+        .is_ok_and(|(t, ())| t.status() == FileTransferStatus::UploadProcessing);
+    if !still_processing {
+        return false;
+    }
+    tokio::select! {
+        () = app.shutdown.cancelled() => false,
+        () = tokio::time::sleep(delay) => true,
     }
 }
 

@@ -59,6 +59,155 @@ pub struct SearchQuery {
     pub page_size: Option<usize>,
 }
 
+impl SearchQuery {
+    /// The date `t` is sorted and bounded by, when it matches this search for `org` on
+    /// `resource`: the time it entered the wanted status, or its creation.
+    fn matches(&self, t: &FileTransfer, org: &Party, resource: &ResourceId) -> Option<Timestamp> {
+        if t.resource_id != *resource {
+            return None;
+        }
+        let date = match self.status {
+            Some(status) if t.status() != status => return None,
+            Some(status) => t
+                .status_history
+                .iter()
+                .rev()
+                .find(|e| e.status == status)
+                .map_or(t.created, |e| e.at),
+            None => t.created,
+        };
+        if let Some(wanted) = self.recipient_status {
+            // Latest by time (Altinn's search rule, unlike the overview's highest).
+            let latest =
+                t.recipient_history.iter().rev().find(|e| e.recipient == *org).map(|e| e.status);
+            if latest != Some(wanted) {
+                return None;
+            }
+        }
+        let inside = match (self.from, self.to) {
+            (Some(from), Some(to)) => from <= date && date <= to,
+            (Some(from), None) => date > from,
+            (None, Some(to)) => date < to,
+            (None, None) => true,
+        };
+        inside.then_some(date)
+    }
+
+    /// One page of `hits` in the wanted order after the continuation token, and the token of
+    /// the next page if there is one.
+    fn page(
+        &self,
+        mut hits: Vec<(Timestamp, FileTransferId)>,
+    ) -> Result<(Vec<FileTransferId>, Option<String>)> {
+        hits.sort();
+        if !self.order_ascending {
+            hits.reverse();
+        }
+        if let Some(token) = self.page_token.as_deref().filter(|t| !t.is_empty()) {
+            let cursor = parse_page_token(token)?;
+            hits.retain(|hit| if self.order_ascending { *hit > cursor } else { *hit < cursor });
+        }
+        let page_size = self.page_size.filter(|n| *n > 0).unwrap_or(100).min(100);
+        let next = (hits.len() > page_size).then(|| {
+            let (date, id) = hits[page_size - 1];
+            format!("{}.{}", date.as_unix_micros(), id)
+        });
+        hits.truncate(page_size);
+        Ok((hits.into_iter().map(|(_, id)| id).collect(), next))
+    }
+}
+
+/// An initialize request's fields checked one by one (Altinn's messages), before any right.
+fn validate(req: &InitializeRequest) -> Result<NewFileTransfer> {
+    let n_name = req.file_name.chars().count();
+    if n_name == 0 || n_name > 255 {
+        return Err(ApiError::invalid_field(
+            "FileName",
+            "FileName must be between 1 and 255 characters",
+        ));
+    }
+    let resource_id = ResourceId::parse(&req.resource_id)
+        .map_err(|_| ApiError::invalid_field("ResourceId", "Invalid Resource identifier format"))?;
+    let n_ref = req.senders_file_transfer_reference.chars().count();
+    if n_ref == 0 || n_ref > 4096 {
+        return Err(ApiError::invalid_field(
+            "SendersFileTransferReference",
+            "SendersFileTransferReference must be between 1 and 4096 characters",
+        ));
+    }
+    let sender =
+        Party::parse(&req.sender).map_err(|e| ApiError::invalid_field("Sender", e.to_string()))?;
+    let recipients = validate_recipients(&req.recipients)?;
+    validate_properties(&req.property_list)?;
+    let declared_checksum =
+        req.checksum.as_deref().filter(|c| !c.trim().is_empty()).map(parse_md5).transpose()?;
+    let declared_blake3 = req
+        .blake3
+        .as_deref()
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| c.to_ascii_lowercase().parse::<Digest>())
+        .transpose()
+        .map_err(|_| {
+            ApiError::invalid_field("Blake3", "blake3, if used, must be 64 hex characters")
+        })?;
+    Ok(NewFileTransfer {
+        resource_id,
+        file_name: req.file_name.clone(),
+        senders_reference: req.senders_file_transfer_reference.clone(),
+        sender,
+        recipients,
+        property_list: req.property_list.clone(),
+        declared_checksum,
+        declared_blake3,
+        use_virus_scan: !req.disable_virus_scan,
+    })
+}
+
+/// The recipients, parsed, in order, each once.
+fn validate_recipients(given: &[String]) -> Result<Vec<Party>> {
+    if given.is_empty() {
+        return Err(ApiError::invalid_field("Recipients", "One or more recipients are required"));
+    }
+    let mut recipients = Vec::with_capacity(given.len());
+    for r in given {
+        let party = Party::parse(r).map_err(|_| {
+            ApiError::invalid_field("Recipients", "Each recipient should be on the form countrycode:organizationnumber (e.g. 0192:910753614) or urn:altinn:organization:identifier-no:organizationnumber")
+        })?;
+        if !recipients.contains(&party) {
+            recipients.push(party);
+        }
+    }
+    Ok(recipients)
+}
+
+/// At most 10 properties, keys up to 50 and values up to 3,000 characters.
+fn validate_properties(properties: &BTreeMap<String, String>) -> Result<()> {
+    if properties.len() > 10 {
+        return Err(ApiError::invalid_field(
+            "PropertyList",
+            "PropertyList can contain at most 10 properties",
+        ));
+    }
+    for (key, value) in properties {
+        let (k, v) = (key.chars().count(), value.chars().count());
+        if k > 50 {
+            return Err(ApiError::invalid_field(
+                "PropertyList",
+                format!("PropertyList Key can not be longer than 50. Length:{k}, KeyValue:{key}"),
+            ));
+        }
+        if v > 3000 {
+            return Err(ApiError::invalid_field(
+                "PropertyList",
+                format!(
+                    "PropertyList Value can not be longer than 3000. Length:{v}, Value:{value}"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl App {
     /// Initialize (contract §4.1): validates, checks rights, stores the transfer.
     pub async fn initialize(
@@ -67,127 +216,22 @@ impl App {
         req: InitializeRequest,
     ) -> Result<FileTransferId> {
         require_scope(caller, &[SCOPE_WRITE])?;
-        let n_name = req.file_name.chars().count();
-        if n_name == 0 || n_name > 255 {
-            return Err(ApiError::invalid_field(
-                "FileName",
-                "FileName must be between 1 and 255 characters",
-            ));
-        }
-        let resource_id = ResourceId::parse(&req.resource_id).map_err(|_| {
-            ApiError::invalid_field("ResourceId", "Invalid Resource identifier format")
-        })?;
-        let n_ref = req.senders_file_transfer_reference.chars().count();
-        if n_ref == 0 || n_ref > 4096 {
-            return Err(ApiError::invalid_field(
-                "SendersFileTransferReference",
-                "SendersFileTransferReference must be between 1 and 4096 characters",
-            ));
-        }
-        let sender = Party::parse(&req.sender)
-            .map_err(|e| ApiError::invalid_field("Sender", e.to_string()))?;
-        if req.recipients.is_empty() {
-            return Err(ApiError::invalid_field(
-                "Recipients",
-                "One or more recipients are required",
-            ));
-        }
-        let mut recipients = Vec::with_capacity(req.recipients.len());
-        for r in &req.recipients {
-            let party = Party::parse(r).map_err(|_| {
-                ApiError::invalid_field("Recipients", "Each recipient should be on the form countrycode:organizationnumber (e.g. 0192:910753614) or urn:altinn:organization:identifier-no:organizationnumber")
-            })?;
-            if !recipients.contains(&party) {
-                recipients.push(party);
-            }
-        }
-        if req.property_list.len() > 10 {
-            return Err(ApiError::invalid_field(
-                "PropertyList",
-                "PropertyList can contain at most 10 properties",
-            ));
-        }
-        for (key, value) in &req.property_list {
-            let (k, v) = (key.chars().count(), value.chars().count());
-            if k > 50 {
-                return Err(ApiError::invalid_field(
-                    "PropertyList",
-                    format!(
-                        "PropertyList Key can not be longer than 50. Length:{k}, KeyValue:{key}"
-                    ),
-                ));
-            }
-            if v > 3000 {
-                return Err(ApiError::invalid_field(
-                    "PropertyList",
-                    format!(
-                        "PropertyList Value can not be longer than 3000. Length:{v}, Value:{value}"
-                    ),
-                ));
-            }
-        }
-        let declared_checksum =
-            req.checksum.as_deref().filter(|c| !c.trim().is_empty()).map(parse_md5).transpose()?;
-        let declared_blake3 = req
-            .blake3
-            .as_deref()
-            .filter(|c| !c.trim().is_empty())
-            .map(|c| c.to_ascii_lowercase().parse::<Digest>())
-            .transpose()
-            .map_err(|_| {
-                ApiError::invalid_field("Blake3", "blake3, if used, must be 64 hex characters")
-            })?;
-
-        // Rights, in Altinn's order (§4.1): the caller acts for the sender, the resource exists
-        // and has an owner, the sender may send, the options are allowed, the recipients may
-        // receive, the required party is respected.
-        let org = caller_org(caller)?;
-        if org != sender {
-            return Err(ApiError::altinn(6));
-        }
-        let resource = self.storage.resource(&resource_id)?.ok_or_else(|| ApiError::altinn(25))?;
-        let resource = self.with_operator_approval(resource);
-        if self.storage.service_owner(&resource.service_owner)?.is_none() {
-            return Err(ApiError::altinn(2));
-        }
-        if !resource.may_send(&sender) {
-            return Err(ApiError::altinn(6));
-        }
-        if req.disable_virus_scan && !resource.approved_for_disabled_virus_scan {
-            return Err(ApiError::altinn(20));
-        }
-        if !recipients.iter().all(|r| resource.may_receive(r)) {
-            return Err(ApiError::altinn(28));
-        }
-        resource.check_required_party(&sender, &recipients).map_err(ApiError::altinn)?;
-
-        let new = NewFileTransfer {
-            resource_id,
-            file_name: req.file_name.clone(),
-            senders_reference: req.senders_file_transfer_reference.clone(),
-            sender,
-            recipients,
-            property_list: req.property_list.clone(),
-            declared_checksum,
-            declared_blake3,
-            use_virus_scan: !req.disable_virus_scan,
-        };
+        let new = validate(&req)?;
+        let resource = self.check_initialize_rights(caller, &new, req.disable_virus_scan)?;
         let transfer = FileTransfer::initialize(
             FileTransferId::new_random(),
             new.clone(),
             self.now(),
             resource.time_to_live(),
         );
+        let id = transfer.id;
         match req.idempotency_key.as_deref().filter(|k| !k.is_empty()) {
-            None => {
-                let id = transfer.id;
-                self.storage.insert_transfer(transfer).await?;
-                Ok(id)
-            }
+            None => self.storage.insert_transfer(transfer).await?,
             Some(key) => {
+                // The same key with the same request is the same transfer; with another, a 409.
                 let hash = *blake3::hash(format!("{new:?}").as_bytes()).as_bytes();
-                let key = format!("{org}/{key}");
-                match self.storage.insert_transfer_idempotent(transfer, key, hash).await {
+                let key = format!("{}/{key}", new.sender);
+                return match self.storage.insert_transfer_idempotent(transfer, key, hash).await {
                     Err(storage::Error::AlreadyExists(_)) => Err(ApiError {
                         kind: crate::error::Kind::AlreadyExists,
                         code: None,
@@ -196,9 +240,41 @@ impl App {
                         field: None,
                     }),
                     other => Ok(other?),
-                }
+                };
             }
         }
+        Ok(id)
+    }
+
+    /// The rights of an initialize, in Altinn's order (§4.1): the caller acts for the sender,
+    /// the resource exists and has an owner, the sender may send, the options are allowed, the
+    /// recipients may receive, the required party is respected. The resource, when they hold.
+    fn check_initialize_rights(
+        &self,
+        caller: &Caller,
+        new: &NewFileTransfer,
+        disable_virus_scan: bool,
+    ) -> Result<ResourceConfig> {
+        if caller_org(caller)? != new.sender {
+            return Err(ApiError::altinn(6));
+        }
+        let resource =
+            self.storage.resource(&new.resource_id)?.ok_or_else(|| ApiError::altinn(25))?;
+        let resource = self.with_operator_approval(resource);
+        if self.storage.service_owner(&resource.service_owner)?.is_none() {
+            return Err(ApiError::altinn(2));
+        }
+        if !resource.may_send(&new.sender) {
+            return Err(ApiError::altinn(6));
+        }
+        if disable_virus_scan && !resource.approved_for_disabled_virus_scan {
+            return Err(ApiError::altinn(20));
+        }
+        if !new.recipients.iter().all(|r| resource.may_receive(r)) {
+            return Err(ApiError::altinn(28));
+        }
+        resource.check_required_party(&new.sender, &new.recipients).map_err(ApiError::altinn)?;
+        Ok(resource)
     }
 
     /// The overview or details of a transfer the caller takes part in.
@@ -239,59 +315,13 @@ impl App {
         }
         let mut hits: Vec<(Timestamp, FileTransferId)> = Vec::new();
         for id in ids {
-            let Some(t) = self.storage.transfer(id)? else {
-                continue;
-            };
-            if t.resource_id != resource_id {
-                continue;
-            }
-            let date = match q.status {
-                Some(status) => {
-                    if t.status() != status {
-                        continue;
-                    }
-                    t.status_history
-                        .iter()
-                        .rev()
-                        .find(|e| e.status == status)
-                        .map(|e| e.at)
-                        .unwrap_or(t.created)
-                }
-                None => t.created,
-            };
-            if let Some(wanted) = q.recipient_status {
-                // Latest by time (Altinn's search rule, unlike the overview's highest).
-                let latest =
-                    t.recipient_history.iter().rev().find(|e| e.recipient == org).map(|e| e.status);
-                if latest != Some(wanted) {
-                    continue;
-                }
-            }
-            let inside = match (q.from, q.to) {
-                (Some(from), Some(to)) => from <= date && date <= to,
-                (Some(from), None) => date > from,
-                (None, Some(to)) => date < to,
-                (None, None) => true,
-            };
-            if inside {
+            if let Some(t) = self.storage.transfer(id)?
+                && let Some(date) = q.matches(&t, &org, &resource_id)
+            {
                 hits.push((date, id));
             }
         }
-        hits.sort();
-        if !q.order_ascending {
-            hits.reverse();
-        }
-        if let Some(token) = q.page_token.as_deref().filter(|t| !t.is_empty()) {
-            let cursor = parse_page_token(token)?;
-            hits.retain(|hit| if q.order_ascending { *hit > cursor } else { *hit < cursor });
-        }
-        let page_size = q.page_size.filter(|n| *n > 0).unwrap_or(100).min(100);
-        let next = (hits.len() > page_size).then(|| {
-            let (date, id) = hits[page_size - 1];
-            format!("{}.{}", date.as_unix_micros(), id)
-        });
-        hits.truncate(page_size);
-        Ok((hits.into_iter().map(|(_, id)| id).collect(), next))
+        q.page(hits)
     }
 
     /// Monthly statistics (contract §4.14) for the caller's resources, or one of them: a row per

@@ -58,6 +58,54 @@ impl App {
         offset: Option<u64>,
         declared_length: Option<u64>,
     ) -> Result<UploadSession> {
+        let (transfer, limit) = self.check_upload(caller, id, offset, declared_length)?;
+        let upload_id = UploadId::for_transfer(id);
+        // A session a front-end holds between two requests gives way: any protocol may resume.
+        self.held.release(&upload_id);
+        let upload = self.open_upload_at(upload_id, offset, declared_length).await?;
+        let declared_length = declared_length.or(upload.length());
+        let (scan, scan_file) = if transfer.use_virus_scan {
+            let (scan, scan_file) = self.follow_with_scan(id, &upload, declared_length);
+            (Some(scan), scan_file)
+        } else {
+            (None, None)
+        };
+        // The MD5 follows the upload only where it decides the answer to it (see `finish`);
+        // otherwise it is computed after the last byte, beside clamd's scan, so it takes no
+        // CPU from the upload itself (on two cores MD5 took a third of the server's CPU).
+        let md5 = if transfer.declared_checksum.is_some() || !transfer.use_virus_scan {
+            Some(Md5Follower::follow(upload.tail()?))
+        } else {
+            None
+        };
+        self.metrics.uploads_in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(UploadSession {
+            app: self.clone(),
+            id,
+            upload: Some(upload),
+            limit,
+            declared_length,
+            started: transfer.status() == FileTransferStatus::UploadStarted,
+            since_checkpoint: 0,
+            auto_checkpoint: true,
+            pending: bytes::BytesMut::new(),
+            scan,
+            scan_file,
+            md5,
+        })
+    }
+
+    /// Whether the caller may upload to transfer `id` now, `declared_length` bytes from
+    /// `offset`: the transfer and its upload limit if so. Refused before anything is created if
+    /// the rest cannot fit above the storage reserve: the sender does not pay for an upload that
+    /// would fail at its end.
+    fn check_upload(
+        &self,
+        caller: &Caller,
+        id: FileTransferId,
+        offset: Option<u64>,
+        declared_length: Option<u64>,
+    ) -> Result<(FileTransfer, u64)> {
         require_scope(caller, &[SCOPE_WRITE])?;
         let org = caller_org(caller)?;
         let transfer = self.visible_transfer(&org, id)?;
@@ -79,15 +127,21 @@ impl App {
         if declared_length.is_some_and(|n| n > limit) {
             return Err(too_large(limit));
         }
-        // Refused before anything is created if the rest cannot fit above the storage reserve:
-        // the sender does not pay for an upload that would fail at its end.
         let remaining = declared_length.map_or(0, |n| n.saturating_sub(offset.unwrap_or(0)));
         self.storage.check_space(remaining)?;
-        let upload_id = UploadId::for_transfer(id);
-        // A session a front-end holds between two requests gives way: any protocol may resume.
-        self.held.release(&upload_id);
-        // The declared length is recorded with the upload, so whichever protocol resumes it
-        // after an interruption (TUS needs `Upload-Length`) knows the total.
+        Ok((transfer, limit))
+    }
+
+    /// The storage upload, open where the client's bytes start: at `offset` (which must be the
+    /// committed offset), or at 0 for `None`, discarding a partial upload. The declared length
+    /// is recorded with the upload, so whichever protocol resumes it after an interruption (TUS
+    /// needs `Upload-Length`) knows the total; resuming with another length is refused.
+    async fn open_upload_at(
+        &self,
+        upload_id: UploadId,
+        offset: Option<u64>,
+        declared_length: Option<u64>,
+    ) -> Result<Upload> {
         let mut upload = self
             .storage
             .open_upload_declared(upload_id.clone(), self.now(), declared_length)
@@ -119,7 +173,6 @@ impl App {
                 field: None,
             });
         }
-        let declared_length = declared_length.or(upload.length());
         if offset != upload.offset() {
             return Err(ApiError {
                 kind: crate::error::Kind::FailedPrecondition,
@@ -132,61 +185,46 @@ impl App {
                 field: None,
             });
         }
-        // The scanner and the MD5 follow the upload from its first byte (a resumed upload's
-        // committed prefix included), at their own pace.
-        // A file longer than clamd's limit is scanned as overlapping segments, each starting
-        // as soon as the upload reaches it.
-        // Segments found clean are recorded once the upload completes (`scan_file`), so a
-        // restart resumes the scan at the first segment not yet clean; a file that fits one
-        // stream has nothing to resume and records nothing.
-        let mut scan_file = None;
-        let scan = transfer.use_virus_scan.then(|| {
-            let tail = upload.tail();
-            let app = self.clone();
-            let fits_one_stream = declared_length
-                .is_some_and(|n| n <= self.scanner.options().max_stream_len);
-            let progress = (!fits_one_stream).then(|| {
-                let (progress, file) = scanning::record_progress(self, id);
-                scan_file = Some(file);
-                progress
-            });
-            self.metrics.scans_in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.spawn(async move {
-                let tail = match tail {
-                    Ok(tail) => TailInput(tail),
-                    Err(e) => return scanning::lost_scan(e),
-                };
-                let none = std::collections::BTreeSet::new();
-                tokio::select! {
-                    // Shutting down: the transfer's scan resumes at the next start.
-                    () = app.shutdown.cancelled() => scanning::lost_scan("the server is shutting down"),
-                    outcome = scanning::scan_input(&app, id, &tail, &none, progress.as_ref()) => outcome,
-                }
-            })
-        });
-        // The MD5 follows the upload only where it decides the answer to it (see `finish`);
-        // otherwise it is computed after the last byte, beside clamd's scan, so it takes no
-        // CPU from the upload itself (on two cores MD5 took a third of the server's CPU).
-        let md5 = if transfer.declared_checksum.is_some() || !transfer.use_virus_scan {
-            Some(Md5Follower::follow(upload.tail()?))
+        Ok(upload)
+    }
+
+    /// Starts the scan that follows `upload` from its first byte (a resumed upload's committed
+    /// prefix included), at its own pace. A file longer than clamd's limit is scanned as
+    /// overlapping segments, each starting as soon as the upload reaches it; segments found
+    /// clean are recorded once the upload completes (the returned sender), so a restart resumes
+    /// the scan at the first segment not yet clean. A file that fits one stream has nothing to
+    /// resume and records nothing.
+    fn follow_with_scan(
+        self: &Arc<Self>,
+        id: FileTransferId,
+        upload: &Upload,
+        declared_length: Option<u64>,
+    ) -> (JoinHandle<scanner::SegmentedVerdict>, Option<tokio::sync::oneshot::Sender<StoredContent>>)
+    {
+        let tail = upload.tail();
+        let app = self.clone();
+        let fits_one_stream =
+            declared_length.is_some_and(|n| n <= self.scanner.options().max_stream_len);
+        let (progress, scan_file) = if fits_one_stream {
+            (None, None)
         } else {
-            None
+            let (progress, file) = scanning::record_progress(self, id);
+            (Some(progress), Some(file))
         };
-        self.metrics.uploads_in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(UploadSession {
-            app: self.clone(),
-            id,
-            upload: Some(upload),
-            limit,
-            declared_length,
-            started: transfer.status() == FileTransferStatus::UploadStarted,
-            since_checkpoint: 0,
-            auto_checkpoint: true,
-            pending: bytes::BytesMut::new(),
-            scan,
-            scan_file,
-            md5,
-        })
+        self.metrics.scans_in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let scan = self.spawn(async move {
+            let tail = match tail {
+                Ok(tail) => TailInput(tail),
+                Err(e) => return scanning::lost_scan(e),
+            };
+            let none = std::collections::BTreeSet::new();
+            tokio::select! {
+                // Shutting down: the transfer's scan resumes at the next start.
+                () = app.shutdown.cancelled() => scanning::lost_scan("the server is shutting down"),
+                outcome = scanning::scan_input(&app, id, &tail, &none, progress.as_ref()) => outcome,
+            }
+        });
+        (scan, scan_file)
     }
 
     /// Hashes transfer `id`'s stored file (blob `digest`) and records its MD5 (the blob's record
