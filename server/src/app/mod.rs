@@ -2,7 +2,8 @@
 //! request, call one of these, and map the result. No business rule lives anywhere else.
 //!
 //! One file per area, each an `impl App` block over the shared [`App`] (`context`): [`resources`],
-//! [`transfers`], [`uploads`], [`downloads`], [`scanning`], [`lifecycle`], [`webhooks`]. They
+//! [`transfers`], [`uploads`], [`downloads`], [`scanning`], [`lifecycle`], [`webhooks`],
+//! [`operations`]. They
 //! know `storage`, `scanner`, `auth::Caller` and the model — never a front-end or a transport
 //! (`scripts/check-modules` fails the build's tests if one does).
 
@@ -11,6 +12,7 @@ pub mod downloads;
 pub mod events;
 mod held;
 pub mod lifecycle;
+pub mod operations;
 pub mod resources;
 pub mod scanning;
 pub mod transfers;
