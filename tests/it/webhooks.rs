@@ -358,6 +358,8 @@ async fn webhooks_validate_sign_retry_disable_and_replay() {
     assert!(dead["nextAttempt"].is_null());
     assert!(dead["lastError"].as_str().unwrap().contains("410 Gone"), "{dead}");
     assert_eq!(deliveries(server.token(SENDER, ALL)).await.status(), 404);
+    let bad = http.get(api(&format!("/{id}/deliveries?limit=lots"))).bearer_auth(&r1_token);
+    assert_eq!(bad.send().await.unwrap().status(), 400);
     assert_eq!(deliveries(server.token(R1, &["altinn:serviceowner"])).await.status(), 403);
     let r = http.post(api(&format!("/{id}/replay"))).bearer_auth(&r1_token).send().await.unwrap();
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["replayed"], 1);

@@ -183,7 +183,7 @@ pub(crate) async fn replay(
 
 #[derive(Debug, serde::Deserialize)]
 struct DeliveriesQuery {
-    limit: Option<usize>,
+    limit: Option<String>,
 }
 
 /// A subscription's pending deliveries and dead letters, newest first (`limit` of each, 50 by
@@ -196,7 +196,13 @@ async fn deliveries(
 ) -> Result<Response, ApiError> {
     let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     let caller = app.auth.authenticate(value)?;
-    let list = app.subscription_deliveries(&caller, parse_id(&id)?, q.limit.unwrap_or(50))?;
+    let limit = match q.limit.as_deref() {
+        None => 50,
+        Some(text) => text.parse().map_err(|_| {
+            ApiError::invalid_field("limit", "limit must be a whole number (at most 200)")
+        })?,
+    };
+    let list = app.subscription_deliveries(&caller, parse_id(&id)?, limit)?;
     let row = |d: &DeliveryView| {
         json!({
             "id": d.id,

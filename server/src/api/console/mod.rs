@@ -679,7 +679,14 @@ async fn operations(State(console): State<Console>, headers: HeaderMap) -> Page 
     let counts = page(&s, console.app.transfers_by_status())?;
     let readiness = console.app.readiness().await;
     // The failures this person may see (their own, those on their resources), or why none.
-    let failures = console.app.recent_failures(&s.caller, RECENT_FAILURES).map_err(|e| e.message);
+    let failures =
+        console.app.recent_failures(&s.caller, RECENT_FAILURES).map_err(|e| match e.kind {
+            crate::error::Kind::PermissionDenied => "Recent failures are shown to senders (the \
+            transfers they sent) and to service owners (the transfers on their resources); \
+            your role is neither."
+                .to_owned(),
+            _ => e.message,
+        });
     Ok(html(StatusCode::OK, pages::operations(&s, &counts, &readiness, &failures)))
 }
 
