@@ -99,6 +99,27 @@
 
   function setupSend(form) {
     let upload = null;
+    // Whether bytes are meant to be moving (not paused, finished or failed), and whether the
+    // upload waits for the network to come back.
+    let active = false;
+    let offline = false;
+    const waitForNetwork = () => {
+      offline = true;
+      $('progress-text').textContent = 'Offline: the upload continues when the network is back';
+    };
+    // A dropped network may leave a request hanging rather than failing: stop it, and start
+    // again once the browser is back online (tus-js-client then asks the server for its
+    // committed offset with a HEAD and continues from there).
+    window.addEventListener('offline', () => {
+      if (!upload || !active) return;
+      upload.abort();
+      waitForNetwork();
+    });
+    window.addEventListener('online', () => {
+      if (!upload || !offline) return;
+      offline = false;
+      upload.start();
+    });
     const show = (id, file) => {
       $('upload').hidden = false;
       $('upload-name').textContent = file.name;
@@ -132,13 +153,16 @@
           return undefined;
         },
         // tus-js-client's own rule (server errors, 409, 423, no answer), plus 401: the session
-        // token expired mid-upload and onAfterResponse fetched a fresh one.
+        // token expired mid-upload and onAfterResponse fetched a fresh one. Offline, retrying
+        // would only use up the delays: onError waits for the network instead.
         onShouldRetry: (error) => {
+          if (navigator.onLine === false) return false;
           const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
           return !status || status >= 500 || [401, 409, 423].includes(status);
         },
         onProgress: (sent, total) => progress(sent, total),
         onSuccess: () => {
+          active = false;
           localStorage.removeItem(key);
           progress(file.size, file.size);
           $('pause').hidden = true;
@@ -146,6 +170,12 @@
           follow(id, resource).catch((e) => fail(e.message));
         },
         onError: (error) => {
+          // The network dropped: the 'online' handler starts again.
+          if (navigator.onLine === false) {
+            waitForNetwork();
+            return;
+          }
+          active = false;
           const body = error.originalResponse && error.originalResponse.getBody();
           let message = error.message;
           try { message = JSON.parse(body).detail || message; } catch (_) { /* not JSON */ }
@@ -156,11 +186,14 @@
       if (previous.length > 0) upload.resumeFromPreviousUpload(previous[0]);
       $('pause').hidden = false;
       $('resume').hidden = true;
+      active = true;
       upload.start();
     }
 
     $('pause').addEventListener('click', () => {
       if (!upload) return;
+      active = false;
+      offline = false;
       upload.abort();
       $('pause').hidden = true;
       $('resume').hidden = false;
@@ -169,6 +202,7 @@
       if (!upload) return;
       $('resume').hidden = true;
       $('pause').hidden = false;
+      active = true;
       upload.start();
     });
 

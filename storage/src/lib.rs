@@ -540,6 +540,11 @@ impl Storage {
         self.snapshot(|r| r.events_after(after, limit))
     }
 
+    /// The sequence of the last event in the log (0: none yet).
+    pub fn last_event_seq(&self) -> Result<u64> {
+        self.snapshot(|r| r.last_event_seq())
+    }
+
     /// The sequence of the event with `id`, if it is in the log.
     pub fn event_seq(&self, id: &uuid::Uuid) -> Result<Option<u64>> {
         self.snapshot(|r| r.event_seq(id))

@@ -207,6 +207,12 @@ impl Storage {
         .await
     }
 
+    /// A subscription's pending deliveries (not yet delivered nor dead).
+    pub fn pending_deliveries(&self, subscription: u64) -> Result<Vec<Delivery>> {
+        let all = self.snapshot(|r| r.deliveries())?;
+        Ok(all.into_iter().filter(|d| d.subscription == subscription).collect())
+    }
+
     /// A subscription's dead letters.
     pub fn dead_letters(&self, subscription: u64) -> Result<Vec<Delivery>> {
         let all = self.snapshot(|r| r.dead_letters())?;

@@ -8,7 +8,9 @@
 // the upload resumes from its offset, then sees Published; a recipient downloads (bytes
 // identical) and confirms, and the sender's page shows it; hostile file names are text; an
 // outsider sees nothing; EICAR ends Failed with the reason; with OIDC_PROVIDER set, a person
-// signs in through that OpenID Connect provider. Screenshots of every page go to
+// signs in through that OpenID Connect provider. A failing webhook endpoint's deliveries become
+// dead letters on the resource's page and replay; a dropped network mid-upload resumes from
+// the committed offset; Operations lists the failures each person may see. Screenshots of every page go to
 // SCREENSHOTS. Exits non-zero on the first failure; never waits more than TIMEOUT in all.
 
 import { chromium } from 'playwright-core';
@@ -79,7 +81,7 @@ try {
   await page.getByLabel('Resource id').fill(RESOURCE);
   await page.getByLabel(/^Time to live/).fill('P400D');
   await page.getByLabel(/^Who may send/).fill(SENDER);
-  await page.getByLabel(/^Who may receive/).fill(RECIPIENT);
+  await page.getByLabel(/^Who may receive/).fill(`${RECIPIENT}, ${OWNER}`);
   await page.getByRole('button', { name: 'Save' }).click();
   // The API's own message, beside the field.
   const ttlError = await page.locator('#ttl-error').textContent();
@@ -105,7 +107,20 @@ try {
   assert.match(await page.locator('#resources').textContent(), /95\.4 MiB/);
 
   step('webhook subscriptions on the resource');
-  const hooks = createServer((req, res) => { res.statusCode = 200; res.end(); });
+  // The endpoint answers the validation handshake, then fails every event until `hooksOk`.
+  let hooksOk = false;
+  const delivered = [];
+  const hooks = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      const event = JSON.parse(body || '{}');
+      const validation = event.type === 'platform.events.validatesubscription';
+      if (!validation && hooksOk) delivered.push(event);
+      res.statusCode = validation || hooksOk ? 200 : 500;
+      res.end();
+    });
+  });
   await new Promise((resolve) => hooks.listen(0, '127.0.0.1', resolve));
   const endPoint = `http://127.0.0.1:${hooks.address().port}/hook`;
   // The subscription API with the session's own token, as the Send page gets it.
@@ -119,6 +134,7 @@ try {
     data: { endPoint, resourceFilter: `urn:altinn:resource:${RESOURCE}` },
   });
   assert.equal(created.status(), 201, await created.text());
+  const subscriptionId = (await created.json()).id;
   for (let i = 0; ; i += 1) {
     await page.goto(`${BASE}/console/resources/edit?id=${RESOURCE}`);
     const row = page.locator('#subscription-list tr', { hasText: endPoint });
@@ -129,7 +145,6 @@ try {
   await page.getByRole('button', { name: 'Replay dead letters' }).click();
   assert.match(await page.locator('#replayed').textContent(), /^0 dead letter/);
   await shot(page, 'resource-edit');
-  hooks.close();
 
   step('a cross-site form post is refused');
   // Another origin (same host, another port: same-site, so the Lax cookie goes along and only
@@ -204,22 +219,106 @@ try {
   const hostile = '<script>alert(1)</script>"onmouseover=alert(2) x=".txt';
   const tab = await sender.context.newPage();
   tab.on('dialog', (d) => { throw new Error(`a dialog opened: ${d.message()}`); });
-  const sendSmall = async (name, content) => {
+  const sendSmall = async (name, content, recipients = RECIPIENT) => {
     await tab.goto(`${BASE}/console/send`);
     await tab.getByLabel('Resource').selectOption(RESOURCE);
-    await tab.getByLabel('Recipients').fill(RECIPIENT);
+    await tab.getByLabel('Recipients').fill(recipients);
     await tab.getByLabel('File').setInputFiles({ name, mimeType: 'text/plain', buffer: Buffer.from(content) });
     await tab.getByRole('button', { name: 'Send' }).click();
     await tab.locator('#status', { hasText: /Published|Failed/ }).waitFor({ timeout: 60_000 });
     return tab.locator('#status').textContent();
   };
-  assert.equal(await sendSmall(hostile, 'harmless'), 'Published');
+  // To the service owner too: its subscription's endpoint is sent the Published event.
+  assert.equal(await sendSmall(hostile, 'harmless', `${RECIPIENT} ${OWNER}`), 'Published');
   assert.equal(await tab.locator('#upload-name').textContent(), hostile);
   const eicar = 'X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*';
   assert.equal(await sendSmall('eicar.com', eicar), 'Failed');
   const reason = await tab.locator('#status-text').textContent();
   assert.match(reason, /Eicar/i, `the reason names the signature: ${reason}`);
   await shot(tab, 'send-eicar-failed');
+
+  // --- the network drops mid-upload ---
+  step('the network drops mid-upload and comes back');
+  const roaming = await person(SENDER, 'Sender');
+  const net = roaming.page;
+  const netFile = join(WORK, 'network.bin');
+  const netBytes = Buffer.alloc(30_000_000);
+  for (let i = 0; i < netBytes.length; i += 4) netBytes.writeUInt32LE((i * 40503 + 7) >>> 0, i);
+  writeFileSync(netFile, netBytes);
+  await net.route('**/upload/tus/**', async (route) => {
+    if (route.request().method() === 'PATCH') await new Promise((r) => setTimeout(r, 250));
+    // Offline by now, the request fails in the browser: nothing to continue.
+    await route.continue().catch(() => {});
+  });
+  const netOffsets = [];
+  net.on('request', (r) => {
+    if (r.method() === 'PATCH') netOffsets.push(Number(r.headers()['upload-offset']));
+  });
+  await net.getByLabel('Resource').selectOption(RESOURCE);
+  await net.getByLabel('Recipients').fill(RECIPIENT);
+  await net.getByLabel('File').setInputFiles(netFile);
+  await net.getByRole('button', { name: 'Send' }).click();
+  await net.waitForFunction(() => document.getElementById('progress').value >= 20, null, { timeout: 30_000 });
+  await roaming.context.setOffline(true);
+  await net.locator('#progress-text', { hasText: 'Offline' }).waitFor({ timeout: 20_000 });
+  await shot(net, 'send-offline');
+  const beforeOnline = netOffsets.length;
+  await net.waitForTimeout(1000);
+  await roaming.context.setOffline(false);
+  await net.waitForFunction(() => document.getElementById('upload').dataset.resumedAt, null, { timeout: 20_000 });
+  const netResumedAt = Number(await net.locator('#upload').getAttribute('data-resumed-at'));
+  assert.ok(netResumedAt > 0, `resumed from the committed offset, not 0 (${netResumedAt})`);
+  await net.waitForFunction(() => document.getElementById('progress').value === 100, null, { timeout: 60_000 });
+  const afterOnline = netOffsets.slice(beforeOnline);
+  assert.ok(afterOnline.length > 0 && afterOnline[0] === netResumedAt,
+    `the first PATCH back online starts at ${netResumedAt}: ${afterOnline}`);
+  assert.ok(!afterOnline.includes(0), 'nothing was sent again from zero');
+  await net.unroute('**/upload/tus/**');
+  await net.locator('#status', { hasText: 'Published' }).waitFor({ timeout: 60_000 });
+  step(`published after the network came back (resumed at ${netResumedAt} bytes)`);
+  await roaming.context.close();
+
+  // --- deliveries and dead letters of the owner's subscription ---
+  step('a failing endpoint: dead letters on the resource page, then replay');
+  page = owner.page;
+  const deadRows = page.locator(`#dead-${subscriptionId} tbody tr`);
+  for (let i = 0; ; i += 1) {
+    await page.goto(`${BASE}/console/resources/edit?id=${RESOURCE}`);
+    if (await deadRows.count() > 0) break;
+    assert.ok(i < 60, 'the failing delivery became a dead letter');
+    await page.waitForTimeout(250);
+  }
+  const dead = await deadRows.first().textContent();
+  assert.match(dead, /no\.altinn\.broker\.published/, dead);
+  assert.match(dead, /HTTP 500/, dead);
+  assert.match(dead, /500/, 'the endpoint\'s response code');
+  // The subscription API shows the same, to its owner.
+  const listed = await page.request.get(`${BASE}/events/api/v1/subscriptions/${subscriptionId}/deliveries`, {
+    headers: { Authorization: `Bearer ${ownerToken}` },
+  });
+  assert.equal(listed.status(), 200);
+  const listedBody = await listed.json();
+  assert.equal(listedBody.deadLetters[0].responseCode, 500, JSON.stringify(listedBody));
+  assert.equal(listedBody.deadLetters[0].attempts, 2, 'the first attempt and the one retry');
+  await shot(page, 'resource-deliveries');
+  hooksOk = true;
+  await page.getByRole('button', { name: 'Replay dead letters' }).click();
+  assert.match(await page.locator('#replayed').textContent(), /^1 dead letter/);
+  for (let i = 0; delivered.length === 0; i += 1) {
+    assert.ok(i < 80, 'the replayed event was delivered');
+    await page.waitForTimeout(250);
+  }
+  assert.equal(delivered[0].type, 'no.altinn.broker.published');
+  // Delivered: it leaves the list once the server recorded the endpoint's answer.
+  for (let i = 0; ; i += 1) {
+    await page.goto(`${BASE}/console/resources/edit?id=${RESOURCE}`);
+    const counts = await page.locator(`#deliveries-${subscriptionId}`).textContent();
+    if (/0 pending, 0 dead letter/.test(counts)) break;
+    assert.ok(i < 40, `the replayed delivery left the list: ${counts}`);
+    await page.waitForTimeout(250);
+  }
+  assert.equal(await deadRows.count(), 0, 'no dead letters after the replay was delivered');
+  hooks.close();
 
   // --- the recipient ---
   step('recipient downloads and confirms');
@@ -289,7 +388,19 @@ try {
   await owner.page.goto(`${BASE}/console/operations`);
   assert.match(await owner.page.locator('#clamd').textContent(), /ClamAV/);
   assert.match(await owner.page.locator('#counts').textContent(), /Failed\s*1/);
+  // The EICAR transfer on the owner's resource: who sent it and why it failed, not its name.
+  const ownerFailures = await owner.page.locator('#failures').textContent();
+  assert.match(ownerFailures, /Eicar/i, ownerFailures);
+  assert.match(ownerFailures, new RegExp(`0192:${SENDER}`));
+  assert.ok(!ownerFailures.includes('eicar.com'), 'the service owner is not shown the file name');
   await shot(owner.page, 'operations');
+  // The sender sees its own failure, with the file's name linking to the transfer.
+  await sender.page.goto(`${BASE}/console/operations`);
+  await sender.page.locator('#failures').getByRole('link', { name: 'eicar.com' }).waitFor();
+  // An outsider sees no one's failures (a recipient's role sees none at all).
+  await outsider.page.goto(`${BASE}/console/operations`);
+  assert.equal(await outsider.page.locator('#failures').count(), 0);
+  assert.match(await outsider.page.locator('#failures-note').textContent(), /senders .* service owners/);
   const headers = (await owner.page.request.get(`${BASE}/console/operations`)).headers();
   assert.match(headers['content-security-policy'], /script-src 'self'/);
   assert.match(headers['content-security-policy'], /frame-ancestors 'none'/);

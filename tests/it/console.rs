@@ -61,6 +61,9 @@ issuers = ["{issuer}"]
 
 [webhooks]
 allow_loopback = true
+# One quick retry, so a failing endpoint's delivery becomes a dead letter within the test.
+retry_ladder_secs = [0.2]
+poll_ms = 50
 
 [console.oidc]
 issuer = "{issuer}"

@@ -396,6 +396,72 @@ async fn stuck_uploads_and_stalled_scans_fail_on_an_injected_clock() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn recent_failures_show_each_caller_its_own_and_its_resources_only() {
+    let clamd = TestClamd::start();
+    let w = &Clocked::new(&clamd).await;
+    let with = |org: &str, scopes: &[&str]| Caller {
+        org: Some(Party::parse_lenient(org).unwrap()),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+    };
+    let infected = |id: FileTransferId| async move {
+        let mut session = w.app.begin_upload(&w.sender, id, Some(0), None).await.unwrap();
+        session.write(Bytes::from(integration_tests::eicar())).await.unwrap();
+        session.checkpoint().await.unwrap();
+        session.finish().await.unwrap();
+        w.wait_status(id, FileTransferStatus::Failed).await;
+    };
+    // EICAR on the owner's resource, a clean transfer beside it.
+    let on_res = w.transfer(&[R1]).await;
+    infected(on_res).await;
+    let clean = w.transfer(&[R1]).await;
+    w.upload(clean, 5).await;
+    w.wait_status(clean, FileTransferStatus::Published).await;
+    // EICAR on another owner's resource, by the same sender.
+    const OTHER_OWNER: &str = "910000009";
+    let other_owner = with(OTHER_OWNER, ALL);
+    w.app.register_service_owner(&other_owner, "Other".into()).await.unwrap();
+    let access = AccessRules {
+        senders: vec![Party::parse_lenient(SENDER).unwrap()],
+        recipients: vec![Party::parse_lenient(R2).unwrap()],
+    };
+    let update = ResourceUpdate { access: Some(access), ..Default::default() };
+    w.app.put_resource(&other_owner, "other", update).await.unwrap();
+    let request = InitializeRequest {
+        file_name: "other.txt".into(),
+        resource_id: "other".into(),
+        senders_file_transfer_reference: "r".into(),
+        sender: format!("0192:{SENDER}"),
+        recipients: vec![format!("0192:{R2}")],
+        ..Default::default()
+    };
+    let on_other = w.app.initialize(&w.sender, request).await.unwrap();
+    infected(on_other).await;
+
+    let failures = |caller: &Caller, limit: usize| w.app.recent_failures(caller, limit);
+    // The sender: both, newest first, with the files' names.
+    let sent = failures(&with(SENDER, &["altinn:broker.write"]), 10).unwrap();
+    let ids: Vec<_> = sent.iter().map(|f| f.transfer).collect();
+    assert_eq!(ids, [on_other, on_res]);
+    assert_eq!(sent[0].file_name.as_deref(), Some("other.txt"));
+    assert!(sent[1].reason.contains("Eicar"), "{}", sent[1].reason);
+    assert_eq!(failures(&with(SENDER, ALL), 1).unwrap().len(), 1, "bounded by the limit");
+    // Each service owner: the failure on its own resource, without the file's name.
+    let owned = failures(&with(OWNER, &["altinn:serviceowner"]), 10).unwrap();
+    assert_eq!(owned.iter().map(|f| f.transfer).collect::<Vec<_>>(), [on_res]);
+    assert_eq!(owned[0].sender, Party::parse_lenient(SENDER).unwrap());
+    assert_eq!(owned[0].file_name, None);
+    assert!(owned[0].reason.contains("Eicar"), "{}", owned[0].reason);
+    let theirs = failures(&with(OTHER_OWNER, &["altinn:serviceowner"]), 10).unwrap();
+    assert_eq!(theirs.iter().map(|f| f.transfer).collect::<Vec<_>>(), [on_other]);
+    // A service owner of nothing, and a recipient: nothing of anyone's.
+    assert!(failures(&with("910000010", &["altinn:serviceowner"]), 10).unwrap().is_empty());
+    assert!(failures(&with(R1, ALL), 10).unwrap().is_empty(), "R1 sent nothing, owns nothing");
+    let denied = failures(&with(R1, &["altinn:broker.read"]), 10).unwrap_err();
+    assert_eq!(denied.http_status, 403);
+    w.app.close(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn grpc_watch_replays_then_follows_with_heartbeats() {
     use client::v1::watch_response::Message;
     let clamd = TestClamd::start();

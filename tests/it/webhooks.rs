@@ -339,10 +339,42 @@ async fn webhooks_validate_sign_retry_disable_and_replay() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(disabled["disabled"].as_str().unwrap().contains("410"), "{disabled}");
+    // Its deliveries: the 410 one is a dead letter, with the endpoint's status; only its owner
+    // sees them.
+    let deliveries = |token: String| {
+        let http = http.clone();
+        let url = api(&format!("/{id}/deliveries?limit=10"));
+        async move { http.get(url).bearer_auth(token).send().await.unwrap() }
+    };
+    let listed: serde_json::Value = deliveries(r1_token.clone()).await.json().await.unwrap();
+    assert_eq!(listed["pendingCount"], 0, "{listed}");
+    assert_eq!(listed["deadLetterCount"], 1, "{listed}");
+    let dead = &listed["deadLetters"][0];
+    assert_eq!(dead["state"], "dead");
+    assert_eq!(dead["responseCode"], 410);
+    assert_eq!(dead["attempts"], 1);
+    assert_eq!(dead["type"], "no.altinn.broker.published");
+    assert_eq!(dead["resourceinstance"], second.as_str());
+    assert!(dead["nextAttempt"].is_null());
+    assert!(dead["lastError"].as_str().unwrap().contains("410 Gone"), "{dead}");
+    assert_eq!(deliveries(server.token(SENDER, ALL)).await.status(), 404);
+    let bad = http.get(api(&format!("/{id}/deliveries?limit=lots"))).bearer_auth(&r1_token);
+    assert_eq!(bad.send().await.unwrap().status(), 400);
+    assert_eq!(deliveries(server.token(R1, &["altinn:serviceowner"])).await.status(), 403);
     let r = http.post(api(&format!("/{id}/replay"))).bearer_auth(&r1_token).send().await.unwrap();
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["replayed"], 1);
     let got = receiver.wait_for("no.altinn.broker.published", 4).await;
     assert_eq!(got[3].1["resourceinstance"], second.as_str());
+    // Delivered: no longer listed (delivered events leave no record).
+    let mut listed = serde_json::Value::Null;
+    for _ in 0..100 {
+        listed = deliveries(r1_token.clone()).await.json().await.unwrap();
+        if listed["pendingCount"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!((&listed["pendingCount"], &listed["deadLetterCount"]), (&0.into(), &0.into()));
     // Deleting ends it.
     assert_eq!(
         http.delete(api(&format!("/{id}"))).bearer_auth(&r1_token).send().await.unwrap().status(),

@@ -2,7 +2,8 @@
 //! delivery of each party's events.
 //!
 //! - `POST|GET|DELETE /events/api/v1/subscriptions[/{id}]` (Altinn's field names), plus
-//!   `POST …/{id}/replay` (dead letters) and `POST …/{id}/secret` (rotation): Ferry extensions.
+//!   `GET …/{id}/deliveries` (pending deliveries and dead letters), `POST …/{id}/replay` (dead
+//!   letters) and `POST …/{id}/secret` (rotation): Ferry extensions.
 //! - A new subscription receives nothing until its endpoint answered the validation handshake
 //!   (a `platform.events.validatesubscription` CloudEvent) with 2xx.
 //! - Delivery: one POST per (event, subscription) with the CloudEvent as JSON and Standard
@@ -19,7 +20,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,7 +30,7 @@ use storage::model::{Party, ResourceId};
 use storage::webhooks::Subscription;
 
 use crate::app::App;
-use crate::app::webhooks::{check_endpoint, new_secret, validate};
+use crate::app::webhooks::{DeliveryView, check_endpoint, new_secret, validate};
 use crate::error::ApiError;
 
 /// The routes.
@@ -37,6 +38,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/events/api/v1/subscriptions", post(create).get(list))
         .route("/events/api/v1/subscriptions/{id}", get(get_one).delete(delete))
+        .route("/events/api/v1/subscriptions/{id}/deliveries", get(deliveries))
         .route("/events/api/v1/subscriptions/{id}/replay", post(replay))
         .route("/events/api/v1/subscriptions/{id}/secret", post(rotate_secret))
         .with_state(app)
@@ -122,17 +124,13 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(view(&sub, Some(&secret)))).into_response())
 }
 
+fn parse_id(id: &str) -> Result<u64, ApiError> {
+    id.parse().map_err(|_| ApiError::invalid_field("id", "id must be a number"))
+}
+
+/// Someone else's subscription does not exist for this caller (`App::own_subscription`).
 fn own(app: &App, org: &Party, id: &str) -> Result<Subscription, ApiError> {
-    let id: u64 = id.parse().map_err(|_| ApiError::invalid_field("id", "id must be a number"))?;
-    match app.storage.subscription(id)? {
-        Some(sub) if &sub.consumer == org => Ok(sub),
-        // Someone else's subscription does not exist for this caller.
-        _ => Err(ApiError {
-            code: None,
-            message: "subscription not found".into(),
-            ..ApiError::altinn(1)
-        }),
-    }
+    app.own_subscription(org, parse_id(id)?)
 }
 
 /// Also the web console's (its session token passed as the bearer).
@@ -181,6 +179,53 @@ pub(crate) async fn replay(
     let sub = own(&app, &org, &id)?;
     let n = app.storage.replay_dead_letters(sub.id, app.now()).await?;
     Ok(axum::Json(json!({ "replayed": n })).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DeliveriesQuery {
+    limit: Option<String>,
+}
+
+/// A subscription's pending deliveries and dead letters, newest first (`limit` of each, 50 by
+/// default, at most `MAX_LISTED_DELIVERIES`).
+async fn deliveries(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    Query(q): Query<DeliveriesQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = app.auth.authenticate(value)?;
+    let limit = match q.limit.as_deref() {
+        None => 50,
+        Some(text) => text.parse().map_err(|_| {
+            ApiError::invalid_field("limit", "limit must be a whole number (at most 200)")
+        })?,
+    };
+    let list = app.subscription_deliveries(&caller, parse_id(&id)?, limit)?;
+    let row = |d: &DeliveryView| {
+        json!({
+            "id": d.id,
+            "sequence": d.seq,
+            "eventId": d.event.as_ref().map(|e| e.id.to_string()),
+            "type": d.event.as_ref().map(|e| e.kind.type_string()),
+            "resourceinstance": d.event.as_ref().map(|e| e.transfer.to_string()),
+            "time": d.event.as_ref().map(|e| e.at.to_rfc3339()),
+            "state": d.state.name(),
+            "attempts": d.attempts,
+            "lastError": d.last_error,
+            "responseCode": d.response_code,
+            "nextAttempt": d.next_attempt.map(|t| t.to_rfc3339()),
+        })
+    };
+    Ok(axum::Json(json!({
+        "subscriptionId": list.subscription.id,
+        "pendingCount": list.n_pending,
+        "pending": list.pending.iter().map(row).collect::<Vec<_>>(),
+        "deadLetterCount": list.n_dead_letters,
+        "deadLetters": list.dead_letters.iter().map(row).collect::<Vec<_>>(),
+    }))
+    .into_response())
 }
 
 async fn rotate_secret(

@@ -32,7 +32,11 @@ pub(crate) fn event_reader(
     app: &App,
     authorization: Option<&str>,
 ) -> Result<storage::model::Party, ApiError> {
-    let caller = app.auth.authenticate(authorization)?;
+    subscriber(&app.auth.authenticate(authorization)?)
+}
+
+/// The organisation an authenticated caller reads events for, by [`event_reader`]'s rule.
+pub(crate) fn subscriber(caller: &crate::auth::Caller) -> Result<storage::model::Party, ApiError> {
     let scopes = [SCOPE_EVENTS_SUBSCRIBE, SCOPE_READ, SCOPE_WRITE];
     if !caller.has_any_scope(&scopes) {
         return Err(ApiError::missing_scope(&scopes));

@@ -3,9 +3,9 @@
 //!
 //! One file per area, each an `impl App` block over the shared [`App`] (`context`):
 //! [`resources`], [`transfers`], [`uploads`] (and `held`), [`downloads`] (and `debounce`),
-//! [`scanning`], [`lifecycle`], [`events`], [`webhooks`]. They know `storage`, `scanner`,
-//! `auth::Caller` and the model — never a front-end or a transport (`scripts/check-modules`
-//! fails the build's tests if one does).
+//! [`scanning`], [`lifecycle`], [`events`], [`webhooks`], [`operations`]. They know `storage`,
+//! `scanner`, `auth::Caller` and the model — never a front-end or a transport
+//! (`scripts/check-modules` fails the build's tests if one does).
 
 mod context;
 mod debounce;
@@ -13,6 +13,7 @@ pub mod downloads;
 pub mod events;
 mod held;
 pub mod lifecycle;
+pub mod operations;
 pub mod resources;
 pub mod scanning;
 pub mod transfers;

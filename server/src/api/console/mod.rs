@@ -599,7 +599,7 @@ async fn resource_form(
     // The organisation's webhook subscriptions on this resource, as the subscription API lists
     // them to this session's token (its message instead, if it lists none to it).
     let listed = super::webhooks::list(State(console.app.clone()), s.as_bearer(headers)).await;
-    let subscriptions = match listed {
+    let subscriptions: Result<Vec<serde_json::Value>, String> = match listed {
         Ok(response) => {
             let body = axum::body::to_bytes(response.into_body(), 1 << 22).await;
             let all: serde_json::Value =
@@ -610,9 +610,18 @@ async fn resource_form(
         }
         Err(e) => Err(e.message),
     };
-    let view = pages::Subscriptions { list: subscriptions, replayed: q.replayed };
+    // Each one's pending deliveries and dead letters, by the subscription API's own use case.
+    let mut deliveries = std::collections::BTreeMap::new();
+    for id in subscriptions.iter().flatten().filter_map(|sub| sub["id"].as_u64()) {
+        let listed = console.app.subscription_deliveries(&s.caller, id, LISTED_DELIVERIES);
+        deliveries.insert(id, listed.map_err(|e| e.message));
+    }
+    let view = pages::Subscriptions { list: subscriptions, replayed: q.replayed, deliveries };
     Ok(html(StatusCode::OK, pages::resource_form(&s, &form, None, Some(&view))))
 }
+
+/// How many pending deliveries and dead letters a resource's page shows per subscription.
+const LISTED_DELIVERIES: usize = 20;
 
 #[derive(Debug, Deserialize)]
 struct Replay {
@@ -667,12 +676,24 @@ async fn save_resource(
 
 // --- operations ---
 
+/// How many recent failures the Operations page lists.
+const RECENT_FAILURES: usize = 20;
+
 async fn operations(State(console): State<Console>, headers: HeaderMap) -> Page {
     let s = session(&console, &headers)?;
     // The same figures `/metrics` and `/health/ready` publish to anyone who can reach them.
     let counts = page(&s, console.app.transfers_by_status())?;
     let readiness = console.app.readiness().await;
-    Ok(html(StatusCode::OK, pages::operations(&s, &counts, &readiness)))
+    // The failures this person may see (their own, those on their resources), or why none.
+    let failures =
+        console.app.recent_failures(&s.caller, RECENT_FAILURES).map_err(|e| match e.kind {
+            crate::error::Kind::PermissionDenied => "Recent failures are shown to senders (the \
+            transfers they sent) and to service owners (the transfers on their resources); \
+            your role is neither."
+                .to_owned(),
+            _ => e.message,
+        });
+    Ok(html(StatusCode::OK, pages::operations(&s, &counts, &readiness, &failures)))
 }
 
 // --- assets ---

@@ -12,6 +12,8 @@ use storage::model::{
 };
 
 use super::{ROLES, Session, downloadable, recipient_label};
+use crate::app::operations::Failure;
+use crate::app::webhooks::{DeliveryView, SubscriptionDeliveries};
 use crate::app::{Readiness, recipient_views};
 use crate::cli::size;
 use crate::error::ApiError;
@@ -393,6 +395,57 @@ pub(super) struct Subscriptions {
     pub(super) list: Result<Vec<serde_json::Value>, String>,
     /// After a replay: how many dead letters went out again.
     pub(super) replayed: Option<u64>,
+    /// Each subscription's pending deliveries and dead letters, or why they cannot be listed.
+    pub(super) deliveries: BTreeMap<u64, Result<SubscriptionDeliveries, String>>,
+}
+
+/// A subscription's pending deliveries and dead letters: two tables, newest first.
+fn deliveries(id: u64, end_point: &str, listed: &Result<SubscriptionDeliveries, String>) -> Markup {
+    let event = |d: &DeliveryView| -> (String, String) {
+        match &d.event {
+            Some(e) => (e.kind.type_string().to_owned(), e.transfer.to_string()),
+            None => (format!("event {}", d.seq), String::new()),
+        }
+    };
+    let code = |d: &DeliveryView| d.response_code.map_or("none".to_owned(), |c| c.to_string());
+    html! {
+        section.deliveries id={ "deliveries-" (id) } aria-label={ "Deliveries to " (end_point) } {
+            h3 { "Deliveries to " (end_point) }
+            @match listed {
+                Err(message) => p.note { (message) },
+                Ok(list) => {
+                    p {
+                        strong.pending-count { (list.n_pending) } " pending, "
+                        strong.dead-count { (list.n_dead_letters) } " dead letter(s)"
+                        @if list.n_pending > list.pending.len() || list.n_dead_letters > list.dead_letters.len() {
+                            " (the newest shown; all of them: " code { "GET /events/api/v1/subscriptions/" (id) "/deliveries" } ")"
+                        }
+                        ". Delivered events are not kept."
+                    }
+                    @if !list.pending.is_empty() {
+                        (table(&format!("pending-{id}"), &["Event", "Transfer", "State", "Attempts", "Last error", "Response", "Next attempt (UTC)"], list.pending.iter().map(|d| {
+                            let (kind, transfer) = event(d);
+                            html! {
+                                td { (kind) } td { (transfer) } td { (d.state.name()) } td.num { (d.attempts) }
+                                td { (d.last_error.as_deref().unwrap_or("")) } td { (code(d)) }
+                                td { (d.next_attempt.map(|t| t.when()).unwrap_or_default()) }
+                            }
+                        })))
+                    }
+                    @if !list.dead_letters.is_empty() {
+                        h4 { "Dead letters" }
+                        (table(&format!("dead-{id}"), &["Event", "Transfer", "Attempts", "Last error", "Response"], list.dead_letters.iter().map(|d| {
+                            let (kind, transfer) = event(d);
+                            html! {
+                                td { (kind) } td { (transfer) } td.num { (d.attempts) }
+                                td { (d.last_error.as_deref().unwrap_or("")) } td { (code(d)) }
+                            }
+                        })))
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn subscriptions(s: &Session, resource: &str, subs: &Subscriptions) -> Markup {
@@ -421,6 +474,11 @@ fn subscriptions(s: &Session, resource: &str, subs: &Subscriptions) -> Markup {
                         }
                     }
                 }))),
+            }
+            @for sub in subs.list.iter().flatten() {
+                @if let Some(listed) = sub["id"].as_u64().and_then(|id| subs.deliveries.get(&id).map(|l| (id, l))) {
+                    (deliveries(listed.0, &text(&sub["endPoint"]), listed.1))
+                }
             }
         }
     }
@@ -478,7 +536,12 @@ pub(super) fn resource_form(
     layout(Some(s), title, "/console/resources", body)
 }
 
-pub(super) fn operations(s: &Session, counts: &BTreeMap<&str, u64>, r: &Readiness) -> Markup {
+pub(super) fn operations(
+    s: &Session,
+    counts: &BTreeMap<&str, u64>,
+    r: &Readiness,
+    failures: &Result<Vec<Failure>, String>,
+) -> Markup {
     let processing = counts.get(FileTransferStatus::UploadProcessing.name()).copied().unwrap_or(0);
     let failed = counts.get(FileTransferStatus::Failed.name()).copied().unwrap_or(0);
     let body = html! {
@@ -507,6 +570,25 @@ pub(super) fn operations(s: &Session, counts: &BTreeMap<&str, u64>, r: &Readines
                 @for st in FileTransferStatus::ALL {
                     tr { td { (st.name()) } td.num { (counts.get(st.name()).copied().unwrap_or(0)) } }
                 }
+            }
+        }
+        h2 { "Recent failures" }
+        @match failures {
+            Err(message) => p.note #failures-note { (message) },
+            Ok(list) if list.is_empty() => p.note #failures-note { "No recent failures on transfers you sent or on your resources." },
+            Ok(list) => {
+                p.note { "Transfers you sent, and transfers on resources your organisation owns, that ended Failed; newest first." }
+                (table("failures", &["Failed (UTC)", "Resource", "Transfer", "Sender", "Reason"], list.iter().map(|f| html! {
+                    td { (f.at.when()) }
+                    td { (f.resource.as_str()) }
+                    td {
+                        @if let Some(name) = &f.file_name {
+                            a href={ "/console/transfers/" (f.transfer) } { (name) } br; small { (f.transfer) }
+                        } @else { (f.transfer) }
+                    }
+                    td { (f.sender) }
+                    td.reason { (f.reason) }
+                })))
             }
         }
         p { "Prometheus metrics: " a href="/metrics" { "/metrics" } "; readiness as JSON: "

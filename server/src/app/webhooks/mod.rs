@@ -223,7 +223,7 @@ async fn attempt(
     let error = match send_event(app, sub, &e.id.to_string(), &event).await {
         Ok(r) if r.status().is_success() => return Outcome::Delivered,
         Ok(r) if r.status() == StatusCode::GONE => {
-            return Outcome::Disable { reason: "the endpoint answered 410 Gone".into() };
+            return Outcome::Disable { reason: "the endpoint answered HTTP 410 Gone".into() };
         }
         Ok(r) => {
             let status = r.status();
@@ -271,6 +271,146 @@ fn humantime_secs(secs: u64) -> String {
     }
 }
 
+/// How many deliveries a subscription's delivery list shows at most, of each kind.
+pub const MAX_LISTED_DELIVERIES: usize = 200;
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    /// Not attempted yet.
+    Queued,
+    /// Being attempted right now.
+    InFlight,
+    /// Failed at least once; tried again at `next_attempt`.
+    Retrying,
+    /// Out of attempts, or the subscription was disabled: a dead letter, until replayed.
+    Dead,
+}
+
+impl DeliveryState {
+    /// The name the API and the console show.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::InFlight => "inFlight",
+            Self::Retrying => "retrying",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+/// One delivery of one event to a subscription, as its owner sees it.
+#[derive(Debug, Clone)]
+pub struct DeliveryView {
+    /// The delivery's id.
+    pub id: u64,
+    /// The event's position in the log.
+    pub seq: u64,
+    /// The event (`None` if the log no longer has it).
+    pub event: Option<storage::EventRecord>,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// Where it stands.
+    pub state: DeliveryState,
+    /// The last failure, as recorded.
+    pub last_error: Option<String>,
+    /// The endpoint's HTTP status in the last failure, when it answered at all.
+    pub response_code: Option<u16>,
+    /// When it is tried next (pending deliveries only).
+    pub next_attempt: Option<storage::model::Timestamp>,
+}
+
+/// A subscription's pending deliveries and dead letters, newest first, each list bounded.
+#[derive(Debug, Clone)]
+pub struct SubscriptionDeliveries {
+    /// The subscription.
+    pub subscription: Subscription,
+    /// Pending deliveries (queued, in flight, retrying), newest first, at most the limit.
+    pub pending: Vec<DeliveryView>,
+    /// How many are pending in all.
+    pub n_pending: usize,
+    /// Dead letters, newest first, at most the limit.
+    pub dead_letters: Vec<DeliveryView>,
+    /// How many dead letters there are in all.
+    pub n_dead_letters: usize,
+}
+
+/// The HTTP status in a recorded failure: attempts record an answer as `HTTP <status>` (see
+/// `attempt`); a failure without one (refused, timed out, SSRF check) has none.
+fn response_code(error: &str) -> Option<u16> {
+    let (_, rest) = error.split_once("HTTP ")?;
+    rest.get(..3).and_then(|code| code.parse().ok()).filter(|code| (100..600).contains(code))
+}
+
+impl App {
+    /// The subscription `id` if `org` owns it; anyone else's does not exist for the caller.
+    pub fn own_subscription(
+        &self,
+        org: &storage::model::Party,
+        id: u64,
+    ) -> Result<Subscription, crate::error::ApiError> {
+        match self.storage.subscription(id)? {
+            Some(sub) if &sub.consumer == org => Ok(sub),
+            _ => Err(crate::error::ApiError {
+                code: None,
+                message: "subscription not found".into(),
+                ..crate::error::ApiError::altinn(1)
+            }),
+        }
+    }
+
+    /// A subscription's recent deliveries and dead letters, for its owner only (the same rule
+    /// as the rest of the subscription API): newest first, at most `limit` of each
+    /// ([`MAX_LISTED_DELIVERIES`] at most). Delivered events leave no record, so a delivery
+    /// that succeeded is no longer listed.
+    pub fn subscription_deliveries(
+        &self,
+        caller: &crate::auth::Caller,
+        id: u64,
+        limit: usize,
+    ) -> Result<SubscriptionDeliveries, crate::error::ApiError> {
+        let org = super::events::subscriber(caller)?;
+        let subscription = self.own_subscription(&org, id)?;
+        let limit = limit.clamp(1, MAX_LISTED_DELIVERIES);
+        let in_flight: std::collections::HashSet<u64> =
+            self.webhooks.in_flight.0.lock().expect("in-flight lock").keys().copied().collect();
+        let view = |d: storage::webhooks::Delivery, dead: bool| {
+            let state = match (dead, in_flight.contains(&d.id), d.attempts) {
+                (true, _, _) => DeliveryState::Dead,
+                (false, true, _) => DeliveryState::InFlight,
+                (false, false, 0) => DeliveryState::Queued,
+                (false, false, _) => DeliveryState::Retrying,
+            };
+            let event = self.storage.events_after(d.seq.saturating_sub(1), 1);
+            DeliveryView {
+                id: d.id,
+                seq: d.seq,
+                event: event.ok().and_then(|mut e| e.pop()).filter(|e| e.seq == d.seq),
+                attempts: d.attempts,
+                state,
+                response_code: d.last_error.as_deref().and_then(response_code),
+                last_error: d.last_error,
+                next_attempt: (!dead).then_some(d.due),
+            }
+        };
+        let newest = |mut list: Vec<storage::webhooks::Delivery>| {
+            list.sort_by_key(|d| std::cmp::Reverse(d.id));
+            let n = list.len();
+            list.truncate(limit);
+            (list, n)
+        };
+        let (pending, n_pending) = newest(self.storage.pending_deliveries(id)?);
+        let (dead, n_dead_letters) = newest(self.storage.dead_letters(id)?);
+        Ok(SubscriptionDeliveries {
+            subscription,
+            pending: pending.into_iter().map(|d| view(d, false)).collect(),
+            n_pending,
+            dead_letters: dead.into_iter().map(|d| view(d, true)).collect(),
+            n_dead_letters,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +450,17 @@ mod tests {
         let body = br#"{"test": 2432232314}"#;
         let sig = signature(&[secret], "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn a_recorded_failure_names_the_endpoints_status_when_it_answered() {
+        assert_eq!(response_code("HTTP 500 Internal Server Error"), Some(500));
+        assert_eq!(response_code("the endpoint answered HTTP 410 Gone"), Some(410));
+        assert_eq!(
+            response_code("failing for more than 5 days (HTTP 503 Service Unavailable)"),
+            Some(503)
+        );
+        assert_eq!(response_code("error sending request: connection refused"), None);
+        assert_eq!(response_code("HTTP x"), None);
     }
 }
