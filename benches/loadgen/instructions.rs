@@ -133,14 +133,13 @@ pub(crate) async fn run(
     report.add("instructions.idle_ir_per_life_cycle", "Ir", idle_per_cycle, None);
     report.add("instructions.window_under_callgrind", "s", window_s, None);
     if let Some(dump) = last_dump {
-        let text = annotate(&dump, measured)?;
         if let Some(dir) = profile.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        std::fs::write(profile, text)?;
         // The whole dump too, for `callgrind_annotate` or KCachegrind.
         let kept = profile.with_extension("out");
         std::fs::copy(&dump, &kept)?;
+        std::fs::write(profile, annotate(&kept, measured)?)?;
         eprintln!(
             "instructions: top functions in {}, the whole dump in {}",
             profile.display(),
@@ -218,13 +217,14 @@ fn annotate(dump: &Path, cycles: usize) -> anyhow::Result<String> {
         .output()
         .context("callgrind_annotate")?;
     ensure!(output.status.success(), "callgrind_annotate failed ({})", output.status);
+    // Threads' roots (clone, start_thread, …) hold the whole total: they say nothing.
     let lines: Vec<String> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .skip_while(|l| !l.contains("file:function"))
         .skip(2)
-        .filter(|l| !l.trim().is_empty())
+        .filter(|l| !l.trim().is_empty() && !l.contains("(100.0%)"))
         .take(TOP)
-        .map(str::to_owned)
+        .map(readable)
         .collect();
     text.push_str(&format!("\nTop {TOP} by inclusive Ir\n{}\n", lines.join("\n")));
     text.push_str(&format!("\nTop {TOP} by self Ir\n"));
@@ -233,6 +233,22 @@ fn annotate(dump: &Path, cycles: usize) -> anyhow::Result<String> {
         text.push_str(&format!("{ir:>14} ({share:>5.2}%)  {name}\n"));
     }
     Ok(text)
+}
+
+/// An annotate line without the crate registry's and the toolchain's path prefixes and the
+/// object file in brackets.
+fn readable(line: &str) -> String {
+    let line = line.rsplit_once(" [").map_or(line, |(l, _)| l);
+    let mut out = line.to_owned();
+    for marker in ["/index.crates.io-", "/rustc/"] {
+        while let Some(start) = out.find(marker) {
+            let from = out[..start].rfind(' ').map_or(0, |i| i + 1);
+            let rest = &out[start + marker.len()..];
+            let end = rest.find('/').map_or(rest.len(), |i| i + 1);
+            out.replace_range(from..start + marker.len() + end, "");
+        }
+    }
+    out
 }
 
 /// Self Ir per function name in a callgrind dump, largest first. The format: `fn=(id) name`
