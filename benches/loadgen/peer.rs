@@ -13,7 +13,8 @@
 //!   creation-with-upload, so both servers do the same two requests), uploads/s and p99 of the
 //!   pair; each client has its own reqwest connection pool;
 //! - peak RSS (VmHWM) of each server process, and the CPU of the server and of this load
-//!   generator per 4 KiB upload (the check that the generator is not the limit).
+//!   generator during the large uploads and per 4 KiB upload (the check that the generator is
+//!   not the limit).
 //!
 //! The page cache: the peer does not fsync (its file store writes with `createWriteStream` and
 //! never calls `fsync`, nor for its metadata files), so it leaves dirty pages for whatever runs
@@ -427,6 +428,8 @@ async fn large(
                 s.push(format!("{key}.disk_write_fsync"), "MiB/s", None, mib_per_s(size, disk));
                 let (urls, ids) = servers.prepare(arm, uploads).await?;
                 sync()?;
+                let (server_cpu, own_cpu) =
+                    (ferry::cpu_seconds(Some(servers.pid(arm)))?, ferry::cpu_seconds(None)?);
                 let started = Instant::now();
                 let tasks: Vec<_> = urls
                     .into_iter()
@@ -439,7 +442,16 @@ async fn large(
                 for task in tasks {
                     task.await??;
                 }
-                let rate = mib_per_s(size, started.elapsed().as_secs_f64());
+                let seconds = started.elapsed().as_secs_f64();
+                let rate = mib_per_s(size, seconds);
+                // Cores busy while the bytes arrived: the server's (clamd's are not in it) and
+                // this load generator's, the check that the client is not the limit.
+                let server_cores =
+                    (ferry::cpu_seconds(Some(servers.pid(arm)))? - server_cpu) / seconds;
+                let own_cores = (ferry::cpu_seconds(None)? - own_cpu) / seconds;
+                let name = arm.name();
+                s.push(format!("{key}.{name}_server_cores"), "cores", None, server_cores);
+                s.push(format!("{key}.{name}_client_cores"), "cores", None, own_cores);
                 servers.settle(ids).await?;
                 let i = Arm::ALL.iter().position(|a| *a == arm).expect("an arm");
                 rates[i] = rate;
