@@ -41,6 +41,31 @@ impl FerryProcess {
         clamd: &str,
         max_stream_bytes: u64,
     ) -> anyhow::Result<Self> {
+        Self::launch(binary, scratch, clamd, max_stream_bytes, &[], Duration::from_secs(30)).await
+    }
+
+    /// [`FerryProcess::start`], with `ferry` run by `wrapper` (e.g. `valgrind --tool=callgrind`:
+    /// the wrapper's process is the server's, so [`FerryProcess::pid`] is the one to signal), and
+    /// `ready_within` to answer its readiness probe.
+    pub(crate) async fn start_wrapped(
+        binary: &Path,
+        scratch: &Path,
+        clamd: &str,
+        wrapper: &[String],
+        ready_within: Duration,
+    ) -> anyhow::Result<Self> {
+        let max = scanner::CLAMD_MAX_STREAM;
+        Self::launch(binary, scratch, clamd, max, wrapper, ready_within).await
+    }
+
+    async fn launch(
+        binary: &Path,
+        scratch: &Path,
+        clamd: &str,
+        max_stream_bytes: u64,
+        wrapper: &[String],
+        ready_within: Duration,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir_in(scratch).context("data directory")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let data = dir.path().join("data");
@@ -58,7 +83,15 @@ impl FerryProcess {
         )?;
         let dev_key = server::auth::DevKey::load_or_create(&data).context("dev key")?;
         let log = std::fs::File::create(dir.path().join("ferry.log"))?;
-        let child = Command::new(binary)
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(binary);
+                c
+            }
+            None => Command::new(binary),
+        };
+        let child = command
             .args(["serve", "--config"])
             .arg(&config)
             .env("RUST_LOG", "warn")
@@ -68,7 +101,7 @@ impl FerryProcess {
             .with_context(|| format!("starting {}", binary.display()))?;
         let mut server =
             Self { child, url: format!("http://127.0.0.1:{port}"), dev_key, _dir: dir };
-        server.wait_ready().await?;
+        server.wait_ready(ready_within).await?;
         let owner = server.client(OWNER);
         owner.register_service_owner("Bench").await?;
         for resource in [SCANNED, UNSCANNED] {
@@ -86,9 +119,9 @@ impl FerryProcess {
         Ok(server)
     }
 
-    async fn wait_ready(&mut self) -> anyhow::Result<()> {
+    async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait()? {
                 bail!("ferry exited during start-up ({status}); see its log");
@@ -99,7 +132,7 @@ impl FerryProcess {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        bail!("ferry was not ready within 30 s")
+        bail!("ferry was not ready within {within:?}")
     }
 
     pub(crate) fn token(&self, org: &str) -> String {
@@ -114,10 +147,12 @@ impl FerryProcess {
 
     /// Peak resident memory of the server process so far (VmHWM), in bytes.
     pub(crate) fn peak_rss(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
-        let kib: u64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
-        Ok(kib * 1024)
+        peak_rss(self.child.id())
+    }
+
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 }
 
@@ -126,6 +161,31 @@ impl Drop for FerryProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Peak resident memory of process `pid` so far (VmHWM in /proc/PID/status), in bytes.
+pub(crate) fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).context("no VmHWM")?;
+    let kib: u64 = line.split_whitespace().nth(1).context("VmHWM value")?.parse()?;
+    Ok(kib * 1024)
+}
+
+/// CPU seconds (user + system, all threads) process `pid` has used so far; `None` is this
+/// process. /proc/PID/stat counts in USER_HZ ticks, which Linux fixes at 100 per second.
+pub(crate) fn cpu_seconds(pid: Option<u32>) -> anyhow::Result<f64> {
+    let path = pid.map_or_else(|| "/proc/self/stat".to_owned(), |p| format!("/proc/{p}/stat"));
+    let stat = std::fs::read_to_string(path)?;
+    // The command name (field 2) may hold spaces; the fields after it are plain numbers.
+    let rest = stat.rsplit_once(')').context("/proc stat format")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("/proc stat fields")?
+        .iter()
+        .try_fold(0u64, |sum, f| anyhow::Ok(sum + f.parse::<u64>()?))?;
+    Ok(ticks as f64 / 100.0)
 }
 
 /// Initializes a transfer of `resource` from the sender to the recipient.

@@ -296,7 +296,7 @@ pub(crate) async fn run(
 ///
 /// The measured write is the second of two: the first one alone swung from 230 to 1,460 MiB/s
 /// within a repetition, the second stayed within 1,450–1,620 (8 samples).
-fn disk_ceiling(path: &Path, file: &[Bytes], delete: bool) -> anyhow::Result<f64> {
+pub(crate) fn disk_ceiling(path: &Path, file: &[Bytes], delete: bool) -> anyhow::Result<f64> {
     baseline::disk_write(path, file)?;
     std::fs::remove_file(path)?;
     let seconds = baseline::disk_write(path, file)?;

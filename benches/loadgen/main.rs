@@ -6,11 +6,15 @@
 //! scripts/bench                 # the full suite (release build), about 10 minutes here
 //! scripts/bench --quick         # small sizes, one repetition (CI)
 //! scripts/bench --only large,small --reps 5
+//! scripts/bench --only peer      # the same TUS work against the official tus Node.js server
+//! scripts/bench --only instructions  # server instructions per small life cycle (callgrind)
 //! ```
 
 mod baseline;
 mod ferry;
+mod instructions;
 mod large;
+mod peer;
 mod report;
 mod rest;
 mod segments;
@@ -31,7 +35,8 @@ struct Args {
     #[arg(long)]
     reps: Option<usize>,
     /// Scenarios to run: large (1–4), small (5), sweep (6), memory (7), segments (a file over
-    /// clamd's stream limit). Default all.
+    /// clamd's stream limit), peer (the same TUS work against the tus Node.js server),
+    /// instructions (server instructions per small life cycle, under callgrind). Default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Size of a large file in MiB (default 1024; 16 with --quick).
@@ -47,6 +52,10 @@ struct Args {
     /// Client counts of the small-transfer scenario (default 1,16,64; 1,8 with --quick).
     #[arg(long, value_delimiter = ',')]
     small_clients: Vec<usize>,
+    /// Measured life cycles of the instruction count (default 200, after 20 of warm-up; 5 after
+    /// 3 with --quick).
+    #[arg(long)]
+    instruction_cycles: Option<usize>,
     /// Where the JSON report goes.
     #[arg(long, default_value = "target/ferry-bench.json")]
     json: PathBuf,
@@ -71,6 +80,7 @@ pub(crate) struct Settings {
     pub(crate) sweep_flat_from: u64,
     pub(crate) small_clients: Vec<usize>,
     pub(crate) small_transfers: usize,
+    pub(crate) instruction_cycles: Option<usize>,
     pub(crate) ferry: PathBuf,
     pub(crate) scratch: PathBuf,
     pub(crate) clamd: scanner::Clamd,
@@ -161,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
             (true, false) => vec![1, 16, 64],
         },
         small_transfers: args.small_transfers.unwrap_or(if quick { 50 } else { 2000 }),
+        instruction_cycles: args.instruction_cycles,
         ferry: ferry::binary(args.ferry)?,
         scratch,
         clamd: clamd.client(),
@@ -174,6 +185,8 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
     );
     let payload = large::Payload::new(size.min(1024 * MIB));
+    // The instruction count's top functions, beside the JSON report.
+    let profile = args.json.with_extension("callgrind.txt");
     let mut report = report::Report::default();
     let scenarios = async {
         if runs("large") {
@@ -190,6 +203,12 @@ async fn main() -> anyhow::Result<()> {
         }
         if runs("segments") {
             segments::run(&settings, &payload, &mut report).await?;
+        }
+        if runs("peer") {
+            peer::run(&settings, &payload, &mut report).await?;
+        }
+        if runs("instructions") {
+            instructions::run(&settings, quick, &profile, &mut report).await?;
         }
         anyhow::Ok(())
     };
@@ -209,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
         "sweep_bytes": settings.sweep,
         "small_clients": settings.small_clients,
         "small_transfers_per_level": settings.small_transfers,
+        "instruction_cycles": settings.instruction_cycles,
         "clamd": clamd_version,
         "machine": machine(),
         "command": std::env::args().collect::<Vec<_>>().join(" "),

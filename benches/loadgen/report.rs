@@ -112,7 +112,7 @@ impl Report {
             .map(|(b, r)| format!("{r:>6.2} × {b}"))
             .unwrap_or_default();
         format!(
-            "{:<34} {:>10.2} {:<8} [{:>9.2} … {:<9.2}] n={:<2} {ratio}",
+            "{:<36} {:>10.2} {:<8} [{:>9.2} … {:<9.2}] n={:<2} {ratio}",
             m.key,
             m.median(),
             m.unit,
@@ -125,7 +125,7 @@ impl Report {
     /// The whole table, then the targets.
     pub(crate) fn print(&self) {
         println!(
-            "\n{:<34} {:>10} {:<8} {:^23} {:<4} ratio",
+            "\n{:<36} {:>10} {:<8} {:^23} {:<4} ratio",
             "measure", "median", "unit", "[min … max]", "n"
         );
         for m in &self.measures {

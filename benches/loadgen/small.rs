@@ -14,12 +14,12 @@ use bytes::Bytes;
 use crate::ferry::{FerryProcess, RECIPIENT, SCANNED, SENDER};
 use crate::report::{Report, percentile};
 
-const SIZE: usize = 4096;
+pub(crate) const SIZE: usize = 4096;
 const STEPS: [&str; 5] = ["initialize", "upload", "publish", "download", "confirm"];
 
 /// Transfers waiting for their `Published` event, and those published before anyone waited.
 #[derive(Default)]
-struct Published {
+pub(crate) struct Published {
     waiting: HashMap<String, tokio::sync::oneshot::Sender<()>>,
     early: std::collections::HashSet<String>,
 }
@@ -47,7 +47,7 @@ impl Published {
 }
 
 /// Follows the sender's published events into `published`.
-async fn follow(sender: client::Client, published: Arc<Mutex<Published>>) {
+pub(crate) async fn follow(sender: client::Client, published: Arc<Mutex<Published>>) {
     use client::v1::watch_response::Message;
     let request = client::v1::WatchRequest {
         after: "0".into(),
@@ -64,7 +64,7 @@ async fn follow(sender: client::Client, published: Arc<Mutex<Published>>) {
 }
 
 /// One life cycle; the time of each step in microseconds.
-async fn life_cycle(
+pub(crate) async fn life_cycle(
     sender: &client::Client,
     recipient: &client::Client,
     published: &Mutex<Published>,
