@@ -64,12 +64,20 @@ pub struct StorageConfig {
     /// 0 turns the reserve off.
     #[serde(default = "default_min_free")]
     pub min_free_bytes: u64,
+    /// Files of at most this many bytes are kept inside the index (one commit, no file of their
+    /// own) rather than as files under `blobs/`. 0: every file is a blob file.
+    #[serde(default = "default_inline_max")]
+    pub inline_max_bytes: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { min_free_bytes: default_min_free() }
+        Self { min_free_bytes: default_min_free(), inline_max_bytes: default_inline_max() }
     }
+}
+
+fn default_inline_max() -> u64 {
+    storage::DEFAULT_INLINE_MAX
 }
 
 fn default_min_free() -> u64 {

@@ -57,6 +57,7 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
     let storage = Storage::open(StorageOptions {
         lifecycle,
         min_free_bytes: config.storage.min_free_bytes,
+        inline_max: config.storage.inline_max_bytes,
         ..StorageOptions::new(&config.data_dir)
     })
     .await?;

@@ -61,6 +61,7 @@ macro_rules! blob_conformance_tests {
             the_sweep_deletes_only_unclaimed_temporaries,
             removal_is_idempotent_and_final,
             concurrent_writers_each_get_their_blob,
+            a_volatile_finish_reports_the_same_digests,
         }
     };
 }
@@ -82,6 +83,7 @@ macro_rules! metadata_conformance_tests {
             events_are_gap_free_deduplicated_and_ordered,
             jobs_come_due_in_order,
             blob_records_and_the_deletion_queue,
+            inline_blobs_commit_with_their_transaction,
             webhook_records,
         }
     };
@@ -95,6 +97,7 @@ macro_rules! storage_conformance_tests {
         $crate::__storage_conformance_cases! { $metadata, $blobs;
             crash_leftovers_are_swept_at_open,
             blob_references_follow_the_transfer,
+            small_blobs_live_inline_and_go_with_their_last_reference,
         }
     };
 }

@@ -25,7 +25,11 @@
 //! - The index never points at a missing blob: a blob is promoted (durable, complete, under its
 //!   digest) before the transaction that references it commits, and deleted only after the
 //!   transaction that drops its last reference commits (`place_and_reference`, `collect`). A
-//!   per-digest lock orders the two.
+//!   per-digest lock orders the two. A small blob ([`StorageOptions::inline_max`], 64 KiB by
+//!   default) is never a file at all: its bytes are written in the very transaction that
+//!   creates its record and removed in the one that removes it, so the two cannot disagree; it
+//!   needs no fsync, file, directory or deletion of its own (the cost of a small transfer is
+//!   its index commits).
 //! - Blob reference counts are derived from the transfers ([`FileTransfer::holds_blob`]) in the
 //!   same transaction that changes the transfer, so they cannot drift (`rules::save_transfer`).
 //! - Temporary data is never visible: it stays a temporary of the blob store until promoted.
@@ -109,7 +113,15 @@ pub struct StorageOptions {
     /// of its bytes are written. 0 turns the check off (the filesystem's own ENOSPC still maps
     /// to [`Error::StorageFull`]).
     pub min_free_bytes: u64,
+    /// Blobs of at most this many bytes are kept inline in the metadata store, committed with
+    /// the transaction that references them: no file, no directory, no fsync of their own, and
+    /// a download or rescan reads them from the index. 0: every blob is a file.
+    pub inline_max: u64,
 }
+
+/// The default [`StorageOptions::inline_max`]: 64 KiB. Small enough that an index page holds a
+/// few and a commit stays short; most of Altinn's messages (XML, PDF receipts) are below it.
+pub const DEFAULT_INLINE_MAX: u64 = 64 * 1024;
 
 /// The default [`StorageOptions::min_free_bytes`]: room for many index commits and the reads
 /// and small writes that keep a full server serving.
@@ -125,6 +137,7 @@ impl StorageOptions {
             sweep_orphan_blobs: true,
             lifecycle: Lifecycle::default(),
             min_free_bytes: DEFAULT_MIN_FREE_BYTES,
+            inline_max: DEFAULT_INLINE_MAX,
         }
     }
 }
@@ -170,6 +183,8 @@ struct Inner {
     blobs: Arc<dyn BlobStore>,
     /// [`StorageOptions::min_free_bytes`].
     min_free: u64,
+    /// [`StorageOptions::inline_max`].
+    inline_max: u64,
     index: Arc<dyn MetadataStore>,
     /// Striped locks ordering blob placement against blob deletion for the same digest.
     locks: Vec<tokio::sync::Mutex<()>>,
@@ -215,6 +230,7 @@ impl Storage {
                 root: options.root,
                 blobs,
                 min_free: options.min_free_bytes,
+                inline_max: options.inline_max,
                 index: metadata,
                 locks: (0..N_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 live_uploads: Default::default(),
@@ -258,9 +274,12 @@ impl Storage {
         if sweep_orphans {
             let on_disk = self.blob_io("listing blobs", |b| b.list()).await?;
             let known: HashSet<Digest> = self.blobs()?.into_iter().map(|(d, _)| d).collect();
-            for digest in on_disk.into_iter().filter(|d| !known.contains(d)) {
+            for digest in on_disk.into_iter() {
+                if known.contains(&digest) && !self.is_inline(&digest)? {
+                    continue;
+                }
                 let _guard = self.lock(&digest).await;
-                if self.blob(&digest)?.is_none() {
+                if self.blob(&digest)?.is_none() || self.is_inline(&digest)? {
                     self.blob_io("removing an orphan blob", move |b| b.remove(&digest)).await?;
                     recovery.orphan_blobs_removed += 1;
                 }
@@ -481,7 +500,9 @@ impl Storage {
     /// Finishes a one-shot write and stores the blob with one standalone reference (identical
     /// content is stored once; its count goes up).
     pub async fn add_blob(&self, ingest: BlobIngest) -> Result<StoredContent> {
-        let finished = ingest.writer.finish().await.map_err(Error::io("finishing a blob"))?;
+        let volatile = self.keeps_inline(ingest.len());
+        let finished =
+            ingest.writer.finish(volatile).await.map_err(Error::io("finishing a blob"))?;
         let content = finished.content;
         self.place_and_reference(finished, move |txn| rules::blob_incref(txn, &content)).await?;
         Ok(content)
@@ -616,26 +637,52 @@ impl Storage {
         offset: u64,
         len: Option<u64>,
     ) -> Result<BlobRange> {
+        if let Some(bytes) = self.snapshot(|r| r.inline_blob(digest))? {
+            return BlobRange::new(stream::in_memory(bytes), offset, len)
+                .map_err(Error::io("opening a blob"));
+        }
         let digest = *digest;
         self.blob_io("opening a blob", move |b| BlobRange::new(b.open(&digest)?, offset, len)).await
     }
 
-    /// Re-hashes a blob's file and compares it with its digest.
+    /// Re-hashes a blob (its file, or its inline bytes) and compares it with its digest.
     pub async fn verify_blob(&self, digest: &Digest) -> Result<Verification> {
+        if let Some(bytes) = self.snapshot(|r| r.inline_blob(digest))? {
+            let actual = Digest::of(&bytes);
+            return Ok(if actual == *digest {
+                Verification::Intact
+            } else {
+                Verification::Corrupt { actual }
+            });
+        }
         let digest = *digest;
         self.blob_io("verifying a blob", move |b| b.verify(&digest)).await
     }
 
+    /// Whether blob `digest` is kept inline in the metadata store.
+    pub fn is_inline(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.snapshot(|r| r.inline_blob(digest))?.is_some())
+    }
+
+    /// Whether a finished temporary of `len` bytes is kept inline rather than promoted.
+    pub(crate) fn keeps_inline(&self, len: u64) -> bool {
+        len <= self.inner.inline_max
+    }
+
     /// The path of a blob's file (for tests that damage it on purpose, and for operators); an
-    /// empty path if the blob store keeps no local files ([`BlobStore::local_path`]).
+    /// empty path if the blob store keeps no local files ([`BlobStore::local_path`]). An inline
+    /// blob ([`Storage::is_inline`]) has no file at this path.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.inner.blobs.local_path(digest).unwrap_or_default()
     }
 
     /// Places a finished temporary under its digest and commits `reference` in the same step.
     /// If the commit fails or references nothing, the file is removed again unless something
-    /// else references the same content.
-    async fn place_and_reference<T, F>(&self, finished: FinishedTemp, reference: F) -> Result<T>
+    /// else references the same content. A small blob ([`StorageOptions::inline_max`]) is not
+    /// placed: its bytes are read back from the temporary and written in the same transaction
+    /// as `reference`, if that transaction creates the blob's record (otherwise identical
+    /// content is stored already, inline or as a file).
+    async fn place_and_reference<T, F>(&self, finished: FinishedTemp, mut reference: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnMut(&mut dyn MetadataTxn) -> Result<T> + Send + 'static,
@@ -643,8 +690,29 @@ impl Storage {
         let digest = finished.content.blake3;
         let temp = finished.name.clone();
         let _guard = self.lock(&digest).await;
-        self.blob_io("placing a blob", move |b| b.promote(&finished)).await?;
-        let result = self.transact(reference).await;
+        let inline = if self.keeps_inline(finished.content.size) {
+            let (name, size) = (temp.clone(), finished.content.size as usize);
+            let bytes = self
+                .blob_io("reading a small blob", move |b| {
+                    b.open_temp(&name)?.reader.read_at(0, size)
+                })
+                .await?;
+            Some(bytes)
+        } else {
+            self.blob_io("placing a blob", move |b| b.promote(&finished)).await?;
+            None
+        };
+        let result = self
+            .transact(move |txn| {
+                let Some(bytes) = &inline else { return reference(txn) };
+                let existed = txn.blob(&digest)?.is_some();
+                let result = reference(txn)?;
+                if !existed && txn.blob(&digest)?.is_some() {
+                    txn.put_inline_blob(&digest, bytes)?;
+                }
+                Ok(result)
+            })
+            .await;
         // Committed or refused, the temporary has served its purpose. (A crash before this line
         // leaves it unclaimed, and start-up sweeps it.)
         self.blob_io("removing a temporary", move |b| b.remove_temp(&temp)).await?;
@@ -658,7 +726,8 @@ impl Storage {
     async fn collect(&self, digests: Vec<Digest>) -> Result<()> {
         for digest in digests {
             let _guard = self.lock(&digest).await;
-            if self.blob(&digest)?.is_none() {
+            // Identical content may have come back meanwhile, inline: its file goes all the same.
+            if self.blob(&digest)?.is_none() || self.is_inline(&digest)? {
                 self.blob_io("deleting a blob", move |b| b.remove(&digest)).await?;
             }
             self.transact(move |txn| txn.unqueue_gc(&digest)).await?;

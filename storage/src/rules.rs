@@ -6,7 +6,8 @@
 //!   imply ([`FileTransfer::events_since`]), schedules the life-cycle jobs the new statuses call
 //!   for, drops the scan progress once the transfer left `UploadProcessing`, and moves the blob
 //!   reference that [`FileTransfer::holds_blob`] implies.
-//! - [`blob_incref`] / [`blob_decref`]: reference counts; the last reference queues the file's
+//! - [`blob_incref`] / [`blob_decref`]: reference counts; the last reference of an inline blob
+//!   removes its bytes in the same transaction, that of a blob with a file queues the file's
 //!   deletion (`pending_gc`), done by the facade after the commit.
 //! - [`merge_scan_progress`], [`insert_transfer_idempotent`]: checks and merges that must see
 //!   the same snapshot as their write.
@@ -185,7 +186,9 @@ pub(crate) fn blob_incref(txn: &mut dyn MetadataTxn, content: &StoredContent) ->
     txn.unqueue_gc(&content.blake3)
 }
 
-/// Drops one reference; returns true if it was the last (the file is then queued for deletion).
+/// Drops one reference; returns true if it was the last of a blob with a file (the file is then
+/// queued for deletion). The last reference of an inline blob takes its bytes with it, in this
+/// transaction: there is nothing to delete afterwards.
 pub(crate) fn blob_decref(txn: &mut dyn MetadataTxn, digest: &Digest) -> Result<bool> {
     let Some(mut record) = txn.blob(digest)? else {
         return Err(Error::Corrupt(format!("released blob {digest} has no record")));
@@ -196,6 +199,9 @@ pub(crate) fn blob_decref(txn: &mut dyn MetadataTxn, digest: &Digest) -> Result<
         return Ok(false);
     }
     txn.remove_blob(digest)?;
+    if txn.remove_inline_blob(digest)? {
+        return Ok(false);
+    }
     txn.queue_gc(digest)?;
     Ok(true)
 }

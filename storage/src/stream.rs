@@ -116,12 +116,15 @@ impl BlobWriter {
         result
     }
 
-    /// Makes the temporary durable and returns it with its digests, to be promoted.
-    pub(crate) async fn finish(mut self) -> io::Result<FinishedTemp> {
+    /// Makes the temporary durable (unless `volatile`: see [`TempBlob::finish_volatile`]) and
+    /// returns it with its digests, to be promoted or kept inline.
+    pub(crate) async fn finish(mut self, volatile: bool) -> io::Result<FinishedTemp> {
         let temp = self.take_temp()?;
-        let finished = tokio::task::spawn_blocking(move || temp.finish())
-            .await
-            .map_err(io::Error::other)??;
+        let finished = tokio::task::spawn_blocking(move || {
+            if volatile { temp.finish_volatile() } else { temp.finish() }
+        })
+        .await
+        .map_err(io::Error::other)??;
         self.finished = true;
         self.progress.send_modify(|p| p.state = TailState::Finished);
         Ok(finished)
@@ -276,4 +279,27 @@ async fn read_at(reader: &Arc<dyn ReadAt>, offset: u64, len: usize) -> io::Resul
     tokio::task::spawn_blocking(move || reader.read_at(offset, len))
         .await
         .map_err(io::Error::other)?
+}
+
+/// A blob kept inline in the metadata store, read from memory.
+#[derive(Debug)]
+struct InMemory(Bytes);
+
+impl ReadAt for InMemory {
+    fn read_at(&self, offset: u64, len: usize) -> io::Result<Bytes> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        match start.checked_add(len) {
+            Some(end) if end <= self.0.len() => Ok(self.0.slice(start..end)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{len} bytes at {offset} of a {}-byte blob", self.0.len()),
+            )),
+        }
+    }
+}
+
+/// An opened inline blob.
+pub(crate) fn in_memory(bytes: Bytes) -> BlobReader {
+    let size = bytes.len() as u64;
+    BlobReader { reader: Arc::new(InMemory(bytes)), size }
 }

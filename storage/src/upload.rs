@@ -158,7 +158,8 @@ impl Storage {
         at: Timestamp,
     ) -> Result<(FileTransfer, UploadOutcome)> {
         let Upload { id, writer, _claim, .. } = upload;
-        let finished = writer.finish().await.map_err(Error::io("finishing an upload"))?;
+        let volatile = self.keeps_inline(writer.len());
+        let finished = writer.finish(volatile).await.map_err(Error::io("finishing an upload"))?;
         let content = finished.content;
         let upload_id = id.clone();
         let lifecycle = self.inner.lifecycle;

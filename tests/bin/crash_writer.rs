@@ -52,8 +52,13 @@ async fn worker(storage: Storage, seed: u64) -> anyhow::Result<()> {
         let t = FileTransfer::initialize(id, new, Timestamp::now(), Duration::from_secs(3600));
         storage.insert_transfer(t).await?;
         storage.update_transfer(id, |t| Ok(t.start_upload(Timestamp::now())?)).await?;
-        // A few content seeds repeat, so identical content is uploaded concurrently.
-        let size = (next() % (3 * 1024 * 1024)) as usize;
+        // A few content seeds repeat, so identical content is uploaded concurrently. A quarter
+        // are small enough to be kept inline in the index.
+        let size = if next() % 4 == 0 {
+            (next() % (storage::DEFAULT_INLINE_MAX + 1)) as usize
+        } else {
+            (next() % (3 * 1024 * 1024)) as usize
+        };
         let data = payload(next() % 6, size);
         let upload_id = UploadId::for_transfer(id);
         let mut upload = storage.open_upload(upload_id.clone(), Timestamp::now()).await?;

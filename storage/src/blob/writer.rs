@@ -246,10 +246,14 @@ impl TempBlob for LocalTemp {
         Ok(self.state.len)
     }
 
-    fn finish(mut self: Box<Self>) -> io::Result<FinishedTemp> {
+    fn finish(self: Box<Self>) -> io::Result<FinishedTemp> {
         if self.sync {
             self.state.file.sync_all()?;
         }
+        self.finish_volatile()
+    }
+
+    fn finish_volatile(mut self: Box<Self>) -> io::Result<FinishedTemp> {
         let hash = std::mem::replace(&mut self.state.hash, HashPipe::empty());
         let content = StoredContent {
             size: self.state.len,

@@ -325,3 +325,25 @@ pub fn concurrent_writers_each_get_their_blob(fixture: &mut dyn BlobFixture) {
         assert!(read_blob(&*store, digest) == *bytes);
     }
 }
+
+/// `finish_volatile` reports what `finish` does for the same bytes, and its temporary reads
+/// back until it is removed.
+pub fn a_volatile_finish_reports_the_same_digests(fixture: &mut dyn BlobFixture) {
+    let store = fixture.create();
+    for len in [0, 1, 4096, 64 * 1024] {
+        let data = payload(40 + len as u64, len);
+        let durable = finished(&*store, &data);
+        let mut temp = store.create_temp(TempKind::OneShot).unwrap();
+        if !data.is_empty() {
+            temp.write(&Bytes::copy_from_slice(&data)).unwrap();
+        }
+        let volatile = temp.finish_volatile().unwrap();
+        assert_eq!(volatile.content.size, durable.content.size);
+        assert_eq!(volatile.content.blake3, durable.content.blake3);
+        let opened = store.open_temp(&volatile.name).unwrap();
+        assert_eq!(opened.size, len as u64);
+        assert!(opened.reader.read_at(0, len).unwrap() == data, "the temporary reads back");
+        store.remove_temp(&volatile.name).unwrap();
+        store.remove_temp(&durable.name).unwrap();
+    }
+}

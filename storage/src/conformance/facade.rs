@@ -145,3 +145,78 @@ pub async fn blob_references_follow_the_transfer(
     assert!(storage.read_blob(&digest, 0, None).await.is_err(), "and the blob with it");
     assert_eq!(storage.check_consistency().await.unwrap(), Vec::<String>::new());
 }
+
+async fn read_all(storage: &Storage, digest: &Digest) -> Vec<u8> {
+    let mut range = storage.read_blob(digest, 0, None).await.unwrap();
+    let mut back = Vec::new();
+    while let Some(chunk) = range.next_chunk(1000).await.unwrap() {
+        back.extend_from_slice(&chunk);
+    }
+    back
+}
+
+/// A blob of at most [`StorageOptions::inline_max`] bytes is kept in the metadata store: the
+/// blob store never sees it, it reads back (ranges too) and verifies, identical content is
+/// stored once, it survives a reopen, and its last reference takes it away in the same
+/// transaction (nothing queued for deletion). One byte more is a file.
+pub async fn small_blobs_live_inline_and_go_with_their_last_reference(
+    meta: &mut dyn MetadataFixture,
+    blobs: &mut dyn BlobFixture,
+) {
+    let (m, b) = (meta.create(), blobs.create());
+    let storage = open(m.clone(), b.clone()).await;
+    let limit = options().inline_max as usize;
+    let t = super::metadata::transfer("res", 1, &[2], Timestamp::now());
+    let id: FileTransferId = t.id;
+    storage.insert_transfer(t).await.unwrap();
+    storage.update_transfer(id, |t| Ok(t.start_upload(Timestamp::now())?)).await.unwrap();
+    let data = payload(30, limit);
+    let mut upload =
+        storage.open_upload(UploadId::for_transfer(id), Timestamp::now()).await.unwrap();
+    upload.write(Bytes::copy_from_slice(&data[..1000])).await.unwrap();
+    upload.write(Bytes::copy_from_slice(&data[1000..])).await.unwrap();
+    storage.complete_upload(id, upload, Timestamp::now()).await.unwrap();
+    let digest = Digest::of(&data);
+    assert!(storage.is_inline(&digest).unwrap(), "a blob of inline_max bytes is inline");
+    let twin = {
+        let mut ingest = storage.blob_writer().await.unwrap();
+        ingest.write(Bytes::copy_from_slice(&data)).await.unwrap();
+        storage.add_blob(ingest).await.unwrap()
+    };
+    assert_eq!(twin.blake3, digest);
+    assert_eq!(storage.blob(&digest).unwrap().map(|r| r.refs), Some(2), "stored once");
+    let bigger = payload(31, limit + 1);
+    let file = {
+        let mut ingest = storage.blob_writer().await.unwrap();
+        ingest.write(Bytes::copy_from_slice(&bigger)).await.unwrap();
+        storage.add_blob(ingest).await.unwrap()
+    };
+    assert!(!storage.is_inline(&file.blake3).unwrap(), "one byte more is a file");
+    let listed = blocking({
+        let b = b.clone();
+        move || b.list().unwrap()
+    })
+    .await;
+    assert_eq!(listed, vec![file.blake3], "the blob store holds only the larger blob");
+    assert!(storage.check_consistency().await.unwrap().is_empty());
+    drop((storage, m, b));
+
+    let (m, b) = (meta.reopen(), blobs.reopen());
+    let storage = open(m.clone(), b.clone()).await;
+    assert_eq!(storage.recovery(), Recovery::default(), "nothing to recover or sweep");
+    assert!(read_all(&storage, &digest).await == data, "durable and exact after a reopen");
+    let mut range = storage.read_blob(&digest, 500, Some(100)).await.unwrap();
+    assert!(range.next_chunk(1000).await.unwrap().unwrap() == data[500..600], "a range");
+    assert!(storage.read_blob(&digest, limit as u64 + 1, None).await.is_err());
+    assert_eq!(storage.verify_blob(&digest).await.unwrap(), crate::Verification::Intact);
+
+    storage.release_blob(digest).await.unwrap();
+    assert!(storage.is_inline(&digest).unwrap(), "still referenced by the transfer");
+    storage.update_transfer(id, |t| Ok(t.fail("stopped", Timestamp::now())?)).await.unwrap();
+    assert_eq!(storage.blob(&digest).unwrap(), None, "the last reference went");
+    assert!(!storage.is_inline(&digest).unwrap(), "and the bytes with it");
+    assert!(storage.read_blob(&digest, 0, None).await.is_err());
+    let pending = crate::ports::snapshot(&*m, |r| r.pending_gc()).unwrap();
+    assert_eq!(pending, vec![], "nothing queued for deletion");
+    assert!(storage.check_consistency().await.unwrap().is_empty());
+}

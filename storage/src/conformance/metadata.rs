@@ -29,6 +29,7 @@ pub trait MetadataFixture: Send + 'static {
     fn reopen(&mut self) -> Arc<dyn MetadataStore>;
 }
 
+use super::payload;
 use crate::ports::transact as write;
 
 /// Runs `f` on a snapshot, as the facade does.
@@ -548,6 +549,49 @@ pub async fn blob_records_and_the_deletion_queue(fixture: &mut dyn MetadataFixtu
         assert_eq!(r.pending_gc()?, vec![]);
         assert_eq!(r.upload(&upload)?, None);
         assert_eq!(r.scan_progress(id)?, None);
+        Ok(())
+    });
+}
+
+/// Inline blob bytes: stored and read back exactly, committed with their transaction (or not
+/// at all), removed once, and kept across a reopen.
+pub async fn inline_blobs_commit_with_their_transaction(fixture: &mut dyn MetadataFixture) {
+    let store = fixture.create();
+    let (small, other) = (payload(21, 4096), payload(22, 64 * 1024));
+    let (d1, d2) = (Digest::of(&small), Digest::of(&other));
+    let (a, b) = (small.clone(), other.clone());
+    write(&*store, move |txn| {
+        txn.put_blob(&d1, &BlobRecord { size: a.len() as u64, md5: None, refs: 1 })?;
+        txn.put_inline_blob(&d1, &a)?;
+        txn.put_inline_blob(&d2, &b)
+    })
+    .await
+    .unwrap();
+    let refused = write(&*store, move |txn| {
+        txn.put_inline_blob(&Digest::of(b"never"), b"never")?;
+        txn.remove_inline_blob(&d2)?;
+        Err::<(), _>(crate::Error::Corrupt("refused on purpose".into()))
+    })
+    .await;
+    assert!(refused.is_err());
+    read(&*store, |r| {
+        assert!(r.inline_blob(&d1)?.is_some_and(|bytes| bytes == small), "reads back exactly");
+        assert!(r.inline_blob(&d2)?.is_some(), "a refused transaction removed nothing");
+        assert_eq!(r.inline_blob(&Digest::of(b"never"))?, None, "nor stored anything");
+        Ok(())
+    });
+    let removed = write(&*store, move |txn| {
+        let first = txn.remove_inline_blob(&d2)?;
+        Ok((first, txn.remove_inline_blob(&d2)?))
+    })
+    .await
+    .unwrap();
+    assert_eq!(removed, (true, false), "remove_inline_blob says whether there were bytes");
+    drop(store);
+    let store = fixture.reopen();
+    read(&*store, |r| {
+        assert!(r.inline_blob(&d1)?.is_some_and(|bytes| bytes == small), "durable");
+        assert_eq!(r.inline_blob(&d2)?, None);
         Ok(())
     });
 }

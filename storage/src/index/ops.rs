@@ -38,6 +38,7 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(RECIPIENT_HISTORY)?;
     txn.open_table(BLOBS)?;
     txn.open_table(BLOB_GC)?;
+    txn.open_table(INLINE_BLOBS)?;
     txn.open_table(UPLOADS)?;
     txn.open_table(SCAN_PROGRESS)?;
     txn.open_table(BY_RESOURCE)?;
@@ -57,6 +58,12 @@ pub(crate) fn init(txn: &WriteTransaction) -> Result<()> {
             meta.insert("schema_version", encode(&SCHEMA_VERSION)?.as_slice())?;
         }
         Some(v) if v == SCHEMA_VERSION => {}
+        // Schema 2 only added the table of inline blobs (created above): an index of schema 1
+        // is one of schema 2 without any. Marked 2, so that a build of schema 1, which would
+        // not find inline blobs, refuses it.
+        Some(1) => {
+            meta.insert("schema_version", encode(&SCHEMA_VERSION)?.as_slice())?;
+        }
         Some(v) => {
             return Err(Error::Corrupt(format!(
                 "index schema version {v}, this build understands {SCHEMA_VERSION}"
@@ -248,6 +255,13 @@ impl<T: Tables> MetadataRead for Redb<'_, T> {
         table.get(digest.as_bytes().as_slice())?.map(|v| decode(v.value())).transpose()
     }
 
+    fn inline_blob(&mut self, digest: &Digest) -> Result<Option<bytes::Bytes>> {
+        let table = self.0.table(INLINE_BLOBS)?;
+        Ok(table
+            .get(digest.as_bytes().as_slice())?
+            .map(|v| bytes::Bytes::copy_from_slice(v.value())))
+    }
+
     fn blobs(&mut self) -> Result<Vec<(Digest, BlobRecord)>> {
         let table = self.0.table(BLOBS)?;
         let mut out = Vec::new();
@@ -429,6 +443,15 @@ impl MetadataTxn for Redb<'_, WriteTransaction> {
     fn remove_blob(&mut self, digest: &Digest) -> Result<()> {
         self.0.open_table(BLOBS)?.remove(digest.as_bytes().as_slice())?;
         Ok(())
+    }
+
+    fn put_inline_blob(&mut self, digest: &Digest, bytes: &[u8]) -> Result<()> {
+        self.0.open_table(INLINE_BLOBS)?.insert(digest.as_bytes().as_slice(), bytes)?;
+        Ok(())
+    }
+
+    fn remove_inline_blob(&mut self, digest: &Digest) -> Result<bool> {
+        Ok(self.0.open_table(INLINE_BLOBS)?.remove(digest.as_bytes().as_slice())?.is_some())
     }
 
     fn queue_gc(&mut self, digest: &Digest) -> Result<()> {

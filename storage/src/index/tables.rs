@@ -24,6 +24,9 @@ pub(crate) const RECIPIENT_HISTORY: TableDefinition<'static, (u128, u32), &[u8]>
 /// its file exists and something references it.
 pub(crate) const BLOBS: TableDefinition<'static, &[u8], &[u8]> = TableDefinition::new("blobs-v1");
 /// Digests whose last reference went: their files are deleted after the commit.
+/// The bytes of small blobs kept in the index (schema 2): digest → bytes.
+pub(crate) const INLINE_BLOBS: TableDefinition<'static, &[u8], &[u8]> =
+    TableDefinition::new("inline_blobs-v1");
 pub(crate) const BLOB_GC: TableDefinition<'static, &[u8], ()> = TableDefinition::new("blob_gc-v1");
 /// Upload id → `UploadRecord` (temporary file, durable committed offset).
 pub(crate) const UPLOADS: TableDefinition<'static, &str, &[u8]> =
@@ -68,4 +71,4 @@ pub(crate) const DEAD_LETTERS: TableDefinition<'static, u64, &[u8]> =
     TableDefinition::new("dead_letters-v1");
 
 /// The schema version written to [`META`].
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;

@@ -121,6 +121,15 @@ pub trait TempBlob: Send + fmt::Debug {
     /// Makes the whole temporary durable and returns its size and digests. The temporary keeps
     /// its name until [`BlobStore::remove_temp`]: it is promoted by [`BlobStore::promote`].
     fn finish(self: Box<Self>) -> io::Result<FinishedTemp>;
+
+    /// Like [`TempBlob::finish`], but the bytes need not be made durable: the facade reads a
+    /// small blob back ([`BlobStore::open_temp`]) and commits it inside the metadata store
+    /// instead of promoting it, so the temporary's own fsync would be wasted. Whatever the
+    /// store does, the returned digests are those of every byte written. The default finishes
+    /// durably.
+    fn finish_volatile(self: Box<Self>) -> io::Result<FinishedTemp> {
+        self.finish()
+    }
 }
 
 /// A content-addressed blob store with resumable temporaries. See the [module](self) for what

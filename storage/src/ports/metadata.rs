@@ -47,6 +47,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
+
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::model::{
@@ -214,6 +216,9 @@ pub trait MetadataRead {
 
     /// A blob's record (present while something references the blob).
     fn blob(&mut self, digest: &Digest) -> Result<Option<BlobRecord>>;
+    /// The bytes of a blob kept inline in the metadata store (see
+    /// [`MetadataTxn::put_inline_blob`]); `None` if the blob is not inline (or unknown).
+    fn inline_blob(&mut self, digest: &Digest) -> Result<Option<Bytes>>;
     /// Every blob record, by digest.
     fn blobs(&mut self) -> Result<Vec<(Digest, BlobRecord)>>;
     /// Digests queued for deletion ([`MetadataTxn::queue_gc`]).
@@ -287,6 +292,12 @@ pub trait MetadataTxn: MetadataRead {
     fn put_blob(&mut self, digest: &Digest, record: &BlobRecord) -> Result<()>;
     /// Removes a blob's record.
     fn remove_blob(&mut self, digest: &Digest) -> Result<()>;
+    /// Keeps a small blob's bytes in the metadata store itself, beside its record: durable when
+    /// the transaction commits, gone with it if it does not. The facade writes them only in the
+    /// transaction that creates the blob's record, and removes them in the one that removes it.
+    fn put_inline_blob(&mut self, digest: &Digest, bytes: &[u8]) -> Result<()>;
+    /// Removes a blob's inline bytes; returns whether there were any.
+    fn remove_inline_blob(&mut self, digest: &Digest) -> Result<bool>;
     /// Queues a digest for deletion of its file (after this transaction commits).
     fn queue_gc(&mut self, digest: &Digest) -> Result<()>;
     /// Takes a digest off the deletion queue.
