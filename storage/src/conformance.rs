@@ -98,6 +98,7 @@ macro_rules! storage_conformance_tests {
             crash_leftovers_are_swept_at_open,
             blob_references_follow_the_transfer,
             small_blobs_live_inline_and_go_with_their_last_reference,
+            beginning_an_upload_starts_the_transfer_in_the_same_commit,
         }
     };
 }

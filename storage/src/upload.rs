@@ -10,7 +10,9 @@
 use bytes::Bytes;
 
 use crate::error::{Error, Result};
-use crate::model::{FileTransfer, FileTransferId, Timestamp, UploadId, UploadOutcome};
+use crate::model::{
+    FileTransfer, FileTransferId, FileTransferStatus, Timestamp, UploadId, UploadOutcome,
+};
 use crate::ports::TempKind;
 use crate::records::UploadRecord;
 use crate::rules::{self, Stored};
@@ -26,6 +28,8 @@ pub struct Upload {
     committed: u64,
     /// The total length the client declared, if it did.
     length: Option<u64>,
+    /// Opening it moved its transfer to (or found it in) `UploadStarted`.
+    started_transfer: bool,
     _claim: LiveClaim,
 }
 
@@ -73,10 +77,34 @@ impl Storage {
         at: Timestamp,
         length: Option<u64>,
     ) -> Result<Upload> {
+        self.open_upload_starting(id, at, length, None).await
+    }
+
+    /// [`Storage::open_upload_declared`] for the upload of transfer `transfer`: the transaction
+    /// that creates the upload's record also moves the transfer from `Initialized` to
+    /// `UploadStarted`, so beginning an upload is one commit, not two.
+    /// [`Upload::started_transfer`] tells whether the transfer is `UploadStarted` now.
+    pub async fn open_transfer_upload(
+        &self,
+        transfer: FileTransferId,
+        at: Timestamp,
+        length: Option<u64>,
+    ) -> Result<Upload> {
+        self.open_upload_starting(UploadId::for_transfer(transfer), at, length, Some(transfer))
+            .await
+    }
+
+    async fn open_upload_starting(
+        &self,
+        id: UploadId,
+        at: Timestamp,
+        length: Option<u64>,
+        start: Option<FileTransferId>,
+    ) -> Result<Upload> {
         let claim = LiveClaim::take(self, &id)?;
         let existing = self.upload(&id)?;
         let blobs = self.blob_store().clone();
-        let (writer, committed, length) = match existing {
+        let (writer, committed, length, started) = match existing {
             Some(record) => {
                 let name = record.temp_name.clone();
                 let committed = record.committed;
@@ -94,7 +122,7 @@ impl Storage {
                     }
                     (known, _) => known,
                 };
-                (writer, committed, known)
+                (writer, committed, known, false)
             }
             None => {
                 let writer = blocking(
@@ -106,11 +134,35 @@ impl Storage {
                 let record =
                     UploadRecord { temp_name, committed: 0, created: at, updated: at, length };
                 let key = id.clone();
-                self.transact(move |txn| txn.put_upload(&key, &record)).await?;
-                (writer, 0, length)
+                let lifecycle = self.inner.lifecycle;
+                let started = self
+                    .transact(move |txn| {
+                        txn.put_upload(&key, &record)?;
+                        let Some(transfer_id) = start else { return Ok(false) };
+                        let mut transfer = rules::load(txn, transfer_id)?;
+                        if transfer.status() == FileTransferStatus::Initialized {
+                            let before = Stored::of(&transfer);
+                            transfer.start_upload(at)?;
+                            rules::save_transfer(txn, &transfer, before, &lifecycle)?;
+                        }
+                        Ok(transfer.status() == FileTransferStatus::UploadStarted)
+                    })
+                    .await?;
+                if start.is_some() {
+                    self.events_committed();
+                }
+                (writer, 0, length, started)
             }
         };
-        Ok(Upload { storage: self.clone(), id, writer, committed, length, _claim: claim })
+        Ok(Upload {
+            storage: self.clone(),
+            id,
+            writer,
+            committed,
+            length,
+            started_transfer: started,
+            _claim: claim,
+        })
     }
 
     /// The record of an upload in progress, if there is one.
@@ -202,6 +254,12 @@ impl Upload {
     /// Bytes known to be durable.
     pub fn committed(&self) -> u64 {
         self.committed
+    }
+
+    /// Whether opening this upload ([`Storage::open_transfer_upload`]) left its transfer in
+    /// `UploadStarted`; false for an upload that was resumed or opened otherwise.
+    pub fn started_transfer(&self) -> bool {
+        self.started_transfer
     }
 
     /// Appends a chunk.

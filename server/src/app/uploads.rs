@@ -62,7 +62,7 @@ impl App {
         let upload_id = UploadId::for_transfer(id);
         // A session a front-end holds between two requests gives way: any protocol may resume.
         self.held.release(&upload_id);
-        let upload = self.open_upload_at(upload_id, offset, declared_length).await?;
+        let upload = self.open_upload_at(id, offset, declared_length).await?;
         let declared_length = declared_length.or(upload.length());
         let (scan, scan_file) = if transfer.use_virus_scan {
             let (scan, scan_file) = self.follow_with_scan(id, &upload, declared_length);
@@ -78,6 +78,9 @@ impl App {
         } else {
             None
         };
+        // Beginning the upload recorded `UploadStarted` (one commit with the upload's record).
+        let started =
+            transfer.status() == FileTransferStatus::UploadStarted || upload.started_transfer();
         self.metrics.uploads_in_progress.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(UploadSession {
             app: self.clone(),
@@ -85,7 +88,7 @@ impl App {
             upload: Some(upload),
             limit,
             declared_length,
-            started: transfer.status() == FileTransferStatus::UploadStarted,
+            started,
             since_checkpoint: 0,
             auto_checkpoint: true,
             pending: bytes::BytesMut::new(),
@@ -138,14 +141,12 @@ impl App {
     /// needs `Upload-Length`) knows the total; resuming with another length is refused.
     async fn open_upload_at(
         &self,
-        upload_id: UploadId,
+        id: FileTransferId,
         offset: Option<u64>,
         declared_length: Option<u64>,
     ) -> Result<Upload> {
-        let mut upload = self
-            .storage
-            .open_upload_declared(upload_id.clone(), self.now(), declared_length)
-            .await?;
+        let upload_id = UploadId::for_transfer(id);
+        let mut upload = self.storage.open_transfer_upload(id, self.now(), declared_length).await?;
         // `None`: start over (a REST upload sends the whole file), discarding a partial upload.
         let offset = match offset {
             Some(offset) => offset,
@@ -153,10 +154,7 @@ impl App {
             None => {
                 drop(upload);
                 self.storage.abort_upload(&upload_id).await?;
-                upload = self
-                    .storage
-                    .open_upload_declared(upload_id, self.now(), declared_length)
-                    .await?;
+                upload = self.storage.open_transfer_upload(id, self.now(), declared_length).await?;
                 0
             }
         };

@@ -220,3 +220,37 @@ pub async fn small_blobs_live_inline_and_go_with_their_last_reference(
     assert_eq!(pending, vec![], "nothing queued for deletion");
     assert!(storage.check_consistency().await.unwrap().is_empty());
 }
+
+/// Beginning a transfer's upload is one transaction: the upload's record and the transfer's
+/// `UploadStarted` commit together, and resuming it changes neither.
+pub async fn beginning_an_upload_starts_the_transfer_in_the_same_commit(
+    meta: &mut dyn MetadataFixture,
+    blobs: &mut dyn BlobFixture,
+) {
+    use crate::model::FileTransferStatus;
+    let storage = open(meta.create(), blobs.create()).await;
+    let t = super::metadata::transfer("res", 1, &[2], Timestamp::now());
+    let id: FileTransferId = t.id;
+    storage.insert_transfer(t).await.unwrap();
+    let commits = storage.index_stats().commits();
+    let upload = storage.open_transfer_upload(id, Timestamp::now(), Some(10)).await.unwrap();
+    assert_eq!(storage.index_stats().commits(), commits + 1, "one commit");
+    assert!(upload.started_transfer());
+    let transfer = storage.transfer(id).unwrap().unwrap();
+    assert_eq!(transfer.status(), FileTransferStatus::UploadStarted);
+    let last = transfer.status_history.last().map(|e| e.status);
+    assert_eq!(last, Some(FileTransferStatus::UploadStarted), "in the history");
+    assert_eq!(
+        storage.upload(&UploadId::for_transfer(id)).unwrap().map(|r| r.length),
+        Some(Some(10))
+    );
+    drop(upload);
+    let commits = storage.index_stats().commits();
+    let resumed = storage.open_transfer_upload(id, Timestamp::now(), Some(10)).await.unwrap();
+    assert_eq!(storage.index_stats().commits(), commits, "resuming commits nothing");
+    assert!(!resumed.started_transfer(), "a resumed upload does not say it started the transfer");
+    assert_eq!(
+        storage.transfer(id).unwrap().unwrap().status_history.len(),
+        transfer.status_history.len()
+    );
+}
