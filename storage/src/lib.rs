@@ -65,7 +65,7 @@ pub use md5_follower::Md5Follower;
 pub use ports::IndexStats;
 pub use records::{BlobRecord, EventRecord, Job, JobKind, ScanProgress, UploadRecord, event_id};
 pub use stream::{BlobRange, BlobTail};
-pub use upload::{FinishedUpload, Upload};
+pub use upload::Upload;
 
 use model::{
     FileTransfer, FileTransferId, Party, ResourceConfig, ResourceId, ServiceOwner, StoredContent,

@@ -11,10 +11,8 @@ use bytes::Bytes;
 
 use crate::error::{Error, Result};
 use crate::model::{
-    FileTransfer, FileTransferId, FileTransferStatus, ScanOutcome, StoredContent, Timestamp,
-    UploadId, UploadOutcome,
+    FileTransfer, FileTransferId, FileTransferStatus, Timestamp, UploadId, UploadOutcome,
 };
-use crate::ports::FinishedTemp;
 use crate::ports::TempKind;
 use crate::records::UploadRecord;
 use crate::rules::{self, Stored};
@@ -211,23 +209,9 @@ impl Storage {
         upload: Upload,
         at: Timestamp,
     ) -> Result<(FileTransfer, UploadOutcome)> {
-        let finished = upload.finish_writing().await?;
-        self.commit_upload(transfer_id, finished, at, None).await
-    }
-
-    /// The second half of [`Storage::complete_upload`], for an upload whose bytes are finished:
-    /// places the blob and commits the completion, and with it `scan`, the scan's outcome when
-    /// it is known already (a small file's pipelined scan ends with its last byte), so the
-    /// transfer goes from `UploadStarted` through `UploadProcessing` to `Published` or `Failed`
-    /// in one transaction.
-    pub async fn commit_upload(
-        &self,
-        transfer_id: FileTransferId,
-        finished: FinishedUpload,
-        at: Timestamp,
-        scan: Option<ScanOutcome>,
-    ) -> Result<(FileTransfer, UploadOutcome)> {
-        let FinishedUpload { id, finished, _claim } = finished;
+        let Upload { id, writer, _claim, .. } = upload;
+        let volatile = self.keeps_inline(writer.len());
+        let finished = writer.finish(volatile).await.map_err(Error::io("finishing an upload"))?;
         let content = finished.content;
         let upload_id = id.clone();
         let lifecycle = self.inner.lifecycle;
@@ -236,13 +220,6 @@ impl Storage {
                 let mut transfer = rules::load(txn, transfer_id)?;
                 let before = Stored::of(&transfer);
                 let outcome = transfer.complete_upload(content, at)?;
-                if let Some(scan) = &scan
-                    && transfer.status() == FileTransferStatus::UploadProcessing
-                    && transfer.use_virus_scan
-                {
-                    transfer.processing_note = None;
-                    transfer.record_scan(scan, at)?;
-                }
                 rules::save_transfer(txn, &transfer, before, &lifecycle)?;
                 txn.remove_upload(&upload_id)?;
                 Ok((transfer, outcome))
@@ -255,23 +232,6 @@ impl Storage {
             self.transact(move |txn| txn.remove_upload(&key).map(drop)).await?;
         }
         result
-    }
-}
-
-/// An upload whose bytes are all written and hashed, its temporary finished (a reader of its
-/// tail has seen the end), not yet committed: [`Storage::commit_upload`]. Dropped instead, it
-/// stays resumable from its committed offset, as an [`Upload`] does.
-#[derive(Debug)]
-pub struct FinishedUpload {
-    id: UploadId,
-    finished: FinishedTemp,
-    _claim: LiveClaim,
-}
-
-impl FinishedUpload {
-    /// Size and digests of the bytes.
-    pub fn content(&self) -> StoredContent {
-        self.finished.content
     }
 }
 
@@ -300,15 +260,6 @@ impl Upload {
     /// `UploadStarted`; false for an upload that was resumed or opened otherwise.
     pub fn started_transfer(&self) -> bool {
         self.started_transfer
-    }
-
-    /// Finishes writing: fsyncs (unless the blob will be kept inline) and hashes the temporary;
-    /// readers of its tail see the end. Then [`Storage::commit_upload`].
-    pub async fn finish_writing(self) -> Result<FinishedUpload> {
-        let Upload { storage, id, writer, _claim, .. } = self;
-        let volatile = storage.keeps_inline(writer.len());
-        let finished = writer.finish(volatile).await.map_err(Error::io("finishing an upload"))?;
-        Ok(FinishedUpload { id, finished, _claim })
     }
 
     /// Appends a chunk.

@@ -157,41 +157,6 @@ async fn two_recipients_download_and_confirm_to_all_confirmed() {
     );
 }
 
-/// A small file's scan ends with its last byte, and its verdict commits with the upload's
-/// completion: the upload is answered with the transfer already Published (or Failed for
-/// EICAR), its history still passing through UploadProcessing, and no blob file is stored (the
-/// bytes live in the index).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_small_files_upload_is_answered_with_its_scan_verdict() {
-    use pb::FileTransferStatus as S;
-    let clamd = TestClamd::start();
-    let w = World::new(&clamd).await;
-    let data = payload(7, 4096);
-    let id = w.initialize(&[R1], None).await;
-    w.upload(&id, &data).await.unwrap();
-    let details = w.sender.details(&id).await.unwrap();
-    let status = details.overview.as_ref().map(|o| o.file_transfer_status);
-    assert_eq!(status, Some(S::Published as i32), "published as it is answered");
-    let statuses: Vec<i32> =
-        details.file_transfer_status_history.iter().map(|e| e.file_transfer_status).collect();
-    assert_eq!(
-        statuses,
-        [S::Initialized, S::UploadStarted, S::UploadProcessing, S::Published].map(|s| s as i32)
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    w.r1.download_file(&id, &out).await.unwrap();
-    assert_eq!(std::fs::read(&out).unwrap(), data, "read back from the index");
-
-    let infected = w.initialize(&[R1], None).await;
-    w.upload(&infected, &eicar()).await.unwrap();
-    let overview = w.sender.overview(&infected).await.unwrap();
-    assert_eq!(overview.file_transfer_status, S::Failed as i32);
-    assert!(overview.file_transfer_status_text.contains("Eicar-Test-Signature"));
-    assert_eq!(w.server.files_in("blobs"), 0, "small files are no blob files");
-    assert_eq!(w.server.files_in("tmp"), 0);
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn eicar_inside_a_larger_file_fails_the_transfer_and_leaves_no_blob() {
     let clamd = TestClamd::start();

@@ -196,22 +196,6 @@ fn settles(verdict: &Verdict) -> bool {
     }
 }
 
-/// The outcome to record for a small file's pipelined `verdict`, if it settles the scan: a file
-/// within one stream and one segment needs no whole-file check (see `whole_file_checks`), so its
-/// verdict can commit with the upload's completion. `None`: `finish_scan` takes over.
-pub(super) fn settled_outcome(verdict: &SegmentedVerdict) -> Option<ScanOutcome> {
-    match &verdict.verdict {
-        Verdict::Clean => Some(ScanOutcome::Clean),
-        Verdict::Infected { signature } => {
-            Some(ScanOutcome::Infected { signature: signature.clone() })
-        }
-        v @ Verdict::NotScanned { reason } if settles(v) => {
-            Some(ScanOutcome::Unscannable { reason: reason.to_string() })
-        }
-        Verdict::NotScanned { .. } => None,
-    }
-}
-
 /// Drives a transfer in `UploadProcessing` to its scan verdict. `first` is the pipelined scan's
 /// result if there was one; otherwise (or if it did not settle) the stored blob is scanned, again
 /// and again with backoff while the scanner is unavailable, each time only the segments not yet

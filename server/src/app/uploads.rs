@@ -16,12 +16,6 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// Network frames are gathered into writes of at least this many bytes.
 pub const FRAME_BUFFER: usize = 256 * 1024;
-/// Files up to this size have their pipelined scan's outcome committed with the upload's
-/// completion when it arrives within [`SMALL_SCAN_WAIT`] of the last byte.
-pub const SMALL_SCAN_MAX: u64 = 64 * 1024;
-/// How long the completion of a small file waits for its scan before leaving it to the
-/// background (clamd busy or away): the upload's answer is delayed by at most this.
-pub const SMALL_SCAN_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
 /// Upload checkpoints: bytes between fsync'd, acknowledged offsets.
 pub const CHECKPOINT_BYTES: u64 = 8 * 1024 * 1024;
 /// The status text of a transfer whose upload ran out of storage space.
@@ -477,16 +471,11 @@ impl UploadSession {
         }
         let upload = self.upload.take().ok_or_else(|| ApiError::invalid("the upload is over"))?;
         let app = self.app.clone();
-        let finished = match upload.finish_writing().await {
-            Ok(finished) => finished,
-            Err(e) => return Err(self.failed_write(e).await),
-        };
-        let (folded, mut first) = self.small_scan(finished.content().size).await;
-        let committed = app.storage.commit_upload(self.id, finished, app.now(), folded).await;
-        let (transfer, outcome) = match committed {
-            Ok(done) => done,
-            Err(e) => return Err(self.failed_write(e).await),
-        };
+        let (transfer, outcome) =
+            match app.storage.complete_upload(self.id, upload, app.now()).await {
+                Ok(done) => done,
+                Err(e) => return Err(self.failed_write(e).await),
+            };
         // The MD5 decides the answer only if the sender declared a checksum (a mismatch is
         // 400/9 here, as in Altinn), and an unscanned file is published now, with its MD5: then
         // it followed the upload. Otherwise the scan decides: the MD5 is computed from the blob
@@ -520,17 +509,12 @@ impl UploadSession {
             }
             return Err(ApiError::altinn(9));
         }
-        let running = self.scan.take();
-        if running.is_some() || first.is_some() {
+        if let Some(scan) = self.scan.take() {
             let id = self.id;
             let task_app = app.clone();
             app.spawn(async move {
                 let app = task_app;
-                let first = match (first.take(), running) {
-                    (Some(first), _) => first,
-                    (None, Some(scan)) => scan.await.unwrap_or_else(scanning::lost_scan),
-                    (None, None) => unreachable!("checked above"),
-                };
+                let first = scan.await.unwrap_or_else(scanning::lost_scan);
                 if let Some(recording) = md5 {
                     let _ = recording.await;
                 }
@@ -538,38 +522,6 @@ impl UploadSession {
             });
         }
         Ok(UploadResult { transfer })
-    }
-
-    /// A small file's pipelined scan ends right after its last byte: waits for it (at most
-    /// [`SMALL_SCAN_WAIT`]) so that its outcome commits with the upload's completion — one index
-    /// commit fewer, and `Published` (or `Failed`) as the upload is answered. Returns that
-    /// outcome, or the verdict if it did not settle (clamd unavailable: `finish_scan` retries);
-    /// a scan still running after the wait stays in `self.scan`, as for any larger file.
-    async fn small_scan(
-        &mut self,
-        size: u64,
-    ) -> (Option<ScanOutcome>, Option<scanner::SegmentedVerdict>) {
-        if size > SMALL_SCAN_MAX {
-            return (None, None);
-        }
-        let started = std::time::Instant::now();
-        let joined = match self.scan.as_mut() {
-            Some(scan) => tokio::time::timeout(SMALL_SCAN_WAIT, scan).await.ok(),
-            None => None,
-        };
-        let Some(joined) = joined else { return (None, None) };
-        self.scan = None;
-        let verdict = joined.unwrap_or_else(scanning::lost_scan);
-        match scanning::settled_outcome(&verdict) {
-            Some(outcome) => {
-                tracing::info!(transfer = %self.id, ?outcome, "scan finished with the upload");
-                let metrics = &self.app.metrics;
-                metrics.scans_in_progress.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-                metrics.scan_finished(started.elapsed());
-                (Some(outcome), None)
-            }
-            None => (None, Some(verdict)),
-        }
     }
 }
 
