@@ -54,6 +54,14 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
         stuck_upload_after: Duration::from_secs(config.lifecycle.stuck_upload_secs),
         scan_timeout: Duration::from_secs(config.lifecycle.scan_timeout_secs),
     };
+    // Inline files are read whole into memory and never reach the checks of files too long
+    // for one clamd stream: keep them far below it.
+    anyhow::ensure!(
+        config.storage.inline_max_bytes <= storage::MAX_INLINE_MAX,
+        "[storage] inline_max_bytes is {}: at most {} (1 MiB)",
+        config.storage.inline_max_bytes,
+        storage::MAX_INLINE_MAX
+    );
     let storage = Storage::open(StorageOptions {
         lifecycle,
         min_free_bytes: config.storage.min_free_bytes,

@@ -99,6 +99,8 @@ macro_rules! storage_conformance_tests {
             blob_references_follow_the_transfer,
             small_blobs_live_inline_and_go_with_their_last_reference,
             beginning_an_upload_starts_the_transfer_in_the_same_commit,
+            content_inline_under_a_larger_inline_max_leaves_no_file_behind,
+            inline_max_0_keeps_no_blob_inline,
         }
     };
 }

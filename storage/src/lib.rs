@@ -123,6 +123,10 @@ pub struct StorageOptions {
 /// few and a commit stays short; most of Altinn's messages (XML, PDF receipts) are below it.
 pub const DEFAULT_INLINE_MAX: u64 = 64 * 1024;
 
+/// The largest [`StorageOptions::inline_max`] a server accepts: an inline blob is read whole
+/// into memory, and must stay far below a scanner's stream limit.
+pub const MAX_INLINE_MAX: u64 = 1024 * 1024;
+
 /// The default [`StorageOptions::min_free_bytes`]: room for many index commits and the reads
 /// and small writes that keep a full server serving.
 pub const DEFAULT_MIN_FREE_BYTES: u64 = 256 * 1024 * 1024;
@@ -279,7 +283,7 @@ impl Storage {
                     continue;
                 }
                 let _guard = self.lock(&digest).await;
-                if self.blob(&digest)?.is_none() || self.is_inline(&digest)? {
+                if self.file_unreferenced(&digest)? {
                     self.blob_io("removing an orphan blob", move |b| b.remove(&digest)).await?;
                     recovery.orphan_blobs_removed += 1;
                 }
@@ -666,7 +670,14 @@ impl Storage {
 
     /// Whether a finished temporary of `len` bytes is kept inline rather than promoted.
     pub(crate) fn keeps_inline(&self, len: u64) -> bool {
-        len <= self.inner.inline_max
+        self.inner.inline_max > 0 && len <= self.inner.inline_max
+    }
+
+    /// Whether blob `digest`'s file should go: no record references it, or its record keeps
+    /// the bytes inline (identical content came back inline). One snapshot, so a record that
+    /// changes between the two reads cannot mislead it.
+    fn file_unreferenced(&self, digest: &Digest) -> Result<bool> {
+        self.snapshot(|r| Ok(r.blob(digest)?.is_none() || r.inline_blob(digest)?.is_some()))
     }
 
     /// The path of a blob's file (for tests that damage it on purpose, and for operators); an
@@ -690,7 +701,9 @@ impl Storage {
         let digest = finished.content.blake3;
         let temp = finished.name.clone();
         let _guard = self.lock(&digest).await;
-        let inline = if self.keeps_inline(finished.content.size) {
+        // Content kept inline already stays inline (inline_max may have been lowered since):
+        // a blob is a file or inline bytes, never both.
+        let inline = if self.keeps_inline(finished.content.size) || self.is_inline(&digest)? {
             let (name, size) = (temp.clone(), finished.content.size as usize);
             let bytes = self
                 .blob_io("reading a small blob", move |b| {
@@ -727,7 +740,7 @@ impl Storage {
         for digest in digests {
             let _guard = self.lock(&digest).await;
             // Identical content may have come back meanwhile, inline: its file goes all the same.
-            if self.blob(&digest)?.is_none() || self.is_inline(&digest)? {
+            if self.file_unreferenced(&digest)? {
                 self.blob_io("deleting a blob", move |b| b.remove(&digest)).await?;
             }
             self.transact(move |txn| txn.unqueue_gc(&digest)).await?;

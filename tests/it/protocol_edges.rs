@@ -221,3 +221,20 @@ async fn a_stalled_upload_stream_is_cut_off_while_others_are_served_and_resumes(
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     drop(tx);
 }
+
+/// A gRPC `start` that is refused (the upload does not continue at that offset: 409 /
+/// FAILED_PRECONDITION) changes nothing: the transfer stays `Initialized` (Altinn validates
+/// before it records `UploadStarted`, which beginning an upload commits with its record).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_start_leaves_the_transfer_initialized() {
+    let s = setup(|_| {}).await;
+    let id = s.new_transfer().await;
+    let (_, result) = s.upload(vec![start(&id, 5, Some(10)), finish()]).await;
+    assert_eq!(result.unwrap_err().code(), Code::FailedPrecondition);
+    let overview = s.sender.overview(&id).await.unwrap();
+    assert_eq!(
+        overview.file_transfer_status,
+        pb::FileTransferStatus::Initialized as i32,
+        "a refused upload request does not start the upload"
+    );
+}

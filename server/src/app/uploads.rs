@@ -146,6 +146,13 @@ impl App {
         declared_length: Option<u64>,
     ) -> Result<Upload> {
         let upload_id = UploadId::for_transfer(id);
+        // Opening a new upload records UploadStarted: an offset no upload can continue at is
+        // refused first, so a refused request changes nothing (Altinn checks, then starts).
+        if let Some(offset) = offset.filter(|o| *o != 0)
+            && self.storage.upload(&upload_id)?.is_none()
+        {
+            return Err(wrong_offset(0, offset));
+        }
         let mut upload = self.storage.open_transfer_upload(id, self.now(), declared_length).await?;
         // `None`: start over (a REST upload sends the whole file), discarding a partial upload.
         let offset = match offset {
@@ -172,16 +179,7 @@ impl App {
             });
         }
         if offset != upload.offset() {
-            return Err(ApiError {
-                kind: crate::error::Kind::FailedPrecondition,
-                code: None,
-                message: format!(
-                    "the upload continues at offset {}, not {offset}: resume from the committed offset",
-                    upload.offset()
-                ),
-                http_status: 409,
-                field: None,
-            });
+            return Err(wrong_offset(upload.offset(), offset));
         }
         Ok(upload)
     }
@@ -538,5 +536,18 @@ async fn record_followed_md5(
             tracing::warn!(transfer = %id, error = %e, "MD5 follower failed; hashing the blob");
             app.record_blob_md5(id, &digest).await
         }
+    }
+}
+
+/// An upload resumed at `offset` where it continues at `committed`: 409 / FAILED_PRECONDITION.
+fn wrong_offset(committed: u64, offset: u64) -> ApiError {
+    ApiError {
+        kind: crate::error::Kind::FailedPrecondition,
+        code: None,
+        message: format!(
+            "the upload continues at offset {committed}, not {offset}: resume from the committed offset"
+        ),
+        http_status: 409,
+        field: None,
     }
 }

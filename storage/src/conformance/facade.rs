@@ -254,3 +254,58 @@ pub async fn beginning_an_upload_starts_the_transfer_in_the_same_commit(
         transfer.status_history.len()
     );
 }
+
+/// `inline_max` is a setting an operator may lower. Content kept inline under the old setting
+/// and stored again under a lower one stays inline (a blob is a file or inline bytes, never
+/// both), so once its last reference goes the blob store holds nothing of it.
+pub async fn content_inline_under_a_larger_inline_max_leaves_no_file_behind(
+    meta: &mut dyn MetadataFixture,
+    blobs: &mut dyn BlobFixture,
+) {
+    let (m, b) = (meta.create(), blobs.create());
+    let data = payload(40, 1_000);
+    let add = |storage: Storage, data: Vec<u8>| async move {
+        let mut ingest = storage.blob_writer().await.unwrap();
+        ingest.write(Bytes::from(data)).await.unwrap();
+        storage.add_blob(ingest).await.unwrap().blake3
+    };
+    let storage = open(m.clone(), b.clone()).await;
+    let digest = add(storage.clone(), data.clone()).await;
+    assert!(storage.is_inline(&digest).unwrap(), "1000 bytes are inline by default");
+    drop(storage);
+
+    // The operator turns inlining off (or lowers it below 1000 bytes) and restarts.
+    let lower = StorageOptions { inline_max: 0, ..options() };
+    let storage = Storage::open_with(lower, m.clone(), b.clone()).await.unwrap();
+    assert_eq!(add(storage.clone(), data).await, digest);
+    assert_eq!(storage.blob(&digest).unwrap().map(|r| r.refs), Some(2), "stored once");
+    storage.release_blob(digest).await.unwrap();
+    storage.release_blob(digest).await.unwrap();
+    assert_eq!(storage.blob(&digest).unwrap(), None, "the last reference went");
+    assert!(!storage.is_inline(&digest).unwrap());
+    let pending = crate::ports::snapshot(&*m, |r| r.pending_gc()).unwrap();
+    let listed = blocking({
+        let b = b.clone();
+        move || b.list().unwrap()
+    })
+    .await;
+    assert_eq!(
+        listed,
+        vec![],
+        "no blob file is left once the last reference went (nothing is queued to delete it: \
+         pending_gc = {pending:?})"
+    );
+}
+
+/// `inline_max` 0 keeps no blob inline, not even the empty one.
+pub async fn inline_max_0_keeps_no_blob_inline(
+    meta: &mut dyn MetadataFixture,
+    blobs: &mut dyn BlobFixture,
+) {
+    let off = StorageOptions { inline_max: 0, ..options() };
+    let storage = Storage::open_with(off, meta.create(), blobs.create()).await.unwrap();
+    let ingest = storage.blob_writer().await.unwrap();
+    let empty = storage.add_blob(ingest).await.unwrap();
+    assert_eq!(empty.size, 0);
+    assert!(!storage.is_inline(&empty.blake3).unwrap(), "inline_max 0: every blob is a file");
+}
