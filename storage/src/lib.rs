@@ -277,11 +277,17 @@ impl Storage {
         self.collect(pending).await?;
         if sweep_orphans {
             let on_disk = self.blob_io("listing blobs", |b| b.list()).await?;
-            let known: HashSet<Digest> = self.blobs()?.into_iter().map(|(d, _)| d).collect();
-            for digest in on_disk.into_iter() {
-                if known.contains(&digest) && !self.is_inline(&digest)? {
-                    continue;
+            // Blobs whose record says they are files (not inline), read in one snapshot.
+            let files: HashSet<Digest> = self.snapshot(|r| {
+                let mut files = HashSet::new();
+                for (digest, _) in r.blobs()? {
+                    if !r.has_inline_blob(&digest)? {
+                        files.insert(digest);
+                    }
                 }
+                Ok(files)
+            })?;
+            for digest in on_disk.into_iter().filter(|d| !files.contains(d)) {
                 let _guard = self.lock(&digest).await;
                 if self.file_unreferenced(&digest)? {
                     self.blob_io("removing an orphan blob", move |b| b.remove(&digest)).await?;
@@ -665,7 +671,7 @@ impl Storage {
 
     /// Whether blob `digest` is kept inline in the metadata store.
     pub fn is_inline(&self, digest: &Digest) -> Result<bool> {
-        Ok(self.snapshot(|r| r.inline_blob(digest))?.is_some())
+        self.snapshot(|r| r.has_inline_blob(digest))
     }
 
     /// Whether a finished temporary of `len` bytes is kept inline rather than promoted.
@@ -677,7 +683,7 @@ impl Storage {
     /// the bytes inline (identical content came back inline). One snapshot, so a record that
     /// changes between the two reads cannot mislead it.
     fn file_unreferenced(&self, digest: &Digest) -> Result<bool> {
-        self.snapshot(|r| Ok(r.blob(digest)?.is_none() || r.inline_blob(digest)?.is_some()))
+        self.snapshot(|r| Ok(r.blob(digest)?.is_none() || r.has_inline_blob(digest)?))
     }
 
     /// The path of a blob's file (for tests that damage it on purpose, and for operators); an

@@ -29,6 +29,14 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.expect("a blob port call panicked")
 }
 
+/// A new transfer (resource `res`, party 1 to party 2), stored.
+async fn new_transfer(storage: &Storage) -> FileTransferId {
+    let t = super::metadata::transfer("res", 1, &[2], Timestamp::now());
+    let id = t.id;
+    storage.insert_transfer(t).await.unwrap();
+    id
+}
+
 /// What a crash leaves is finished when the storage opens again: a temporary no upload claims
 /// is deleted, an upload whose temporary is gone is forgotten, a blob whose last reference went
 /// is deleted, a blob no record references is deleted; a claimed upload resumes at its
@@ -120,9 +128,7 @@ pub async fn blob_references_follow_the_transfer(
     blobs: &mut dyn BlobFixture,
 ) {
     let storage = open(meta.create(), blobs.create()).await;
-    let t = super::metadata::transfer("res", 1, &[2], Timestamp::now());
-    let id: FileTransferId = t.id;
-    storage.insert_transfer(t).await.unwrap();
+    let id = new_transfer(&storage).await;
     storage.update_transfer(id, |t| Ok(t.start_upload(Timestamp::now())?)).await.unwrap();
     let data = payload(9, 300_000);
     let mut upload =
@@ -133,12 +139,7 @@ pub async fn blob_references_follow_the_transfer(
     assert_eq!(transfer.content.map(|c| c.blake3), Some(digest));
     assert_eq!(storage.blob(&digest).unwrap().map(|b| b.refs), Some(1));
     assert!(storage.uploads().unwrap().is_empty(), "a completed upload is forgotten");
-    let mut range = storage.read_blob(&digest, 0, None).await.unwrap();
-    let mut back = Vec::new();
-    while let Some(chunk) = range.next_chunk(64 * 1024).await.unwrap() {
-        back.extend_from_slice(&chunk);
-    }
-    assert!(back == data, "the blob reads back");
+    assert!(read_all(&storage, &digest).await == data, "the blob reads back");
     assert_eq!(storage.check_consistency().await.unwrap(), Vec::<String>::new());
     storage.update_transfer(id, |t| Ok(t.fail("stopped", Timestamp::now())?)).await.unwrap();
     assert_eq!(storage.blob(&digest).unwrap(), None, "the last reference went");
@@ -166,9 +167,7 @@ pub async fn small_blobs_live_inline_and_go_with_their_last_reference(
     let (m, b) = (meta.create(), blobs.create());
     let storage = open(m.clone(), b.clone()).await;
     let limit = options().inline_max as usize;
-    let t = super::metadata::transfer("res", 1, &[2], Timestamp::now());
-    let id: FileTransferId = t.id;
-    storage.insert_transfer(t).await.unwrap();
+    let id = new_transfer(&storage).await;
     storage.update_transfer(id, |t| Ok(t.start_upload(Timestamp::now())?)).await.unwrap();
     let data = payload(30, limit);
     let mut upload =
@@ -229,9 +228,7 @@ pub async fn beginning_an_upload_starts_the_transfer_in_the_same_commit(
 ) {
     use crate::model::FileTransferStatus;
     let storage = open(meta.create(), blobs.create()).await;
-    let t = super::metadata::transfer("res", 1, &[2], Timestamp::now());
-    let id: FileTransferId = t.id;
-    storage.insert_transfer(t).await.unwrap();
+    let id = new_transfer(&storage).await;
     let commits = storage.index_stats().commits();
     let upload = storage.open_transfer_upload(id, Timestamp::now(), Some(10)).await.unwrap();
     assert_eq!(storage.index_stats().commits(), commits + 1, "one commit");

@@ -262,6 +262,10 @@ impl<T: Tables> MetadataRead for Redb<'_, T> {
             .map(|v| bytes::Bytes::copy_from_slice(v.value())))
     }
 
+    fn has_inline_blob(&mut self, digest: &Digest) -> Result<bool> {
+        Ok(self.0.table(INLINE_BLOBS)?.get(digest.as_bytes().as_slice())?.is_some())
+    }
+
     fn blobs(&mut self) -> Result<Vec<(Digest, BlobRecord)>> {
         let table = self.0.table(BLOBS)?;
         let mut out = Vec::new();

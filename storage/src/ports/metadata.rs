@@ -219,6 +219,10 @@ pub trait MetadataRead {
     /// The bytes of a blob kept inline in the metadata store (see
     /// [`MetadataTxn::put_inline_blob`]); `None` if the blob is not inline (or unknown).
     fn inline_blob(&mut self, digest: &Digest) -> Result<Option<Bytes>>;
+    /// Whether blob `digest` is kept inline, without reading its bytes.
+    fn has_inline_blob(&mut self, digest: &Digest) -> Result<bool> {
+        Ok(self.inline_blob(digest)?.is_some())
+    }
     /// Every blob record, by digest.
     fn blobs(&mut self) -> Result<Vec<(Digest, BlobRecord)>>;
     /// Digests queued for deletion ([`MetadataTxn::queue_gc`]).
