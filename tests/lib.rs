@@ -176,6 +176,11 @@ impl TestClamd {
         self.tcp_port.map(|port| ClamdAddress::Tcp(format!("127.0.0.1:{port}")))
     }
 
+    /// clamd's process id (for the benchmarks' CPU accounting).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("clamd running").id()
+    }
+
     /// A client with default options.
     pub fn client(&self) -> Clamd {
         Clamd::new(ClamdOptions::new(self.address()))

@@ -188,6 +188,45 @@ pub(crate) fn cpu_seconds(pid: Option<u32>) -> anyhow::Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
+/// CPU seconds (user + system) of the three processes that share the machine during a
+/// measurement: the server under test, clamd and this load generator.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Cpu {
+    pub(crate) server: f64,
+    pub(crate) clamd: f64,
+    pub(crate) client: f64,
+}
+
+impl Cpu {
+    /// The three counters now.
+    pub(crate) fn now(server: u32, clamd: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            server: cpu_seconds(Some(server))?,
+            clamd: cpu_seconds(Some(clamd))?,
+            client: cpu_seconds(None)?,
+        })
+    }
+
+    /// What each used since `self` was read.
+    pub(crate) fn since(self, server: u32, clamd: u32) -> anyhow::Result<Self> {
+        let now = Self::now(server, clamd)?;
+        Ok(Self {
+            server: now.server - self.server,
+            clamd: now.clamd - self.clamd,
+            client: now.client - self.client,
+        })
+    }
+
+    pub(crate) fn total(self) -> f64 {
+        self.server + self.clamd + self.client
+    }
+}
+
+/// The machine's cores (2 on the project's VM): what the three processes share.
+pub(crate) fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
 /// Initializes a transfer of `resource` from the sender to the recipient.
 pub(crate) async fn initialize(
     sender: &client::Client,
@@ -221,6 +260,15 @@ pub(crate) async fn upload(
 
 /// Waits until transfer `id` is published (polling every 2 ms); fails if it fails.
 pub(crate) async fn published(sender: &client::Client, id: &str) -> anyhow::Result<()> {
+    published_polling(sender, id, Duration::from_millis(2)).await
+}
+
+/// [`published`], asking every `every`.
+pub(crate) async fn published_polling(
+    sender: &client::Client,
+    id: &str,
+    every: Duration,
+) -> anyhow::Result<()> {
     use client::v1::FileTransferStatus as S;
     let deadline = Instant::now() + Duration::from_secs(1800);
     loop {
@@ -229,7 +277,7 @@ pub(crate) async fn published(sender: &client::Client, id: &str) -> anyhow::Resu
             Ok(S::Published) => return Ok(()),
             Ok(S::Failed) => bail!("{id} failed: {}", overview.file_transfer_status_text),
             _ if Instant::now() > deadline => bail!("{id} not published after 30 min"),
-            _ => tokio::time::sleep(Duration::from_millis(2)).await,
+            _ => tokio::time::sleep(every).await,
         }
     }
 }

@@ -85,6 +85,7 @@ pub(crate) struct Settings {
     pub(crate) scratch: PathBuf,
     pub(crate) clamd: scanner::Clamd,
     pub(crate) clamd_address: String,
+    pub(crate) clamd_pid: u32,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -176,6 +177,7 @@ async fn main() -> anyhow::Result<()> {
         scratch,
         clamd: clamd.client(),
         clamd_address: clamd.address().to_string(),
+        clamd_pid: clamd.pid(),
     };
     let runs = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     println!(

@@ -14,7 +14,11 @@
 //!   pair; each client has its own reqwest connection pool;
 //! - peak RSS (VmHWM) of each server process, and the CPU of the server and of this load
 //!   generator during the large uploads and per 4 KiB upload (the check that the generator is
-//!   not the limit).
+//!   not the limit);
+//! - the work: CPU seconds of the server, clamd and this generator from the first request until
+//!   the upload is published (per GiB, per 4 KiB upload), and the rate the machine's cores
+//!   would reach if they did nothing but that work, all busy (`_cores_bound`): a target above
+//!   that bound needs less work per byte, not better scheduling.
 //!
 //! The page cache: the peer does not fsync (its file store writes with `createWriteStream` and
 //! never calls `fsync`, nor for its metadata files), so it leaves dirty pages for whatever runs
@@ -36,7 +40,7 @@ use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 
 use crate::Settings;
-use crate::ferry::{self, FerryProcess, SCANNED, SENDER, UNSCANNED};
+use crate::ferry::{self, Cpu, FerryProcess, SCANNED, SENDER, UNSCANNED};
 use crate::large::Payload;
 use crate::report::{Report, mib_per_s, percentile};
 
@@ -304,7 +308,8 @@ impl Servers {
         Ok((ids.iter().map(|id| format!("{base}/{id}")).collect(), ids))
     }
 
-    /// Waits until Ferry has published `ids` (16 at a time), so no scan outlives its arm.
+    /// Waits until Ferry has published `ids` (16 at a time), so no scan outlives its arm. It
+    /// asks every 20 ms: the CPU it costs is inside the arm's work (the `_work_cpu` and `_s_per_gib` figures).
     async fn settle(&self, ids: Vec<String>) -> anyhow::Result<()> {
         let ids = Arc::new(ids);
         let next = Arc::new(AtomicUsize::new(0));
@@ -315,7 +320,7 @@ impl Servers {
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         let Some(id) = ids.get(i) else { return anyhow::Ok(()) };
-                        ferry::published(&sender, id).await?;
+                        ferry::published_polling(&sender, id, Duration::from_millis(20)).await?;
                     }
                 })
             })
@@ -381,6 +386,17 @@ pub(crate) async fn run(
                 );
                 report.check(target, ratio, 2.5, true);
             }
+            let key = |k: &str| format!("peer.{}_x{uploads}.{k}", label(chunk));
+            if let (Some(bound), Some(peer)) =
+                (report.get(&key("scanned_cores_bound")), report.get(&key("peer")))
+            {
+                let target = format!(
+                    "TUS {} PATCHes × {uploads}: the cores, all busy with Ferry scanned's work, \
+                     reach 2.5 × the peer (MiB/s)",
+                    label(chunk)
+                );
+                report.check(target, bound, 2.5 * peer, true);
+            }
         }
     }
     for &clients in &settings.small_clients {
@@ -394,6 +410,15 @@ pub(crate) async fn run(
         {
             let target = format!("4 KiB TUS, {clients} clients: Ferry scanned p99 < the peer's ms");
             report.check(target, ferry, peer, false);
+        }
+        if let (Some(bound), Some(peer)) =
+            (report.get(&key("scanned_cores_bound")), report.get(&key("peer")))
+        {
+            let target = format!(
+                "4 KiB TUS, {clients} clients: the cores, all busy with Ferry scanned's work, \
+                 reach 2 × the peer/s"
+            );
+            report.check(target, bound, 2.0 * peer, true);
         }
     }
     Ok(())
@@ -428,8 +453,8 @@ async fn large(
                 s.push(format!("{key}.disk_write_fsync"), "MiB/s", None, mib_per_s(size, disk));
                 let (urls, ids) = servers.prepare(arm, uploads).await?;
                 sync()?;
-                let (server_cpu, own_cpu) =
-                    (ferry::cpu_seconds(Some(servers.pid(arm)))?, ferry::cpu_seconds(None)?);
+                let (pid, clamd) = (servers.pid(arm), settings.clamd_pid);
+                let cpu = Cpu::now(pid, clamd)?;
                 let started = Instant::now();
                 let tasks: Vec<_> = urls
                     .into_iter()
@@ -444,15 +469,22 @@ async fn large(
                 }
                 let seconds = started.elapsed().as_secs_f64();
                 let rate = mib_per_s(size, seconds);
-                // Cores busy while the bytes arrived: the server's (clamd's are not in it) and
-                // this load generator's, the check that the client is not the limit.
-                let server_cores =
-                    (ferry::cpu_seconds(Some(servers.pid(arm)))? - server_cpu) / seconds;
-                let own_cores = (ferry::cpu_seconds(None)? - own_cpu) / seconds;
+                // Cores busy while the bytes arrived: the server's, clamd's and this load
+                // generator's (the check that the client is not the limit).
+                let busy = cpu.since(pid, clamd)?;
                 let name = arm.name();
-                s.push(format!("{key}.{name}_server_cores"), "cores", None, server_cores);
-                s.push(format!("{key}.{name}_client_cores"), "cores", None, own_cores);
+                s.push(format!("{key}.{name}_server_cores"), "cores", None, busy.server / seconds);
+                s.push(format!("{key}.{name}_clamd_cores"), "cores", None, busy.clamd / seconds);
+                s.push(format!("{key}.{name}_client_cores"), "cores", None, busy.client / seconds);
                 servers.settle(ids).await?;
+                let work = cpu.since(pid, clamd)?;
+                let gib = size as f64 / (1024.0 * MIB as f64);
+                s.push(format!("{key}.{name}_cpu_s_per_gib"), "s/GiB", None, work.total() / gib);
+                s.push(format!("{key}.{name}_server_s_per_gib"), "s/GiB", None, work.server / gib);
+                s.push(format!("{key}.{name}_clamd_s_per_gib"), "s/GiB", None, work.clamd / gib);
+                s.push(format!("{key}.{name}_client_s_per_gib"), "s/GiB", None, work.client / gib);
+                let bound = mib_per_s(size, work.total() / ferry::cores());
+                s.push(format!("{key}.{name}_cores_bound"), "MiB/s", None, bound);
                 let i = Arm::ALL.iter().position(|a| *a == arm).expect("an arm");
                 rates[i] = rate;
                 let baseline = (arm != Arm::Peer).then(|| format!("{key}.peer"));
@@ -482,8 +514,8 @@ async fn small(settings: &Settings, rep: usize, s: &mut Series) -> anyhow::Resul
             let urls = Arc::new(urls);
             sync()?;
             let next = Arc::new(AtomicUsize::new(0));
-            let (server_cpu, own_cpu) =
-                (ferry::cpu_seconds(Some(servers.pid(arm)))?, ferry::cpu_seconds(None)?);
+            let (pid, clamd) = (servers.pid(arm), settings.clamd_pid);
+            let cpu = Cpu::now(pid, clamd)?;
             let started = Instant::now();
             let workers: Vec<_> = (0..clients)
                 .map(|_| {
@@ -507,9 +539,9 @@ async fn small(settings: &Settings, rep: usize, s: &mut Series) -> anyhow::Resul
                 times.extend(w.await??);
             }
             let seconds = started.elapsed().as_secs_f64();
-            let server_cpu = ferry::cpu_seconds(Some(servers.pid(arm)))? - server_cpu;
-            let own_cpu = ferry::cpu_seconds(None)? - own_cpu;
+            let busy = cpu.since(pid, clamd)?;
             servers.settle(ids).await?;
+            let work = cpu.since(pid, clamd)?;
             times.sort_unstable();
             let rate = n as f64 / seconds;
             let i = Arm::ALL.iter().position(|a| *a == arm).expect("an arm");
@@ -526,9 +558,21 @@ async fn small(settings: &Settings, rep: usize, s: &mut Series) -> anyhow::Resul
                 ms(percentile(&times, 99.0)),
             );
             let per_upload = |cpu: f64| 1000.0 * cpu / n as f64;
-            s.push(format!("{key}.{name}_server_cpu"), "ms/upl", None, per_upload(server_cpu));
-            s.push(format!("{key}.{name}_client_cpu"), "ms/upl", None, per_upload(own_cpu));
-            s.push(format!("{key}.{name}_client_cores"), "cores", None, own_cpu / seconds);
+            s.push(format!("{key}.{name}_server_cpu"), "ms/upl", None, per_upload(busy.server));
+            s.push(format!("{key}.{name}_client_cpu"), "ms/upl", None, per_upload(busy.client));
+            s.push(format!("{key}.{name}_client_cores"), "cores", None, busy.client / seconds);
+            // Everything an upload cost until it was published, on all three processes, and
+            // the rate at which the machine's cores, all busy, would do that work.
+            s.push(format!("{key}.{name}_work_cpu"), "ms/upl", None, per_upload(work.total()));
+            s.push(
+                format!("{key}.{name}_server_work_cpu"),
+                "ms/upl",
+                None,
+                per_upload(work.server),
+            );
+            s.push(format!("{key}.{name}_clamd_cpu"), "ms/upl", None, per_upload(work.clamd));
+            let bound = ferry::cores() * n as f64 / work.total();
+            s.push(format!("{key}.{name}_cores_bound"), "uploads/s", None, bound);
         }
         for (i, arm) in Arm::ALL.iter().enumerate().skip(1) {
             s.push(format!("{key}.{}_vs_peer", arm.name()), "×", None, rates[i] / rates[0]);
