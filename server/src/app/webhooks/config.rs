@@ -52,7 +52,18 @@ pub const IN_FLIGHT: usize = 64;
 
 /// Deliveries being attempted: delivery id → subscription id.
 #[derive(Debug, Default)]
-pub struct InFlight(pub(super) std::sync::Mutex<std::collections::HashMap<u64, u64>>);
+pub struct InFlight(pub(super) std::sync::Mutex<Attempts>);
+
+/// What the dispatcher knows of its attempts.
+#[derive(Debug, Default)]
+pub(super) struct Attempts {
+    /// Being attempted: delivery id → subscription id.
+    pub(super) running: std::collections::HashMap<u64, u64>,
+    /// Attempts that ended since the dispatcher's current round began: its snapshot of due
+    /// deliveries may predate their outcome, so they wait for the next round (without it, a
+    /// delivery that ended while the round read its snapshot would be sent again).
+    pub(super) ended: std::collections::HashSet<u64>,
+}
 
 /// The webhook area's state in [`crate::App`]: its settings, its HTTP client, what is in flight.
 #[derive(Debug)]

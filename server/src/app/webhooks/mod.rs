@@ -172,19 +172,24 @@ pub async fn run_forever(app: Arc<App>) {
 async fn deliver_due(app: &Arc<App>) -> anyhow::Result<()> {
     let now = app.now();
     app.storage.fan_out(now, 1024).await?;
+    // Attempts that end from here on may be in the snapshot below as still due.
+    app.webhooks.in_flight.0.lock().expect("in-flight lock").ended.clear();
     // Each attempt runs on its own: the loop never waits for an endpoint, and one slow
     // subscription holds at most PER_SUBSCRIPTION_IN_FLIGHT slots.
     for (delivery, sub, event) in app.storage.due_deliveries(now, 1024)? {
         {
-            let mut in_flight = app.webhooks.in_flight.0.lock().expect("in-flight lock");
-            if in_flight.len() >= IN_FLIGHT {
+            let mut attempts = app.webhooks.in_flight.0.lock().expect("in-flight lock");
+            if attempts.running.len() >= IN_FLIGHT {
                 break;
             }
-            let busy = in_flight.values().filter(|s| **s == sub.id).count();
-            if in_flight.contains_key(&delivery.id) || busy >= PER_SUBSCRIPTION_IN_FLIGHT {
+            let busy = attempts.running.values().filter(|s| **s == sub.id).count();
+            if attempts.running.contains_key(&delivery.id)
+                || attempts.ended.contains(&delivery.id)
+                || busy >= PER_SUBSCRIPTION_IN_FLIGHT
+            {
                 continue;
             }
-            in_flight.insert(delivery.id, sub.id);
+            attempts.running.insert(delivery.id, sub.id);
         }
         let app = app.clone();
         let task_app = app.clone();
@@ -193,7 +198,9 @@ async fn deliver_due(app: &Arc<App>) -> anyhow::Result<()> {
             if let Err(e) = app.storage.record_delivery(delivery.id, outcome, app.now()).await {
                 tracing::error!(delivery = delivery.id, error = %e, "recording a delivery failed");
             }
-            app.webhooks.in_flight.0.lock().expect("in-flight lock").remove(&delivery.id);
+            let mut attempts = app.webhooks.in_flight.0.lock().expect("in-flight lock");
+            attempts.running.remove(&delivery.id);
+            attempts.ended.insert(delivery.id);
         });
     }
     Ok(())
@@ -372,8 +379,16 @@ impl App {
         let org = super::events::subscriber(caller)?;
         let subscription = self.own_subscription(&org, id)?;
         let limit = limit.clamp(1, MAX_LISTED_DELIVERIES);
-        let in_flight: std::collections::HashSet<u64> =
-            self.webhooks.in_flight.0.lock().expect("in-flight lock").keys().copied().collect();
+        let in_flight: std::collections::HashSet<u64> = self
+            .webhooks
+            .in_flight
+            .0
+            .lock()
+            .expect("in-flight lock")
+            .running
+            .keys()
+            .copied()
+            .collect();
         let view = |d: storage::webhooks::Delivery, dead: bool| {
             let state = match (dead, in_flight.contains(&d.id), d.attempts) {
                 (true, _, _) => DeliveryState::Dead,
