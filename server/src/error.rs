@@ -291,6 +291,10 @@ impl From<storage::Error> for ApiError {
                 tracing::warn!(context, "out of storage space");
                 Self::storage_full()
             }
+            E::Unavailable(reason) => {
+                tracing::warn!(%reason, "the metadata database is unavailable");
+                Self::unavailable("the metadata database is unavailable; try again in a moment")
+            }
             E::Recovering => Self::unavailable(
                 "the server is recovering from a storage failure; try again in a moment",
             ),

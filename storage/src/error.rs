@@ -18,7 +18,7 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
-    /// The index (redb) failed.
+    /// The metadata engine (redb, PostgreSQL) failed.
     #[error("index: {0}")]
     Index(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Stored data could not be decoded or contradicts itself.
@@ -49,6 +49,11 @@ pub enum Error {
         /// What was being done.
         context: &'static str,
     },
+    /// The metadata database cannot be reached (connection refused or lost, the server
+    /// restarting); nothing of the refused call committed unless it says the outcome is
+    /// unknown. Try again in a moment.
+    #[error("the metadata database is unavailable: {0}")]
+    Unavailable(String),
     /// The index is being reopened after an I/O failure; try again in a moment.
     #[error("the index is recovering from an I/O error")]
     Recovering,

@@ -47,6 +47,8 @@ mod blob;
 mod error;
 mod index;
 mod md5_follower;
+#[cfg(feature = "postgres")]
+mod pg;
 mod records;
 mod rules;
 mod stream;
@@ -62,6 +64,8 @@ pub use digest::{Digest, Md5};
 pub use error::{Error, Result};
 pub use index::RedbIndex;
 pub use md5_follower::Md5Follower;
+#[cfg(feature = "postgres")]
+pub use pg::{PgIndex, PgOptions, WRITE_ATTEMPTS};
 pub use ports::IndexStats;
 pub use records::{BlobRecord, EventRecord, Job, JobKind, ScanProgress, UploadRecord, event_id};
 pub use stream::{BlobRange, BlobTail};
@@ -205,9 +209,7 @@ const N_LOCK_STRIPES: usize = 256;
 impl Storage {
     /// Opens (or creates) the storage in `options.root` and recovers from any crash.
     pub async fn open(options: StorageOptions) -> Result<Self> {
-        std::fs::create_dir_all(&options.root).map_err(Error::io("creating the data directory"))?;
-        let blobs = LocalBlobStore::open(&options.root, options.sync, options.min_free_bytes)
-            .map_err(Error::io("creating the blob directories"))?;
+        let blobs = Self::local_blobs(&options)?;
         let index_path = options.root.join("index.redb");
         let index = tokio::task::spawn_blocking(move || {
             RedbIndex::open(&index_path, options.sync, options.max_batch)
@@ -218,6 +220,28 @@ impl Storage {
             source: std::io::Error::other(e),
         })??;
         Self::open_with(options, Arc::new(index), Arc::new(blobs)).await
+    }
+
+    /// The blob store under the data directory, created if needed.
+    fn local_blobs(options: &StorageOptions) -> Result<LocalBlobStore> {
+        std::fs::create_dir_all(&options.root).map_err(Error::io("creating the data directory"))?;
+        LocalBlobStore::open(&options.root, options.sync, options.min_free_bytes)
+            .map_err(Error::io("creating the blob directories"))
+    }
+
+    /// Opens the storage with its metadata in PostgreSQL ([`PgIndex`], schema migrated at
+    /// open) and its blobs under `options.root`, and recovers from any crash as
+    /// [`Storage::open`] does. Needs a multi-threaded tokio runtime.
+    #[cfg(feature = "postgres")]
+    pub async fn open_on_postgres(options: StorageOptions, pg: PgOptions) -> Result<Self> {
+        let blobs = Self::local_blobs(&options)?;
+        let index = PgIndex::open(pg)?;
+        Self::open_with(options, Arc::new(index), Arc::new(blobs)).await
+    }
+
+    /// The engines of the metadata and of the blobs, for readiness.
+    pub fn backends(&self) -> (&'static str, &'static str) {
+        (self.inner.index.backend(), self.inner.blobs.backend())
     }
 
     /// Opens the storage on the given ports (any backends) and recovers from any crash, as
@@ -339,11 +363,11 @@ impl Storage {
     }
 
     /// Whether the index can commit now: an empty write transaction, committed and fsynced like
-    /// any other (it shares a group commit with whatever else is queued).
+    /// any other (it shares a group commit with whatever else is queued). Tried even while the
+    /// store is unhealthy: the attempt is what finds out that it recovered (a reopened redb, a
+    /// PostgreSQL that is back), and a replica a load balancer took out of service gets no
+    /// other writes.
     pub async fn probe_commit(&self) -> Result<()> {
-        if !self.inner.index.healthy() {
-            return Err(Error::Recovering);
-        }
         self.transact(|_| Ok(())).await
     }
 

@@ -154,6 +154,10 @@ impl MetadataStore for RedbIndex {
         self.slot.healthy.load(Ordering::Relaxed)
     }
 
+    fn backend(&self) -> &'static str {
+        "redb"
+    }
+
     fn stats(&self) -> &IndexStats {
         &self.stats
     }

@@ -197,6 +197,11 @@ pub trait BlobStore: Send + Sync + fmt::Debug {
     /// Objects that are not blobs of this store are skipped.
     fn list(&self) -> io::Result<Vec<Digest>>;
 
+    /// The engine's name, for readiness and logs.
+    fn backend(&self) -> &'static str {
+        "local"
+    }
+
     /// The path of the blob's file, for a store whose blobs are local files; `None` otherwise.
     fn local_path(&self, digest: &Digest) -> Option<PathBuf> {
         let _ = digest;

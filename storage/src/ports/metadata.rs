@@ -146,6 +146,9 @@ pub trait MetadataStore: Send + Sync + fmt::Debug {
     /// Whether the last commit succeeded (readiness: a store that cannot commit is not ready).
     fn healthy(&self) -> bool;
 
+    /// The engine's name, for readiness and logs (`redb`, `postgresql`).
+    fn backend(&self) -> &'static str;
+
     /// Commit counters.
     fn stats(&self) -> &IndexStats;
 }
