@@ -1,5 +1,6 @@
 //! Server configuration: a TOML file (unknown keys rejected), then environment overrides
-//! (`FERRY_LISTEN`, `FERRY_DATA_DIR`, `FERRY_CLAMD`, `FERRY_CLAMD_DB`, `FERRY_DEV`), then
+//! (`FERRY_LISTEN`, `FERRY_DATA_DIR`, `FERRY_CLAMD`, `FERRY_CLAMD_DB`, `FERRY_METADATA`,
+//! `FERRY_METADATA_SCHEMA`, `FERRY_METADATA_PASSWORD`, `FERRY_DEV`), then
 //! command-line flags.
 //! `config.example.toml` beside this crate documents every key; a test parses it.
 
@@ -56,9 +57,25 @@ pub struct Config {
 }
 
 /// `[storage]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
+    /// Where the metadata lives: `redb` (the default: `index.redb` in the data directory) or a
+    /// PostgreSQL URL, `postgres://user@host:port/database`. `FERRY_METADATA` overrides it. The
+    /// URL may hold a password; `metadata_password_file` or `FERRY_METADATA_PASSWORD` keep it
+    /// out of the file. Never logged.
+    #[serde(default = "default_metadata")]
+    pub metadata: String,
+    /// The PostgreSQL schema of Ferry's tables (created with them). Default `ferry`;
+    /// `FERRY_METADATA_SCHEMA` overrides it.
+    #[serde(default = "default_metadata_schema")]
+    pub metadata_schema: String,
+    /// A file whose first line is the PostgreSQL password (e.g. a mounted secret).
+    #[serde(default)]
+    pub metadata_password_file: Option<PathBuf>,
+    /// The PostgreSQL password, from `FERRY_METADATA_PASSWORD` only (not a TOML key).
+    #[serde(skip)]
+    pub metadata_password: Option<String>,
     /// Bytes of the data directory's filesystem that uploads leave free for the index; below
     /// it uploads are refused (507 / RESOURCE_EXHAUSTED) and `/health/ready` says not ready.
     /// 0 turns the reserve off.
@@ -72,8 +89,89 @@ pub struct StorageConfig {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { min_free_bytes: default_min_free(), inline_max_bytes: default_inline_max() }
+        Self {
+            metadata: default_metadata(),
+            metadata_schema: default_metadata_schema(),
+            metadata_password_file: None,
+            metadata_password: None,
+            min_free_bytes: default_min_free(),
+            inline_max_bytes: default_inline_max(),
+        }
     }
+}
+
+/// Secrets stay out of logs: the URL is shown without its password.
+impl std::fmt::Debug for StorageConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorageConfig")
+            .field("metadata", &redact_url(&self.metadata))
+            .field("metadata_schema", &self.metadata_schema)
+            .field("metadata_password_file", &self.metadata_password_file)
+            .field("metadata_password", &self.metadata_password.as_ref().map(|_| "…"))
+            .field("min_free_bytes", &self.min_free_bytes)
+            .field("inline_max_bytes", &self.inline_max_bytes)
+            .finish()
+    }
+}
+
+/// Which engine keeps the metadata.
+#[derive(Debug, Clone)]
+pub enum MetadataBackend {
+    /// redb in the data directory.
+    Redb,
+    /// PostgreSQL.
+    Postgres(storage::PgOptions),
+}
+
+impl StorageConfig {
+    /// The metadata backend `metadata` names, with its password resolved.
+    pub fn metadata_backend(&self) -> anyhow::Result<MetadataBackend> {
+        let url = self.metadata.trim();
+        if url.is_empty() || url == "redb" {
+            return Ok(MetadataBackend::Redb);
+        }
+        anyhow::ensure!(
+            url.starts_with("postgres://") || url.starts_with("postgresql://"),
+            "[storage] metadata is {:?}: use \"redb\" or a postgres:// URL",
+            redact_url(url)
+        );
+        let password = match (&self.metadata_password, &self.metadata_password_file) {
+            (Some(password), _) => Some(password.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("reading metadata_password_file {}", path.display())
+                })?;
+                Some(text.lines().next().unwrap_or_default().to_owned())
+            }
+            (None, None) => None,
+        };
+        Ok(MetadataBackend::Postgres(storage::PgOptions {
+            schema: self.metadata_schema.clone(),
+            password,
+            ..storage::PgOptions::new(url)
+        }))
+    }
+}
+
+/// `url` without the password of its user-info part (`postgres://u:secret@h` → `postgres://u:…@h`).
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) if user_info.contains(':') => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:…@{host}{path}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn default_metadata() -> String {
+    "redb".to_owned()
+}
+
+fn default_metadata_schema() -> String {
+    storage::PgOptions::DEFAULT_SCHEMA.to_owned()
 }
 
 fn default_inline_max() -> u64 {
@@ -342,10 +440,20 @@ impl Config {
         if let Ok(v) = std::env::var("FERRY_CLAMD_DB") {
             config.clamd.database_dir = Some(v.into());
         }
+        if let Ok(v) = std::env::var("FERRY_METADATA") {
+            config.storage.metadata = v;
+        }
+        if let Ok(v) = std::env::var("FERRY_METADATA_SCHEMA") {
+            config.storage.metadata_schema = v;
+        }
+        if let Ok(v) = std::env::var("FERRY_METADATA_PASSWORD") {
+            config.storage.metadata_password = Some(v);
+        }
         if let Ok(v) = std::env::var("FERRY_DEV") {
             config.dev = matches!(v.as_str(), "1" | "true" | "yes");
         }
         config.clamd_options()?;
+        config.storage.metadata_backend()?;
         Ok(config)
     }
 
@@ -417,6 +525,41 @@ fn default_scopes() -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_metadata_backend_is_redb_or_a_postgres_url_and_its_password_never_shows() {
+        let mut storage = StorageConfig::default();
+        assert!(matches!(storage.metadata_backend().unwrap(), MetadataBackend::Redb));
+        storage.metadata = "mysql://x@db/ferry".into();
+        let refused = storage.metadata_backend().unwrap_err().to_string();
+        assert!(refused.contains("postgres://"), "{refused}");
+
+        storage.metadata = "postgres://ferry:s3cret@db.internal:5433/broker".into();
+        storage.metadata_schema = "tenant_a".into();
+        let MetadataBackend::Postgres(pg) = storage.metadata_backend().unwrap() else {
+            panic!("a postgres:// URL is PostgreSQL")
+        };
+        assert_eq!(pg.schema, "tenant_a");
+        assert_eq!(redact_url(&storage.metadata), "postgres://ferry:…@db.internal:5433/broker");
+        for shown in [format!("{storage:?}"), format!("{pg:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("pw");
+        std::fs::write(&secret, "from-file\nignored\n").unwrap();
+        storage.metadata = "postgres://ferry@db/broker".into();
+        storage.metadata_password_file = Some(secret);
+        let MetadataBackend::Postgres(pg) = storage.metadata_backend().unwrap() else {
+            panic!("PostgreSQL")
+        };
+        assert_eq!(pg.password.as_deref(), Some("from-file"));
+        storage.metadata_password = Some("from-env".into());
+        let MetadataBackend::Postgres(pg) = storage.metadata_backend().unwrap() else {
+            panic!("PostgreSQL")
+        };
+        assert_eq!(pg.password.as_deref(), Some("from-env"), "the environment wins");
+    }
 
     #[test]
     fn the_example_config_parses() {

@@ -62,13 +62,23 @@ pub async fn open_app(config: &Config) -> anyhow::Result<Arc<App>> {
         config.storage.inline_max_bytes,
         storage::MAX_INLINE_MAX
     );
-    let storage = Storage::open(StorageOptions {
+    let options = StorageOptions {
         lifecycle,
         min_free_bytes: config.storage.min_free_bytes,
         inline_max: config.storage.inline_max_bytes,
         ..StorageOptions::new(&config.data_dir)
-    })
-    .await?;
+    };
+    let storage = match config.storage.metadata_backend()? {
+        config::MetadataBackend::Redb => Storage::open(options).await?,
+        config::MetadataBackend::Postgres(pg) => {
+            tracing::info!(
+                url = %config::redact_url(&pg.url),
+                schema = %pg.schema,
+                "metadata in PostgreSQL"
+            );
+            Storage::open_on_postgres(options, pg).await?
+        }
+    };
     let dev_key =
         if config.dev { Some(auth::DevKey::load_or_create(&config.data_dir)?) } else { None };
     let authenticator =
@@ -390,6 +400,8 @@ async fn ready(app: Arc<App>) -> impl IntoResponse {
     let mut body = serde_json::json!({
         "status": if r.is_ready() { "ready" } else { "not ready" },
         "storage": match &r.storage { Ok(()) => "ok".to_owned(), Err(e) => e.clone() },
+        "metadata": r.backends.0,
+        "blobs": r.backends.1,
         "scanner": match &r.scanner { Ok(v) => v.clone(), Err(e) => format!("unavailable: {e}") },
     });
     if let Some(space) = r.space {

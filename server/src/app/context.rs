@@ -203,7 +203,7 @@ impl App {
             Ok(version) => version.map_err(|e| e.to_string()),
             Err(_) => Err(format!("no answer within {} s", READINESS_SCANNER.as_secs())),
         };
-        Readiness { storage, space, scanner }
+        Readiness { storage, space, scanner, backends: self.storage.backends() }
     }
 
     /// A transfer the caller takes part in (sender or recipient). Anyone else learns nothing,
@@ -231,6 +231,8 @@ pub struct Readiness {
     pub space: Option<storage::Space>,
     /// clamd's version.
     pub scanner: std::result::Result<String, String>,
+    /// The engines of the metadata and of the blobs (`redb`/`postgresql`, `local`).
+    pub backends: (&'static str, &'static str),
 }
 
 impl Readiness {
