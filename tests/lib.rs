@@ -1,4 +1,5 @@
-//! Shared test harness: deterministic payloads, fresh storages, and private clamd instances.
+//! Shared test harness: deterministic payloads, fresh storages, private clamd instances and a
+//! private PostgreSQL cluster ([`pg`]).
 //!
 //! Every clamd here is real: the `clamd` binary of the machine, started from the project's own
 //! config template and test signature database, on a socket in a temporary directory. Tests
@@ -12,6 +13,8 @@ use bytes::Bytes;
 use scanner::{Clamd, ClamdAddress, ClamdOptions};
 use storage::{Storage, StorageOptions};
 use tempfile::TempDir;
+
+pub mod pg;
 
 /// Boundary sizes for blob tests: empty, one byte, around the write chunk, and several MiB.
 pub const CHUNK: usize = 256 * 1024;
@@ -36,6 +39,19 @@ pub fn eicar() -> Vec<u8> {
 /// Splits `data` into `Bytes` chunks of `size` (the last may be shorter).
 pub fn chunks(data: &[u8], size: usize) -> Vec<Bytes> {
     data.chunks(size.max(1)).map(Bytes::copy_from_slice).collect()
+}
+
+/// Opens the storage of a server's data directory on the backend the tests run on
+/// ([`pg::metadata_for`]: PostgreSQL in the backend matrix, redb otherwise), as the server
+/// would: tests that inspect a server's storage after it stopped see what it stored.
+pub async fn open_storage(options: StorageOptions) -> Storage {
+    match pg::metadata_for(&options.root) {
+        Some((url, schema)) => {
+            let pg = storage::PgOptions { schema, ..storage::PgOptions::new(url) };
+            Storage::open_on_postgres(options, pg).await.expect("open storage on PostgreSQL")
+        }
+        None => Storage::open(options).await.expect("open storage"),
+    }
 }
 
 /// A storage in a fresh temporary directory, durable like production.
@@ -305,6 +321,10 @@ impl TestServer {
         config.clamd.retry_max_secs = 1;
         // The database the test clamds load: large files' hash signatures are checked in it.
         config.clamd.database_dir = Some(repo_root().join("scanner/clamd/db"));
+        if let Some((url, schema)) = pg::metadata_for(data_dir) {
+            config.storage.metadata = url;
+            config.storage.metadata_schema = schema;
+        }
         tweak(&mut config);
         install_tls_provider();
         let dev_key = server::auth::DevKey::load_or_create(data_dir).expect("dev key");

@@ -62,6 +62,7 @@ pub(crate) fn serve_on(
         .arg(&data_dir)
         .arg("--clamd")
         .arg(clamd.address().to_string())
+        .envs(integration_tests::pg::metadata_env(&data_dir))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

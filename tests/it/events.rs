@@ -164,7 +164,7 @@ impl Clocked {
     async fn new(clamd: &TestClamd) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let storage =
-            storage::Storage::open(storage::StorageOptions::new(dir.path())).await.unwrap();
+            integration_tests::open_storage(storage::StorageOptions::new(dir.path())).await;
         let key = server::auth::DevKey::load_or_create(dir.path()).unwrap();
         let auth =
             server::auth::Authenticator::load(&[], Some(&key), Duration::from_secs(30)).unwrap();

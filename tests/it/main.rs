@@ -6,6 +6,7 @@
 //! - `resume`: interrupted uploads continue with the same digests, across restarts.
 //! - `crash`: a writer killed with SIGKILL leaves nothing half-visible and nothing lost.
 //! - `scanner`: the clamd client against a real clamd.
+//! - `postgres`: the metadata port on a real PostgreSQL: conformance, two writers, outages.
 //! - `pipeline`: scanning an upload while it arrives.
 //! - `segments`: files longer than clamd's stream limit, scanned as overlapping segments.
 //! - `server`: the binary's server on a real port: liveness and readiness.
@@ -25,6 +26,7 @@ mod grpc;
 mod http_edges;
 mod index;
 mod pipeline;
+mod postgres;
 mod protocol_edges;
 mod rest;
 mod resume;

@@ -1017,7 +1017,7 @@ async fn tus_uploads_expire_after_a_day_without_activity() {
     // The TUS router in-process, over an App whose clock the test moves.
     let clamd = TestClamd::start();
     let dir = tempfile::tempdir().unwrap();
-    let storage = storage::Storage::open(storage::StorageOptions::new(dir.path())).await.unwrap();
+    let storage = integration_tests::open_storage(storage::StorageOptions::new(dir.path())).await;
     let key = server::auth::DevKey::load_or_create(dir.path()).unwrap();
     let auth = server::auth::Authenticator::load(&[], Some(&key), Duration::from_secs(30)).unwrap();
     let now = Arc::new(AtomicI64::new(storage::model::Timestamp::now().as_unix_micros()));

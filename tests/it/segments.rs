@@ -510,7 +510,7 @@ async fn a_restart_mid_scan_resumes_at_the_first_segment_not_yet_clean() {
     server.stop().await;
     let recorded = {
         let storage =
-            storage::Storage::open(storage::StorageOptions::new(&data_dir)).await.unwrap();
+            integration_tests::open_storage(storage::StorageOptions::new(&data_dir)).await;
         let progress = storage.scan_progress(id.parse().unwrap()).unwrap();
         progress.expect("the clean segments are recorded").clean
     };
@@ -537,7 +537,7 @@ async fn a_restart_mid_scan_resumes_at_the_first_segment_not_yet_clean() {
     // Published: the progress record is gone with the scan.
     let World { mut server, .. } = w;
     server.stop().await;
-    let storage = storage::Storage::open(storage::StorageOptions::new(&data_dir)).await.unwrap();
+    let storage = integration_tests::open_storage(storage::StorageOptions::new(&data_dir)).await;
     assert_eq!(storage.scan_progress(id.parse().unwrap()).unwrap(), None);
 }
 
@@ -663,6 +663,7 @@ impl FerryProcess {
         let child = std::process::Command::new(crate::cli::ferry())
             .args(["serve", "--config"])
             .arg(&config)
+            .envs(integration_tests::pg::metadata_env(data_dir))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -746,7 +747,7 @@ async fn a_server_killed_mid_scan_resumes_at_the_first_segment_not_yet_clean() {
     ferry.kill();
     let recorded = {
         let storage =
-            storage::Storage::open(storage::StorageOptions::new(&data_dir)).await.unwrap();
+            integration_tests::open_storage(storage::StorageOptions::new(&data_dir)).await;
         let progress = storage.scan_progress(id.parse().unwrap()).unwrap();
         progress.expect("the clean segments are recorded").clean
     };

@@ -28,7 +28,15 @@ async fn the_server_reports_readiness_of_storage_and_scanner() {
     let (status, body) = get(addr, "/health/ready").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("ClamAV "), "{body}");
-    assert!(dir.path().join("index.redb").exists());
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    match integration_tests::pg::metadata_for(dir.path()) {
+        None => {
+            assert!(dir.path().join("index.redb").exists());
+            assert_eq!(ready["metadata"], "redb", "{body}");
+        }
+        Some(_) => assert_eq!(ready["metadata"], "postgresql", "{body}"),
+    }
+    assert_eq!(ready["blobs"], "local", "{body}");
 
     // A frozen clamd (it accepts, never answers): readiness still answers, at once.
     clamd.pause();

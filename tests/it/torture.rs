@@ -123,6 +123,7 @@ impl Ferry {
             .arg(&self.data_dir)
             .arg("--clamd")
             .arg(&self.clamd)
+            .envs(integration_tests::pg::metadata_env(&self.data_dir))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -912,7 +913,7 @@ async fn torture_kill_9_during_uploads_scans_and_bursts_loses_nothing_and_leaves
     // clean up, so the files were checked above, while the server ran).
     ferry.stop().await;
     let storage =
-        storage::Storage::open(storage::StorageOptions::new(&ferry.data_dir)).await.unwrap();
+        integration_tests::open_storage(storage::StorageOptions::new(&ferry.data_dir)).await;
     let problems = storage.check_consistency().await.unwrap();
     assert!(problems.is_empty(), "{problems:?}");
     let recorded: BTreeSet<String> = storage

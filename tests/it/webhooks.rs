@@ -609,6 +609,7 @@ async fn events_committed_before_a_kill_9_are_delivered_after_the_restart() {
             .arg("serve")
             .arg("--config")
             .arg(&config)
+            .envs(integration_tests::pg::metadata_env(&data_dir))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
